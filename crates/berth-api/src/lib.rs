@@ -1,0 +1,78 @@
+//! The berthd gRPC API (package `berth.v1`) and unix-socket transport helpers
+//! shared by the daemon and the CLI.
+
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
+
+/// Generated types and services of `proto/berth/v1/berth.proto`.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("berth.v1");
+}
+
+pub use v1::containers_client::ContainersClient;
+pub use v1::containers_server::{Containers, ContainersServer};
+
+/// Default socket of berthd.
+pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";
+/// Default root directory of berthd.
+pub const DEFAULT_ROOT: &str = "/var/lib/berth";
+
+/// Metadata key on an error status that carries the exit code the CLI should
+/// use (126 or 127 when the container's command cannot be run).
+pub const EXIT_CODE_METADATA: &str = "berth-exit-code";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "cannot reach berthd at {path}: {source} (is berthd running? set --socket or BERTH_SOCKET)"
+    )]
+    Unreachable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up a connection to berthd at {path}: {source}")]
+    Transport {
+        path: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Connect to berthd over its unix socket.
+pub async fn connect(socket: &Path) -> Result<ContainersClient<Channel>, ConnectError> {
+    // Fail fast with a clear message when nothing listens, rather than a
+    // transport error from the lazy channel.
+    drop(
+        UnixStream::connect(socket)
+            .await
+            .map_err(|source| ConnectError::Unreachable {
+                path: socket.to_path_buf(),
+                source,
+            })?,
+    );
+    let path = socket.to_path_buf();
+    // The URI is required by the HTTP/2 layer but never resolved.
+    let channel = Endpoint::from_static("http://berthd.local")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .map_err(|source| ConnectError::Transport {
+            path: socket.to_path_buf(),
+            source,
+        })?;
+    Ok(ContainersClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+impl v1::ExitStatus {
+    /// The conventional numeric code: code, 128+signal, or -1 when unknown.
+    pub fn code(&self) -> i32 {
+        self.exit_code
+    }
+}

@@ -1,0 +1,110 @@
+//! The persisted record of a container.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::exit::Exit;
+
+/// The states a user sees. A container is `Running` from a successful start
+/// until its init's exit has been handled; `Paused` is frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl State {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Running => "running",
+            State::Paused => "paused",
+            State::Stopped => "stopped",
+        }
+    }
+
+    /// Has a live init (created, running or paused).
+    pub fn is_live(&self) -> bool {
+        !matches!(self, State::Stopped)
+    }
+}
+
+/// Where the container's filesystem and spec came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "path")]
+pub enum Source {
+    Rootfs(PathBuf),
+    Bundle(PathBuf),
+}
+
+/// Options that are berth's, not the OCI spec's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    pub source: Source,
+    #[serde(default)]
+    pub auto_remove: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Signal number sent by stop.
+    pub stop_signal: i32,
+    /// Seconds stop waits before SIGKILL.
+    pub stop_timeout: u32,
+    #[serde(default)]
+    pub log_max_size: u64,
+    #[serde(default)]
+    pub log_max_files: u32,
+}
+
+pub const DEFAULT_STOP_TIMEOUT: u32 = 10;
+pub const DEFAULT_STOP_SIGNAL: i32 = 15;
+
+/// An exec'd process while it runs or after it exited (until the container
+/// stops or is removed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRecord {
+    pub id: String,
+    pub pid: i32,
+    pub args: Vec<String>,
+    pub running: bool,
+    #[serde(default)]
+    pub exit: Option<Exit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    pub config: ContainerConfig,
+    pub spec: oci_spec::runtime::Spec,
+    pub state: State,
+    /// Pid of the init (host pid namespace); 0 when stopped.
+    pub pid: i32,
+    /// The last exit of the init.
+    #[serde(default)]
+    pub exit: Option<Exit>,
+    pub created_at: String,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub restart_count: u32,
+    #[serde(default)]
+    pub execs: BTreeMap<String, ExecRecord>,
+}
+
+impl ContainerRecord {
+    /// The command the init runs.
+    pub fn command(&self) -> Vec<String> {
+        self.spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default()
+    }
+}

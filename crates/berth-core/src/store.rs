@@ -1,0 +1,84 @@
+//! What the model persists, behind a trait: berthd implements it on an
+//! embedded transactional database; tests use [`MemStore`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use crate::container::ContainerRecord;
+use crate::event::Event;
+
+#[derive(Debug, thiserror::Error)]
+#[error("state store: {0}")]
+pub struct StoreError(pub String);
+
+pub trait Store: Send + Sync + 'static {
+    fn load_containers(&self) -> Result<Vec<ContainerRecord>, StoreError>;
+    /// Insert or replace, durably.
+    fn save_container(&self, rec: &ContainerRecord) -> Result<(), StoreError>;
+    fn remove_container(&self, id: &str) -> Result<(), StoreError>;
+    /// Append one event, durably.
+    fn append_event(&self, ev: &Event) -> Result<(), StoreError>;
+    /// Up to `limit` events with `seq > after`, in order.
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// (first seq still in the log, last seq ever appended). With an empty
+    /// log: (last + 1, last).
+    fn event_bounds(&self) -> Result<(u64, u64), StoreError>;
+}
+
+/// An in-memory store for tests.
+#[derive(Default)]
+pub struct MemStore {
+    containers: Mutex<HashMap<String, ContainerRecord>>,
+    events: Mutex<(BTreeMap<u64, Event>, u64)>,
+}
+
+impl MemStore {
+    /// Drop all but the newest `n` events, as a compaction would.
+    pub fn compact_keep_last(&self, n: usize) {
+        let mut g = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        while g.0.len() > n {
+            g.0.pop_first();
+        }
+    }
+}
+
+impl Store for MemStore {
+    fn load_containers(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+        let g = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(g.values().cloned().collect())
+    }
+
+    fn save_container(&self, rec: &ContainerRecord) -> Result<(), StoreError> {
+        let mut g = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        g.insert(rec.id.clone(), rec.clone());
+        Ok(())
+    }
+
+    fn remove_container(&self, id: &str) -> Result<(), StoreError> {
+        let mut g = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        g.remove(id);
+        Ok(())
+    }
+
+    fn append_event(&self, ev: &Event) -> Result<(), StoreError> {
+        let mut g = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.insert(ev.seq, ev.clone());
+        g.1 = g.1.max(ev.seq);
+        Ok(())
+    }
+
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let g = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(g.0
+            .range(after + 1..)
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    fn event_bounds(&self) -> Result<(u64, u64), StoreError> {
+        let g = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let first = g.0.keys().next().copied().unwrap_or(g.1 + 1);
+        Ok((first, g.1))
+    }
+}

@@ -1,0 +1,892 @@
+//! The supervisor: the table of containers and every operation on them.
+//!
+//! Locking: each container has its own async lock, held for the whole of an
+//! operation on it (so operations on one container are serialized) but never
+//! across a wait for an exit or a deadline. Operations on different
+//! containers never wait for each other: the table lock is a short-held
+//! `std` lock around a map of `Arc`s. Readers (`list`, `inspect`) read a
+//! snapshot and never wait for an operation in progress.
+//!
+//! Events are published while the container's lock is held, which is what
+//! gives each container its order: create < start < exec-* < exit < delete.
+//! Publishing is a durable append and a non-blocking broadcast, never a wait
+//! for a subscriber.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn, Instrument};
+
+use crate::container::{ContainerConfig, ContainerRecord, ExecRecord, State};
+use crate::event::{now_rfc3339, EventBus, EventInfo, EventType};
+use crate::exit::{Exit, ExitStatus};
+use crate::runtime::{
+    CreateTask, ExecTask, Restored, Runtime, RuntimeError, Task, TaskEvent, TaskState, INIT_PROCESS,
+};
+use crate::store::{Store, StoreError};
+
+/// How long to wait for an init to go after SIGKILL before giving up.
+pub const KILL_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such container: {0}")]
+    NotFound(String),
+    #[error("no such process {1:?} in container {0}")]
+    ProcessNotFound(String, String),
+    #[error("container id prefix {0:?} matches more than one container: give more characters or the name")]
+    Ambiguous(String),
+    #[error("the name {0:?} is already in use by container {1}: remove that container or choose another name")]
+    NameInUse(String, String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What `create` needs. The id is chosen by the caller (it is part of the
+/// spec: cgroups path, default hostname).
+pub struct CreateParams {
+    pub id: String,
+    pub name: Option<String>,
+    pub spec: oci_spec::runtime::Spec,
+    pub config: ContainerConfig,
+}
+
+/// Mutable state of one container, behind its lock.
+struct Ctr {
+    rec: ContainerRecord,
+    task: Option<Arc<dyn Task>>,
+    /// Which run of the container the task belongs to: bumped at every
+    /// runtime create. An exit is applied only to its own run, which guards
+    /// against duplicate or stale exits by identity, not by time.
+    run: u64,
+    /// An explicit stop or kill is in progress (restart policies will not
+    /// undo it).
+    stopping: bool,
+    removing: bool,
+}
+
+/// What readers see without taking the container's lock.
+#[derive(Clone)]
+struct Snapshot {
+    rec: ContainerRecord,
+    run: u64,
+    /// The run whose exit `rec.exit` is.
+    exited_run: u64,
+}
+
+struct Entry {
+    id: String,
+    ctr: tokio::sync::Mutex<Ctr>,
+    snap: Mutex<Snapshot>,
+    /// Bumped after every exit (init or exec) and every state change
+    /// that waiters care about.
+    changed: watch::Sender<u64>,
+}
+
+impl Entry {
+    fn new(rec: ContainerRecord, run: u64, task: Option<Arc<dyn Task>>) -> Arc<Self> {
+        let exited_run = if rec.state == State::Stopped { run } else { 0 };
+        Arc::new(Entry {
+            id: rec.id.clone(),
+            snap: Mutex::new(Snapshot {
+                rec: rec.clone(),
+                run,
+                exited_run,
+            }),
+            ctr: tokio::sync::Mutex::new(Ctr {
+                rec,
+                task,
+                run,
+                stopping: false,
+                removing: false,
+            }),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        self.snap.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Publish the new state to readers and waiters.
+    fn publish_snapshot(&self, ctr: &Ctr, exited: bool) {
+        {
+            let mut s = self.snap.lock().unwrap_or_else(|p| p.into_inner());
+            s.rec = ctr.rec.clone();
+            s.run = ctr.run;
+            if exited {
+                s.exited_run = ctr.run;
+            }
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// Waits for the exit of one run of a container's init.
+pub struct ExitWatch {
+    entry: Arc<Entry>,
+    rx: watch::Receiver<u64>,
+    run: u64,
+}
+
+impl ExitWatch {
+    /// The exit, or `None` when `timeout` passed first.
+    pub async fn wait(&mut self, timeout: Option<Duration>) -> Option<Exit> {
+        let fut = async {
+            loop {
+                let s = self.entry.snapshot();
+                if s.exited_run >= self.run {
+                    if let Some(exit) = s.rec.exit {
+                        return exit;
+                    }
+                }
+                if self.rx.changed().await.is_err() {
+                    return Exit {
+                        status: ExitStatus::unknown("the container was removed"),
+                        at: now_rfc3339(),
+                        oom_killed: false,
+                    };
+                }
+            }
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, fut).await.ok(),
+            None => Some(fut.await),
+        }
+    }
+
+    /// The record as it is now (for the log path and final state).
+    pub fn record(&self) -> ContainerRecord {
+        self.entry.snapshot().rec
+    }
+}
+
+struct Inner {
+    runtime: Arc<dyn Runtime>,
+    store: Arc<dyn Store>,
+    events: EventBus,
+    table: RwLock<HashMap<String, Arc<Entry>>>,
+}
+
+/// The table of containers. Cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+fn info_of(rec: &ContainerRecord) -> EventInfo {
+    EventInfo {
+        container: rec.id.clone(),
+        name: rec.name.clone(),
+        process: String::new(),
+        pid: 0,
+        exit_code: None,
+    }
+}
+
+fn not_running(rec: &ContainerRecord) -> Error {
+    Error::InvalidState(format!(
+        "container {} is not running (state: {})",
+        rec.name,
+        rec.state.as_str()
+    ))
+}
+
+impl Supervisor {
+    pub fn new(runtime: Arc<dyn Runtime>, store: Arc<dyn Store>) -> Result<Self> {
+        let events = EventBus::new(store.clone())?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                runtime,
+                store,
+                events,
+                table: RwLock::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    fn table(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Entry>>> {
+        self.inner.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn table_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Entry>>> {
+        self.inner.table.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Find a container by full id, name, or unique id prefix.
+    pub fn resolve(&self, key: &str) -> Result<String> {
+        self.lookup(key).map(|e| e.id.clone())
+    }
+
+    fn lookup(&self, key: &str) -> Result<Arc<Entry>> {
+        if key.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a container id or name is required".into(),
+            ));
+        }
+        let table = self.table();
+        if let Some(e) = table.get(key) {
+            return Ok(e.clone());
+        }
+        if let Some(e) = table.values().find(|e| e.snapshot().rec.name == key) {
+            return Ok(e.clone());
+        }
+        let mut found = table.iter().filter(|(id, _)| id.starts_with(key));
+        match (found.next(), found.next()) {
+            (Some((_, e)), None) => Ok(e.clone()),
+            (Some(_), Some(_)) => Err(Error::Ambiguous(key.to_string())),
+            _ => Err(Error::NotFound(key.to_string())),
+        }
+    }
+
+    /// All containers (or only live ones), oldest first.
+    pub fn list(&self, all: bool) -> Vec<ContainerRecord> {
+        let mut v: Vec<ContainerRecord> = self
+            .table()
+            .values()
+            .map(|e| e.snapshot().rec)
+            .filter(|r| all || r.state.is_live() && r.state != State::Created)
+            .collect();
+        v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    pub fn inspect(&self, key: &str) -> Result<ContainerRecord> {
+        Ok(self.lookup(key)?.snapshot().rec)
+    }
+
+    /// Persist and publish the new state of a container.
+    fn commit(&self, entry: &Entry, ctr: &Ctr, exited: bool) -> Result<()> {
+        let res = self.inner.store.save_container(&ctr.rec);
+        entry.publish_snapshot(ctr, exited);
+        res.map_err(Error::from)
+    }
+
+    fn publish(&self, kind: EventType, info: EventInfo) {
+        self.inner.events.publish(kind, info);
+    }
+
+    /// Create a container: runtime create, record, `create` event.
+    pub async fn create(&self, p: CreateParams) -> Result<String> {
+        let name = match p.name {
+            Some(n) => {
+                crate::id::validate_name(&n).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                n
+            }
+            None => crate::id::short_id(&p.id).to_string(),
+        };
+        let rec = ContainerRecord {
+            id: p.id.clone(),
+            name: name.clone(),
+            config: p.config,
+            spec: p.spec,
+            state: State::Created,
+            pid: 0,
+            exit: None,
+            created_at: now_rfc3339(),
+            started_at: None,
+            finished_at: None,
+            restart_count: 0,
+            execs: Default::default(),
+        };
+        let entry = Entry::new(rec.clone(), 1, None);
+        // Hold the new container's lock from before it is visible until it
+        // is created, so nothing can act on a half-made container.
+        let mut ctr = entry.ctr.lock().await;
+        {
+            let mut table = self.table_mut();
+            if let Some(other) = table.values().find(|e| e.snapshot().rec.name == name) {
+                return Err(Error::NameInUse(name, other.id.clone()));
+            }
+            if table.contains_key(&p.id) {
+                return Err(Error::InvalidArgument(format!(
+                    "container id {} exists",
+                    p.id
+                )));
+            }
+            table.insert(p.id.clone(), entry.clone());
+        }
+        let span = tracing::info_span!("container", id = %p.id);
+        let created = self
+            .inner
+            .runtime
+            .create(CreateTask {
+                id: p.id.clone(),
+                spec: rec.spec.clone(),
+                log_max_size: rec.config.log_max_size,
+                log_max_files: rec.config.log_max_files,
+            })
+            .instrument(span.clone())
+            .await;
+        let task = match created {
+            Ok(t) => t,
+            Err(e) => {
+                self.table_mut().remove(&p.id);
+                return Err(e.into());
+            }
+        };
+        ctr.rec.pid = task.pid();
+        ctr.task = Some(task.clone());
+        if let Err(e) = self.commit(&entry, &ctr, false) {
+            // Without a record the container would be invisible after a
+            // restart: tear it down and report the original error.
+            let _ = task.kill(9, true).await;
+            drop(ctr);
+            self.table_mut().remove(&p.id);
+            let _ = self.inner.runtime.remove(&p.id).await;
+            return Err(e);
+        }
+        self.publish(
+            EventType::Create,
+            EventInfo {
+                process: INIT_PROCESS.into(),
+                pid: ctr.rec.pid,
+                ..info_of(&ctr.rec)
+            },
+        );
+        self.spawn_watcher(entry.clone(), task, ctr.run);
+        span.in_scope(|| info!(name = %name, "created"));
+        Ok(p.id)
+    }
+
+    /// Start a created container, or run a stopped one again. Returns the
+    /// init's pid and a watch for this run's exit.
+    pub async fn start(&self, key: &str) -> Result<(i32, ExitWatch)> {
+        let entry = self.lookup(key)?;
+        let mut ctr = entry.ctr.lock().await;
+        if ctr.removing {
+            return Err(Error::InvalidState(format!(
+                "container {} is being removed",
+                ctr.rec.name
+            )));
+        }
+        match ctr.rec.state {
+            State::Created => {}
+            State::Stopped => {
+                // A new run: create the init again.
+                let task = self
+                    .inner
+                    .runtime
+                    .create(CreateTask {
+                        id: ctr.rec.id.clone(),
+                        spec: ctr.rec.spec.clone(),
+                        log_max_size: ctr.rec.config.log_max_size,
+                        log_max_files: ctr.rec.config.log_max_files,
+                    })
+                    .await?;
+                ctr.run += 1;
+                ctr.task = Some(task.clone());
+                ctr.rec.pid = task.pid();
+                ctr.rec.state = State::Created;
+                ctr.rec.execs.clear();
+                self.spawn_watcher(entry.clone(), task, ctr.run);
+            }
+            State::Running | State::Paused => {
+                return Err(Error::InvalidState(format!(
+                    "container {} is already running",
+                    ctr.rec.name
+                )))
+            }
+        }
+        let watch = ExitWatch {
+            entry: entry.clone(),
+            rx: entry.changed.subscribe(),
+            run: ctr.run,
+        };
+        let task = ctr
+            .task
+            .clone()
+            .ok_or_else(|| Error::InvalidState("container has no task".into()))?;
+        if let Err(e) = task.start().await {
+            // A start that failed leaves nothing behind: kill the created
+            // init; the watcher records its exit.
+            let _ = task.kill(9, true).await;
+            return Err(e.into());
+        }
+        ctr.rec.state = State::Running;
+        ctr.rec.started_at = Some(now_rfc3339());
+        ctr.stopping = false;
+        self.commit(&entry, &ctr, false)?;
+        self.publish(
+            EventType::Start,
+            EventInfo {
+                process: INIT_PROCESS.into(),
+                pid: ctr.rec.pid,
+                ..info_of(&ctr.rec)
+            },
+        );
+        Ok((ctr.rec.pid, watch))
+    }
+
+    /// A watch for the current (or, for a stopped container, the last) run's exit.
+    pub fn watch_exit(&self, key: &str) -> Result<ExitWatch> {
+        let entry = self.lookup(key)?;
+        let rx = entry.changed.subscribe();
+        let run = entry.snapshot().run;
+        Ok(ExitWatch { entry, rx, run })
+    }
+
+    /// Block until the container's init exits (returns at once if stopped).
+    pub async fn wait(&self, key: &str) -> Result<Exit> {
+        let mut w = self.watch_exit(key)?;
+        w.wait(None)
+            .await
+            .ok_or_else(|| Error::Timeout("wait ended".into()))
+    }
+
+    /// Block until an exec'd process exits.
+    pub async fn wait_exec(&self, key: &str, exec_id: &str) -> Result<Exit> {
+        let entry = self.lookup(key)?;
+        let mut rx = entry.changed.subscribe();
+        loop {
+            let s = entry.snapshot();
+            match s.rec.execs.get(exec_id) {
+                None => return Err(Error::ProcessNotFound(s.rec.name, exec_id.into())),
+                Some(ExecRecord {
+                    exit: Some(exit), ..
+                }) => return Ok(exit.clone()),
+                Some(_) => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::NotFound(key.into()));
+            }
+        }
+    }
+
+    /// Send `signal` to the init (or every process with `all`).
+    pub async fn kill(&self, key: &str, signal: i32, all: bool) -> Result<()> {
+        let entry = self.lookup(key)?;
+        let mut ctr = entry.ctr.lock().await;
+        if !ctr.rec.state.is_live() {
+            return Err(not_running(&ctr.rec));
+        }
+        let task = ctr.task.clone().ok_or_else(|| not_running(&ctr.rec))?;
+        ctr.stopping = true;
+        task.kill(signal, all).await?;
+        if ctr.rec.state == State::Paused && signal == 9 {
+            // A frozen process only dies once thawed.
+            let _ = task.resume().await;
+        }
+        Ok(())
+    }
+
+    /// Signal one exec'd process.
+    pub async fn kill_exec(&self, key: &str, exec_id: &str, signal: i32) -> Result<()> {
+        let entry = self.lookup(key)?;
+        let ctr = entry.ctr.lock().await;
+        let task = ctr.task.clone().ok_or_else(|| not_running(&ctr.rec))?;
+        if !ctr.rec.execs.get(exec_id).is_some_and(|e| e.running) {
+            return Err(Error::ProcessNotFound(ctr.rec.name.clone(), exec_id.into()));
+        }
+        task.kill_exec(exec_id, signal).await?;
+        Ok(())
+    }
+
+    /// Stop: the stop signal, up to `timeout` (default: the container's),
+    /// then SIGKILL, bounded. Already stopped is success.
+    pub async fn stop(&self, key: &str, timeout: Option<Duration>) -> Result<Exit> {
+        let entry = self.lookup(key)?;
+        let (task, mut watch, signal, timeout, paused) = {
+            let mut ctr = entry.ctr.lock().await;
+            if !ctr.rec.state.is_live() {
+                return ctr.rec.exit.clone().ok_or_else(|| not_running(&ctr.rec));
+            }
+            let Some(task) = ctr.task.clone() else {
+                return Err(not_running(&ctr.rec));
+            };
+            ctr.stopping = true;
+            let timeout = timeout
+                .unwrap_or_else(|| Duration::from_secs(u64::from(ctr.rec.config.stop_timeout)));
+            let watch = ExitWatch {
+                entry: entry.clone(),
+                rx: entry.changed.subscribe(),
+                run: ctr.run,
+            };
+            (
+                task,
+                watch,
+                ctr.rec.config.stop_signal,
+                timeout,
+                ctr.rec.state == State::Paused,
+            )
+        };
+        let span = tracing::info_span!("container", id = %entry.id);
+        let sent = task.kill(signal, false).await;
+        if paused {
+            let _ = task.resume().await;
+        }
+        if sent.is_ok() && !timeout.is_zero() {
+            if let Some(exit) = watch.wait(Some(timeout)).await {
+                return Ok(exit);
+            }
+            span.in_scope(|| info!(?timeout, "stop signal ignored, sending SIGKILL"));
+        }
+        let _ = task.kill(9, true).await;
+        watch.wait(Some(KILL_WAIT)).await.ok_or_else(|| {
+            Error::Timeout(format!(
+                "container {} did not exit within {}s of SIGKILL; it may be stuck in the kernel (D state)",
+                entry.id,
+                KILL_WAIT.as_secs()
+            ))
+        })
+    }
+
+    pub async fn pause(&self, key: &str) -> Result<()> {
+        let entry = self.lookup(key)?;
+        let mut ctr = entry.ctr.lock().await;
+        match ctr.rec.state {
+            State::Running => {}
+            State::Paused => {
+                return Err(Error::InvalidState(format!(
+                    "container {} is already paused",
+                    ctr.rec.name
+                )))
+            }
+            _ => return Err(not_running(&ctr.rec)),
+        }
+        let task = ctr.task.clone().ok_or_else(|| not_running(&ctr.rec))?;
+        task.pause().await?;
+        ctr.rec.state = State::Paused;
+        self.commit(&entry, &ctr, false)?;
+        self.publish(EventType::Pause, info_of(&ctr.rec));
+        Ok(())
+    }
+
+    pub async fn resume(&self, key: &str) -> Result<()> {
+        let entry = self.lookup(key)?;
+        let mut ctr = entry.ctr.lock().await;
+        if ctr.rec.state != State::Paused {
+            return Err(Error::InvalidState(format!(
+                "container {} is not paused",
+                ctr.rec.name
+            )));
+        }
+        let task = ctr.task.clone().ok_or_else(|| not_running(&ctr.rec))?;
+        task.resume().await?;
+        ctr.rec.state = State::Running;
+        self.commit(&entry, &ctr, false)?;
+        self.publish(EventType::Resume, info_of(&ctr.rec));
+        Ok(())
+    }
+
+    /// Run a process in a running container. Returns its exec id and pid.
+    pub async fn exec(
+        &self,
+        key: &str,
+        process: oci_spec::runtime::Process,
+    ) -> Result<(String, i32)> {
+        let entry = self.lookup(key)?;
+        let mut ctr = entry.ctr.lock().await;
+        if ctr.rec.state != State::Running {
+            return Err(match ctr.rec.state {
+                State::Paused => Error::InvalidState(format!(
+                    "container {} is paused: unpause it first",
+                    ctr.rec.name
+                )),
+                _ => not_running(&ctr.rec),
+            });
+        }
+        let task = ctr.task.clone().ok_or_else(|| not_running(&ctr.rec))?;
+        let exec_id = crate::id::generate_id().map_err(|e| Error::InvalidState(e.to_string()))?
+            [..16]
+            .to_string();
+        let args = process.args().clone().unwrap_or_default();
+        let pid = task
+            .exec(ExecTask {
+                exec_id: exec_id.clone(),
+                process,
+            })
+            .await?;
+        ctr.rec.execs.insert(
+            exec_id.clone(),
+            ExecRecord {
+                id: exec_id.clone(),
+                pid,
+                args,
+                running: true,
+                exit: None,
+            },
+        );
+        self.commit(&entry, &ctr, false)?;
+        let ev = EventInfo {
+            process: exec_id.clone(),
+            pid,
+            ..info_of(&ctr.rec)
+        };
+        self.publish(EventType::ExecAdded, ev.clone());
+        self.publish(EventType::ExecStarted, ev);
+        Ok((exec_id, pid))
+    }
+
+    /// Remove a container. A running one needs `force` (it is killed first).
+    pub async fn delete(&self, key: &str, force: bool) -> Result<()> {
+        let entry = self.lookup(key)?;
+        let kill = {
+            let mut ctr = entry.ctr.lock().await;
+            if ctr.removing {
+                return Err(Error::InvalidState(format!(
+                    "removal of container {} is already in progress",
+                    ctr.rec.name
+                )));
+            }
+            let live = matches!(ctr.rec.state, State::Running | State::Paused);
+            if live && !force {
+                return Err(Error::InvalidState(format!(
+                    "cannot remove running container {}: stop it first, or use rm -f",
+                    ctr.rec.name
+                )));
+            }
+            ctr.removing = true;
+            if ctr.rec.state.is_live() {
+                ctr.stopping = true;
+                ctr.task.clone().map(|t| {
+                    (
+                        t,
+                        ExitWatch {
+                            entry: entry.clone(),
+                            rx: entry.changed.subscribe(),
+                            run: ctr.run,
+                        },
+                        ctr.rec.state == State::Paused,
+                    )
+                })
+            } else {
+                None
+            }
+        };
+        if let Some((task, mut watch, paused)) = kill {
+            let _ = task.kill(9, true).await;
+            if paused {
+                let _ = task.resume().await;
+            }
+            if watch.wait(Some(KILL_WAIT)).await.is_none() {
+                entry.ctr.lock().await.removing = false;
+                return Err(Error::Timeout(format!(
+                    "container {} did not exit within {}s of SIGKILL; not removed",
+                    entry.id,
+                    KILL_WAIT.as_secs()
+                )));
+            }
+        }
+        let ctr = entry.ctr.lock().await;
+        if let Err(e) = self.inner.runtime.remove(&entry.id).await {
+            drop(ctr);
+            entry.ctr.lock().await.removing = false;
+            return Err(e.into());
+        }
+        self.inner.store.remove_container(&entry.id)?;
+        self.table_mut().remove(&entry.id);
+        self.publish(EventType::Delete, info_of(&ctr.rec));
+        // Wake anyone still waiting on this container.
+        entry.changed.send_modify(|n| *n += 1);
+        tracing::info_span!("container", id = %entry.id).in_scope(|| info!("removed"));
+        Ok(())
+    }
+
+    /// Consume a task's events until its init exits.
+    fn spawn_watcher(&self, entry: Arc<Entry>, task: Arc<dyn Task>, run: u64) {
+        let Some(events) = task.take_events() else {
+            warn!(id = %entry.id, "task events already taken");
+            return;
+        };
+        let this = self.clone();
+        let span = tracing::info_span!("container", id = %entry.id);
+        tokio::spawn(this.watch_task(entry, events, run).instrument(span));
+    }
+
+    async fn watch_task(
+        self,
+        entry: Arc<Entry>,
+        mut events: mpsc::UnboundedReceiver<TaskEvent>,
+        run: u64,
+    ) {
+        let mut init_exit = None;
+        while let Some(ev) = events.recv().await {
+            match ev {
+                TaskEvent::Exit { process, pid, exit } if process == INIT_PROCESS => {
+                    init_exit = Some((pid, exit));
+                    break;
+                }
+                TaskEvent::Exit { process, pid, exit } => {
+                    self.on_exec_exit(&entry, run, process, pid, exit).await;
+                }
+                TaskEvent::Oom => self.on_oom(&entry, run).await,
+            }
+        }
+        let (pid, exit) = init_exit.unwrap_or_else(|| {
+            (
+                0,
+                Exit {
+                    status: ExitStatus::unknown("the runtime lost track of the container"),
+                    at: now_rfc3339(),
+                    oom_killed: false,
+                },
+            )
+        });
+        self.on_init_exit(&entry, run, pid, exit).await;
+    }
+
+    async fn on_oom(&self, entry: &Arc<Entry>, run: u64) {
+        let ctr = entry.ctr.lock().await;
+        if ctr.run != run {
+            return;
+        }
+        self.publish(EventType::Oom, info_of(&ctr.rec));
+    }
+
+    async fn on_exec_exit(
+        &self,
+        entry: &Arc<Entry>,
+        run: u64,
+        exec_id: String,
+        pid: i32,
+        exit: Exit,
+    ) {
+        let mut ctr = entry.ctr.lock().await;
+        if ctr.run != run {
+            return;
+        }
+        let Some(rec) = ctr.rec.execs.get_mut(&exec_id) else {
+            warn!(exec_id, "exit of an unknown exec");
+            return;
+        };
+        if !rec.running || rec.pid != pid {
+            return; // a duplicate: this process's exit was applied already
+        }
+        rec.running = false;
+        rec.exit = Some(exit.clone());
+        let _ = self.commit(entry, &ctr, false);
+        self.publish(
+            EventType::ExecExit,
+            EventInfo {
+                process: exec_id,
+                pid,
+                exit_code: Some(exit.status.code()),
+                ..info_of(&ctr.rec)
+            },
+        );
+    }
+
+    async fn on_init_exit(&self, entry: &Arc<Entry>, run: u64, pid: i32, exit: Exit) {
+        let auto_remove = {
+            let mut ctr = entry.ctr.lock().await;
+            if ctr.run != run || !ctr.rec.state.is_live() {
+                return; // stale or duplicate
+            }
+            // Execs the runtime did not report are gone with the init.
+            for e in ctr.rec.execs.values_mut().filter(|e| e.running) {
+                e.running = false;
+                e.exit = Some(Exit {
+                    status: ExitStatus::unknown("the container stopped"),
+                    at: exit.at.clone(),
+                    oom_killed: false,
+                });
+            }
+            ctr.rec.state = State::Stopped;
+            ctr.rec.pid = 0;
+            ctr.rec.finished_at = Some(exit.at.clone());
+            ctr.rec.exit = Some(exit.clone());
+            ctr.task = None;
+            if let Err(e) = self.commit(entry, &ctr, true) {
+                warn!(error = %e, "cannot persist the exit");
+            }
+            self.publish(
+                EventType::Exit,
+                EventInfo {
+                    process: INIT_PROCESS.into(),
+                    pid,
+                    exit_code: Some(exit.status.code()),
+                    ..info_of(&ctr.rec)
+                },
+            );
+            info!(status = %exit.status.describe(), "exited");
+            ctr.rec.config.auto_remove && !ctr.removing
+        };
+        if auto_remove {
+            if let Err(e) = self.delete(&entry.id, false).await {
+                warn!(error = %e, "auto-remove failed");
+            }
+        }
+    }
+
+    /// Load the containers of an earlier daemon and reconnect to the live
+    /// ones. Containers that exited meanwhile get their exit (and the events
+    /// owed for it).
+    pub async fn restore(&self) -> Result<()> {
+        let records = self.inner.store.load_containers()?;
+        for rec in records {
+            let id = rec.id.clone();
+            let span = tracing::info_span!("container", id = %id);
+            if !rec.state.is_live() {
+                let entry = Entry::new(rec, 1, None);
+                self.table_mut().insert(id, entry);
+                continue;
+            }
+            let restored = self
+                .inner
+                .runtime
+                .restore(&id)
+                .instrument(span.clone())
+                .await;
+            match restored {
+                Restored::Alive { task, state, execs } => {
+                    let mut rec = rec;
+                    rec.state = match state {
+                        TaskState::Created => State::Created,
+                        TaskState::Running => State::Running,
+                        TaskState::Paused => State::Paused,
+                    };
+                    rec.pid = task.pid();
+                    // Execs that ended while we were away: their exit files
+                    // are reported by the runtime as events; mark the rest.
+                    for (eid, e) in rec.execs.iter_mut() {
+                        if e.running && !execs.contains(eid) {
+                            e.running = false;
+                            e.exit.get_or_insert(Exit {
+                                status: ExitStatus::unknown("exited while berthd was down"),
+                                at: now_rfc3339(),
+                                oom_killed: false,
+                            });
+                        }
+                    }
+                    let entry = Entry::new(rec, 1, Some(task.clone()));
+                    self.table_mut().insert(id.clone(), entry.clone());
+                    {
+                        let ctr = entry.ctr.lock().await;
+                        let _ = self.commit(&entry, &ctr, false);
+                    }
+                    self.spawn_watcher(entry, task, 1);
+                    span.in_scope(|| info!("reconnected"));
+                }
+                Restored::Gone(exit) => {
+                    let entry = Entry::new(rec, 1, None);
+                    self.table_mut().insert(id.clone(), entry.clone());
+                    span.in_scope(
+                        || info!(status = %exit.status.describe(), "exited while berthd was down"),
+                    );
+                    self.on_init_exit(&entry, 1, 0, exit).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

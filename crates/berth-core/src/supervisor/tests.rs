@@ -1,0 +1,320 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::container::{Source, DEFAULT_STOP_SIGNAL};
+use crate::runtime::fake::FakeRuntime;
+use crate::store::MemStore;
+
+fn spec(args: &[&str]) -> oci_spec::runtime::Spec {
+    let mut spec = oci_spec::runtime::Spec::default();
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+    spec.set_process(Some(process));
+    spec
+}
+
+fn params(name: Option<&str>, args: &[&str]) -> CreateParams {
+    CreateParams {
+        id: crate::id::generate_id().unwrap(),
+        name: name.map(String::from),
+        spec: spec(args),
+        config: ContainerConfig {
+            source: Source::Rootfs("/tmp/rootfs".into()),
+            auto_remove: false,
+            labels: Default::default(),
+            stop_signal: DEFAULT_STOP_SIGNAL,
+            stop_timeout: 10,
+            log_max_size: 0,
+            log_max_files: 0,
+        },
+    }
+}
+
+fn setup() -> (Supervisor, FakeRuntime, Arc<MemStore>) {
+    let rt = FakeRuntime::new();
+    let store = Arc::new(MemStore::default());
+    let sup = Supervisor::new(Arc::new(rt.clone()), store.clone()).unwrap();
+    (sup, rt, store)
+}
+
+async fn events_of(sup: &Supervisor, id: &str) -> Vec<(EventType, Option<i32>)> {
+    let mut sub = sup.events().subscribe(0);
+    let mut out = vec![];
+    while let Some(ev) = sub.try_next() {
+        if ev.container == id {
+            out.push((ev.kind, ev.exit_code));
+        }
+    }
+    out
+}
+
+async fn settle<F: Fn() -> bool>(f: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_and_event_order() {
+    let (sup, rt, _) = setup();
+    let id = sup.create(params(Some("web"), &["sh"])).await.unwrap();
+    assert_eq!(sup.inspect("web").unwrap().state, State::Created);
+    let (_, mut watch) = sup.start(&id[..8]).await.unwrap();
+    assert_eq!(sup.inspect(&id).unwrap().state, State::Running);
+    rt.exit(&id, ExitStatus::Exited { code: 3 });
+    let exit = watch.wait(Some(Duration::from_secs(5))).await.unwrap();
+    assert_eq!(exit.status.code(), 3);
+    let rec = sup.inspect(&id).unwrap();
+    assert_eq!(rec.state, State::Stopped);
+    assert_eq!(rec.exit.unwrap().status.code(), 3);
+    sup.delete(&id, false).await.unwrap();
+    assert!(matches!(sup.inspect(&id), Err(Error::NotFound(_))));
+    assert_eq!(
+        events_of(&sup, &id).await,
+        vec![
+            (EventType::Create, None),
+            (EventType::Start, None),
+            (EventType::Exit, Some(3)),
+            (EventType::Delete, None),
+        ]
+    );
+    assert_eq!(rt.removed(), vec![id]);
+}
+
+#[tokio::test]
+async fn failed_create_leaves_nothing() {
+    let (sup, rt, store) = setup();
+    let err = sup
+        .create(params(Some("bad"), &["/nonexistent"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Runtime(RuntimeError {
+            kind: crate::runtime::RuntimeErrorKind::CommandNotFound,
+            ..
+        })
+    ));
+    assert!(sup.list(true).is_empty());
+    assert!(store.load_containers().unwrap().is_empty());
+    assert!(rt.live().is_empty());
+    // The name is free again.
+    sup.create(params(Some("bad"), &["sh"])).await.unwrap();
+}
+
+#[tokio::test]
+async fn names_are_unique_and_validated() {
+    let (sup, _, _) = setup();
+    sup.create(params(Some("a"), &["sh"])).await.unwrap();
+    assert!(matches!(
+        sup.create(params(Some("a"), &["sh"])).await,
+        Err(Error::NameInUse(..))
+    ));
+    assert!(matches!(
+        sup.create(params(Some("-bad"), &["sh"])).await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[tokio::test]
+async fn running_container_needs_force_to_remove() {
+    let (sup, rt, _) = setup();
+    let id = sup.create(params(None, &["sh"])).await.unwrap();
+    sup.start(&id).await.unwrap();
+    assert!(matches!(
+        sup.delete(&id, false).await,
+        Err(Error::InvalidState(_))
+    ));
+    sup.delete(&id, true).await.unwrap();
+    assert!(rt.live().is_empty());
+    let evs = events_of(&sup, &id).await;
+    assert_eq!(evs[2], (EventType::Exit, Some(137)));
+    assert_eq!(evs[3], (EventType::Delete, None));
+}
+
+#[tokio::test]
+async fn stop_uses_signal_then_kill() {
+    let (sup, rt, _) = setup();
+    let id = sup.create(params(None, &["sh"])).await.unwrap();
+    sup.start(&id).await.unwrap();
+    let exit = sup.stop(&id, None).await.unwrap();
+    assert_eq!(exit.status, ExitStatus::Signaled { signal: 15 });
+
+    let id2 = sup.create(params(None, &["sh"])).await.unwrap();
+    sup.start(&id2).await.unwrap();
+    rt.ignore_sigterm(&id2);
+    let exit = sup
+        .stop(&id2, Some(Duration::from_millis(50)))
+        .await
+        .unwrap();
+    assert_eq!(exit.status.code(), 137);
+    // Already stopped is success, with the same exit.
+    assert_eq!(sup.stop(&id2, None).await.unwrap().status.code(), 137);
+}
+
+#[tokio::test]
+async fn auto_remove() {
+    let (sup, rt, _) = setup();
+    let mut p = params(None, &["sh"]);
+    p.config.auto_remove = true;
+    let id = sup.create(p).await.unwrap();
+    let (_, mut watch) = sup.start(&id).await.unwrap();
+    rt.exit(&id, ExitStatus::Exited { code: 0 });
+    assert_eq!(
+        watch
+            .wait(Some(Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .status,
+        ExitStatus::Exited { code: 0 }
+    );
+    let s = sup.clone();
+    let id2 = id.clone();
+    settle(move || s.inspect(&id2).is_err()).await;
+    assert_eq!(rt.removed(), vec![id]);
+}
+
+#[tokio::test]
+async fn exec_exits_come_before_the_init_exit() {
+    let (sup, rt, _) = setup();
+    let id = sup.create(params(None, &["sh"])).await.unwrap();
+    let (_, mut watch) = sup.start(&id).await.unwrap();
+    let mut process = oci_spec::runtime::Process::default();
+    process.set_args(Some(vec!["true".into()]));
+    let (e1, _) = sup.exec(&id, process.clone()).await.unwrap();
+    let (e2, _) = sup.exec(&id, process).await.unwrap();
+    rt.exit_exec(&id, &e1, 7);
+    assert_eq!(sup.wait_exec(&id, &e1).await.unwrap().status.code(), 7);
+    rt.exit(&id, ExitStatus::Exited { code: 0 });
+    watch.wait(Some(Duration::from_secs(5))).await.unwrap();
+    assert_eq!(sup.wait_exec(&id, &e2).await.unwrap().status.code(), 137);
+    assert_eq!(
+        events_of(&sup, &id).await,
+        vec![
+            (EventType::Create, None),
+            (EventType::Start, None),
+            (EventType::ExecAdded, None),
+            (EventType::ExecStarted, None),
+            (EventType::ExecAdded, None),
+            (EventType::ExecStarted, None),
+            (EventType::ExecExit, Some(7)),
+            (EventType::ExecExit, Some(137)),
+            (EventType::Exit, Some(0)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn pause_resume() {
+    let (sup, _, _) = setup();
+    let id = sup.create(params(None, &["sh"])).await.unwrap();
+    assert!(sup.pause(&id).await.is_err());
+    sup.start(&id).await.unwrap();
+    sup.pause(&id).await.unwrap();
+    assert_eq!(sup.inspect(&id).unwrap().state, State::Paused);
+    assert!(sup.exec(&id, Default::default()).await.is_err());
+    sup.resume(&id).await.unwrap();
+    assert_eq!(sup.inspect(&id).unwrap().state, State::Running);
+}
+
+#[tokio::test]
+async fn restart_of_a_stopped_container_is_a_new_run() {
+    let (sup, rt, _) = setup();
+    let id = sup.create(params(None, &["sh"])).await.unwrap();
+    sup.start(&id).await.unwrap();
+    rt.exit(&id, ExitStatus::Exited { code: 1 });
+    sup.wait(&id).await.unwrap();
+    let (_, mut watch) = sup.start(&id).await.unwrap();
+    assert_eq!(sup.inspect(&id).unwrap().state, State::Running);
+    rt.exit(&id, ExitStatus::Exited { code: 2 });
+    assert_eq!(
+        watch
+            .wait(Some(Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .status
+            .code(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn prefixes_resolve_uniquely() {
+    let (sup, _, _) = setup();
+    let a = sup.create(params(Some("one"), &["sh"])).await.unwrap();
+    assert_eq!(sup.resolve(&a[..3]).unwrap(), a);
+    assert_eq!(sup.resolve("one").unwrap(), a);
+    assert!(matches!(sup.resolve("zzzz"), Err(Error::NotFound(_))));
+    assert!(matches!(sup.resolve(""), Err(Error::InvalidArgument(_))));
+}
+
+#[tokio::test]
+async fn restore_reports_exits_that_happened_while_away() {
+    let rt = FakeRuntime::new();
+    let store = Arc::new(MemStore::default());
+    let (live, gone) = {
+        let sup = Supervisor::new(Arc::new(rt.clone()), store.clone()).unwrap();
+        let live = sup.create(params(None, &["sh"])).await.unwrap();
+        sup.start(&live).await.unwrap();
+        let gone = sup.create(params(None, &["sh"])).await.unwrap();
+        sup.start(&gone).await.unwrap();
+        (live, gone)
+    };
+    // The daemon is "down": the runtime loses one container.
+    rt.remove(&gone).await.unwrap();
+    let sup = Supervisor::new(Arc::new(rt.clone()), store.clone()).unwrap();
+    sup.restore().await.unwrap();
+    assert_eq!(sup.inspect(&live).unwrap().state, State::Running);
+    let rec = sup.inspect(&gone).unwrap();
+    assert_eq!(rec.state, State::Stopped);
+    assert_eq!(rec.exit.unwrap().status.code(), -1);
+    // The reconnected one is still supervised.
+    rt.exit(&live, ExitStatus::Exited { code: 4 });
+    assert_eq!(sup.wait(&live).await.unwrap().status.code(), 4);
+    // Event seqs continued.
+    let last = sup.events().last_seq();
+    assert!(last >= 6, "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_containers_concurrently() {
+    let (sup, rt, _) = setup();
+    let mut handles = vec![];
+    for i in 0..50 {
+        let sup = sup.clone();
+        let rt = rt.clone();
+        handles.push(tokio::spawn(async move {
+            let id = sup.create(params(None, &["sh"])).await.unwrap();
+            let (_, mut w) = sup.start(&id).await.unwrap();
+            match i % 3 {
+                0 => {
+                    sup.stop(&id, Some(Duration::from_millis(10)))
+                        .await
+                        .unwrap();
+                }
+                1 => sup.kill(&id, 9, false).await.unwrap(),
+                _ => rt.exit(&id, ExitStatus::Exited { code: 0 }),
+            }
+            w.wait(Some(Duration::from_secs(10))).await.unwrap();
+            sup.delete(&id, true).await.unwrap();
+            id
+        }));
+    }
+    let mut ids = vec![];
+    for h in handles {
+        ids.push(h.await.unwrap());
+    }
+    assert!(sup.list(true).is_empty());
+    assert!(rt.live().is_empty());
+    for id in ids {
+        let evs = events_of(&sup, &id).await;
+        assert_eq!(evs.iter().filter(|e| e.0 == EventType::Exit).count(), 1);
+    }
+}

@@ -1,0 +1,103 @@
+//! Last-resort cgroup removal, for containers whose runtime state is gone.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Kill every process in the cgroup `path` (as in `linux.cgroupsPath`, under
+/// every mounted hierarchy, v1 and v2) and remove its directories, deepest
+/// first. Retries for a few seconds while killed processes leave.
+pub fn remove(path: &Path) -> io::Result<()> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    if rel.as_os_str().is_empty() {
+        return Ok(()); // never the root cgroup
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for mount in mounts()? {
+        remove_tree(&mount.join(rel), deadline)?;
+    }
+    Ok(())
+}
+
+fn remove_tree(dir: &Path, deadline: Instant) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&entry.path(), deadline)?;
+        }
+    }
+    loop {
+        // Thaw (v1 freezer, v2 cgroup.freeze) so that SIGKILL is delivered.
+        let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+        let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("remove {}: {e}", dir.display()),
+                ))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Mount points of every cgroup (v1) and cgroup2 file system.
+fn mounts() -> io::Result<Vec<PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fstype = right.split(' ').next().unwrap_or("");
+        if fstype != "cgroup" && fstype != "cgroup2" {
+            continue;
+        }
+        if let Some(mp) = left.split(' ').nth(4) {
+            out.push(PathBuf::from(unescape(mp)));
+        }
+    }
+    Ok(out)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = |j: usize| b.get(j).filter(|c| (b'0'..=b'7').contains(c)).map(|c| u32::from(c - b'0'));
+        if let (b'\\', Some(x), Some(y), Some(z)) = (b[i], octal(i + 1), octal(i + 2), octal(i + 3)) {
+            out.push(u8::try_from(x * 64 + y * 8 + z).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unescape_mountinfo() {
+        assert_eq!(super::unescape(r"/a\040b"), "/a b");
+        assert_eq!(super::unescape(r"/plain"), "/plain");
+    }
+}

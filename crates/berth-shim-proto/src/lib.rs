@@ -1,0 +1,400 @@
+//! The private protocol between `berthd` and `berth-shim`, defined in one place.
+//!
+//! Version [`PROTOCOL_VERSION`]. Everything here is plain data plus a few
+//! blocking helpers; the daemon does its own async framing with the same types.
+//!
+//! # Lifecycle of a shim
+//!
+//! 1. berthd writes a [`ShimConfig`] as JSON to `<container dir>/shim.json`, then
+//!    runs `berth-shim start <container dir>/shim.json` with its stdout on a pipe
+//!    (the *ready pipe*).
+//! 2. The shim detaches (new session, double fork: the process berthd started
+//!    exits at once, so the shim is not berthd's child and survives berthd),
+//!    sets itself as child subreaper, creates the container through the
+//!    runtime with the container's stdio on pipes it holds, binds
+//!    [`ShimConfig::socket`], and writes exactly one JSON line, a [`Ready`], to the
+//!    ready pipe, then closes it. On failure the `Ready` carries the error, the
+//!    shim has already torn down whatever it created, and it exits non-zero.
+//! 3. berthd talks to it with one [`Request`] per connection: connect, write one
+//!    JSON line, read one JSON line ([`Response`]). The exception is
+//!    [`Request::Subscribe`]: after the `Response::Ok` the shim keeps the
+//!    connection and writes one [`ShimEvent`] JSON line per event, in order.
+//! 4. When the init exits, the shim kills whatever is left in the container,
+//!    drains stdout/stderr into the log (bounded in time), deletes the
+//!    container from the runtime (cgroups, runtime state), writes
+//!    [`ShimConfig::exit_file`] atomically (an [`ExitRecord`]), sends
+//!    [`ShimEvent::Exit`] for `init` to every subscriber, and exits. The exits of
+//!    exec'd processes are always sent before the init's.
+//!
+//! Because the exit file is written before the shim exits, berthd learns the
+//! exit status even if it was down when the container exited.
+
+use std::io::{self, BufRead, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change to the types below.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Process id of the init process in requests and events.
+pub const INIT_PROCESS: &str = "init";
+
+/// The longest line either side accepts (1 MiB): bounds memory on bad input.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Which OCI runtime the shim drives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RuntimeKind {
+    /// youki's libcontainer, linked into the shim (run in forked helpers).
+    Embedded,
+    /// An OCI runtime command line (runc, crun, or a path to one).
+    Cli { path: PathBuf },
+}
+
+/// Everything a shim needs to know, written by berthd to `shim.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShimConfig {
+    /// The container id (64 lowercase hex); also the runtime's container id.
+    pub id: String,
+    /// The OCI bundle: holds `config.json`; `root.path` in it is absolute.
+    pub bundle: PathBuf,
+    pub runtime: RuntimeKind,
+    /// The runtime's state root (`runc --root`, libcontainer's root path).
+    pub runtime_root: PathBuf,
+    /// Where the shim listens.
+    pub socket: PathBuf,
+    /// The container's log, in the CRI format.
+    pub log_path: PathBuf,
+    /// Rotate the log when it grows past this many bytes (0: never).
+    #[serde(default)]
+    pub log_max_size: u64,
+    /// How many rotated files to keep beside the live one (`log.1`, `log.2`, ...).
+    #[serde(default)]
+    pub log_max_files: u32,
+    /// Where the init's [`ExitRecord`] is written.
+    pub exit_file: PathBuf,
+    /// Directory for per-exec files: `<exec id>.log` and `<exec id>.exit`.
+    pub exec_dir: PathBuf,
+    /// The shim's own diagnostics go here (its stderr).
+    pub shim_log: PathBuf,
+}
+
+/// The one line the shim writes on its ready pipe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ready {
+    /// Pid of the shim (the long-lived monitor).
+    #[serde(default)]
+    pub shim_pid: i32,
+    /// Pid of the container's init, when creation succeeded.
+    #[serde(default)]
+    pub pid: i32,
+    /// Set when creation failed; the shim tore everything down.
+    #[serde(default)]
+    pub error: Option<ShimError>,
+}
+
+/// What kind of failure an error is; lets berthd map it to exit code 126/127.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The command to run does not exist in the container (exit code 127).
+    CommandNotFound,
+    /// The command exists but cannot be invoked (exit code 126).
+    CommandNotExecutable,
+    /// The request does not fit the container's state (e.g. start twice).
+    InvalidState,
+    /// The named process does not exist.
+    NotFound,
+    /// Anything else.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ShimError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ShimError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// A request from berthd; one per connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum Request {
+    /// Version and current state; answered with [`Response::Hello`].
+    Hello,
+    /// Start the created init.
+    Start,
+    /// Signal the init (`all`: every process in the container), or one exec.
+    Kill {
+        signal: i32,
+        #[serde(default)]
+        all: bool,
+        #[serde(default)]
+        process: Option<String>,
+    },
+    /// Freeze / thaw the container.
+    Pause,
+    Resume,
+    /// Run a process in the container. `process` is an OCI `process` object
+    /// (args, env, cwd, user, ...). Output goes to `<exec_dir>/<exec_id>.log`.
+    Exec {
+        exec_id: String,
+        process: serde_json::Value,
+    },
+    /// Keep this connection and stream [`ShimEvent`]s on it.
+    Subscribe,
+}
+
+/// The state the shim reports in [`Response::Hello`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShimState {
+    Created,
+    Running,
+    Paused,
+    /// The init exited; the shim is tearing down and will exit shortly.
+    Stopping,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum Response {
+    Ok,
+    Hello {
+        version: u32,
+        shim_pid: i32,
+        pid: i32,
+        state: ShimState,
+        /// Exec ids still running.
+        #[serde(default)]
+        execs: Vec<String>,
+    },
+    /// A process was started (exec); its pid.
+    Started {
+        pid: i32,
+    },
+    Error(ShimError),
+}
+
+/// How a process ended, as the shim saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum WireExit {
+    Exited { code: i32 },
+    Signaled { signal: i32 },
+}
+
+/// The content of an exit file (init or exec), and of [`ShimEvent::Exit`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// `init` or the exec id.
+    pub process: String,
+    pub pid: i32,
+    pub exit: WireExit,
+    /// RFC 3339 with nanoseconds, UTC.
+    pub exited_at: String,
+    /// The kernel's OOM killer acted in the container's cgroup.
+    #[serde(default)]
+    pub oom_killed: bool,
+}
+
+/// Events a shim streams to a subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum ShimEvent {
+    /// A process exited. For `init` this is the last event: the container has
+    /// been torn down and the shim exits right after.
+    Exit(ExitRecord),
+    /// The OOM killer acted in the container.
+    Oom,
+}
+
+/// Serialize `msg` as one JSON line.
+pub fn write_line<T: Serialize, W: Write>(w: &mut W, msg: &T) -> io::Result<()> {
+    let mut buf = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    buf.push(b'\n');
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+/// Read one JSON line. `Ok(None)` on a clean EOF before any byte.
+pub fn read_line<T: for<'de> Deserialize<'de>, R: BufRead>(r: &mut R) -> io::Result<Option<T>> {
+    let mut buf = Vec::new();
+    let n = io::Read::take(&mut *r, MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.len() > MAX_LINE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "message too long",
+        ));
+    }
+    serde_json::from_slice(&buf)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Write `contents` to `path` atomically: a temporary file beside it, fsync,
+/// rename over `path`, fsync the directory.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Unix socket paths are limited to 107 bytes. Longer paths are reached
+/// through `/proc/self/fd/<dirfd>/<name>` with the directory held open; the
+/// returned guard must live until the bind or connect is done.
+pub struct ShortPath {
+    path: PathBuf,
+    _dir: Option<std::fs::File>,
+}
+
+impl ShortPath {
+    pub fn new(path: &Path) -> io::Result<Self> {
+        const LIMIT: usize = 100;
+        if path.as_os_str().len() <= LIMIT {
+            return Ok(Self {
+                path: path.to_path_buf(),
+                _dir: None,
+            });
+        }
+        let dir = path.parent().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "socket path has no parent")
+        })?;
+        let name = path.file_name().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "socket path has no name")
+        })?;
+        let dir = std::fs::File::open(dir)?;
+        let short = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+        Ok(Self {
+            path: short,
+            _dir: Some(dir),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Bind a listening unix socket at `path`, whatever its length.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    let short = ShortPath::new(path)?;
+    UnixListener::bind(short.path())
+}
+
+/// Connect to the unix socket at `path`, whatever its length.
+pub fn connect(path: &Path) -> io::Result<UnixStream> {
+    let short = ShortPath::new(path)?;
+    UnixStream::connect(short.path())
+}
+
+/// Current time as RFC 3339 with nanoseconds, UTC (the CRI log's format).
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trip() {
+        let mut buf = Vec::new();
+        write_line(
+            &mut buf,
+            &Request::Kill {
+                signal: 9,
+                all: true,
+                process: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(buf.clone()).unwrap(),
+            "{\"op\":\"kill\",\"signal\":9,\"all\":true,\"process\":null}\n"
+        );
+        let back: Request = read_line(&mut &buf[..]).unwrap().unwrap();
+        assert!(matches!(
+            back,
+            Request::Kill {
+                signal: 9,
+                all: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn exit_record_round_trip() {
+        let rec = ExitRecord {
+            process: INIT_PROCESS.into(),
+            pid: 42,
+            exit: WireExit::Signaled { signal: 9 },
+            exited_at: now_rfc3339(),
+            oom_killed: false,
+        };
+        let json = serde_json::to_string(&ShimEvent::Exit(rec.clone())).unwrap();
+        let back: ShimEvent = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ShimEvent::Exit(rec));
+    }
+
+    #[test]
+    fn eof_is_none_and_long_lines_fail() {
+        let none: Option<Request> = read_line(&mut &b""[..]).unwrap();
+        assert!(none.is_none());
+        let long = vec![b'x'; MAX_LINE + 10];
+        assert!(read_line::<Request, _>(&mut &long[..]).is_err());
+    }
+
+    #[test]
+    fn long_socket_paths_work() {
+        let base = std::env::temp_dir().join(format!("berth-proto-{}", std::process::id()));
+        let deep = base.join("a".repeat(60)).join("b".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        let sock = deep.join("shim.sock");
+        let listener = bind(&sock).unwrap();
+        let _client = connect(&sock).unwrap();
+        let _ = listener.accept().unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn atomic_write_replaces() {
+        let dir = std::env::temp_dir().join(format!("berth-proto-aw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("exit");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

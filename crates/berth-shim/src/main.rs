@@ -1,0 +1,195 @@
+//! `berth-shim`: the per-container monitor.
+//!
+//! - `berth-shim start <shim.json>`: detach, create the container, report
+//!   [`berth_shim_proto::Ready`] on stdout, then supervise it until its init
+//!   exits (see the lifecycle in `berth-shim-proto`).
+//! - `berth-shim cleanup <shim.json>`: for berthd after a shim died: kill and
+//!   delete the container, remove the socket. Idempotent.
+//!
+//! The shim is single-threaded, synchronous and frugal (one per container,
+//! so its memory is a headline number): no async runtime, no threads, no
+//! tracing subscriber (libcontainer's tracing must never reach container
+//! stdio). libcontainer itself only ever runs in forked helpers (berth-oci),
+//! so its code pages are never touched by this long-lived process.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use berth_oci::{Backend, Cli, Embedded};
+use berth_shim_proto::{ErrorKind, Ready, RuntimeKind, ShimConfig, ShimError};
+
+mod crilog;
+mod shim;
+mod sys;
+
+/// One line of diagnostics on the shim's stderr (the `shim_log`).
+pub(crate) fn diag(args: std::fmt::Arguments<'_>) {
+    eprintln!(
+        "{} berth-shim[{}]: {args}",
+        berth_shim_proto::now_rfc3339(),
+        std::process::id()
+    );
+}
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let code = match args.as_slice() {
+        [cmd, path] if cmd == "start" => start(Path::new(path)),
+        [cmd, path] if cmd == "cleanup" => cleanup(Path::new(path)),
+        _ => {
+            eprintln!("usage: berth-shim start|cleanup <shim.json>");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Read shim.json; relative paths are made absolute (the shim runs in `/`).
+fn load_config(path: &Path) -> Result<ShimConfig, String> {
+    let text = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let mut cfg: ShimConfig =
+        serde_json::from_slice(&text).map_err(|e| format!("parse {}: {e}", path.display()))?;
+    berth_oci::validate_id(&cfg.id).map_err(|e| e.message)?;
+    let cwd = std::env::current_dir().map_err(|e| format!("current dir: {e}"))?;
+    for p in [
+        &mut cfg.bundle,
+        &mut cfg.runtime_root,
+        &mut cfg.socket,
+        &mut cfg.log_path,
+        &mut cfg.exit_file,
+        &mut cfg.exec_dir,
+        &mut cfg.shim_log,
+    ] {
+        if p.is_relative() {
+            *p = cwd.join(&*p);
+        }
+    }
+    if let RuntimeKind::Cli { path } = &mut cfg.runtime {
+        // A bare name ("runc") is looked up in PATH; a relative path is not.
+        if path.components().count() > 1 && path.is_relative() {
+            *path = cwd.join(&*path);
+        }
+    }
+    Ok(cfg)
+}
+
+/// The directory holding shim.json: the runtime CLI's scratch files go there.
+fn scratch_dir(config: &Path) -> PathBuf {
+    let dir = config.parent().unwrap_or(Path::new("."));
+    if dir.as_os_str().is_empty() {
+        return std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    }
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+fn backend(cfg: &ShimConfig, scratch: PathBuf) -> Box<dyn Backend> {
+    match &cfg.runtime {
+        RuntimeKind::Embedded => Box::new(Embedded::new(&cfg.runtime_root)),
+        RuntimeKind::Cli { path } => Box::new(Cli::new(path, &cfg.runtime_root, scratch)),
+    }
+}
+
+/// Write the one Ready line on stdout (the ready pipe).
+fn report(ready: &Ready) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = berth_shim_proto::write_line(&mut out, ready) {
+        diag(format_args!("write ready: {e}"));
+    }
+}
+
+fn fail(shim_pid: i32, message: String) -> i32 {
+    diag(format_args!("{message}"));
+    report(&Ready {
+        shim_pid,
+        pid: 0,
+        error: Some(ShimError::new(ErrorKind::Other, message)),
+    });
+    1
+}
+
+fn start(config: &Path) -> i32 {
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(e) => return fail(0, e),
+    };
+    let scratch = scratch_dir(config);
+    if let Err(e) = sys::daemonize() {
+        return fail(0, format!("detach: {e}"));
+    }
+    // From here on we are the long-lived shim (berthd's child has exited).
+    let shim_pid = i32::try_from(std::process::id()).unwrap_or(0);
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = sys::redirect(&null, 0);
+    }
+    match OpenOptions::new().create(true).append(true).open(&cfg.shim_log) {
+        Ok(log) => {
+            let _ = sys::redirect(&log, 2);
+        }
+        Err(e) => return fail(shim_pid, format!("open {}: {e}", cfg.shim_log.display())),
+    }
+    let _ = std::env::set_current_dir("/");
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        return fail(shim_pid, format!("set child subreaper: {e}"));
+    }
+    let sigfd = match sys::signalfd() {
+        Ok(fd) => fd,
+        Err(e) => return fail(shim_pid, format!("signalfd: {e}")),
+    };
+    // Never hand berthd's socket-activation variables to a runtime.
+    for var in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
+
+    let backend = backend(&cfg, scratch);
+    let shim = match shim::Shim::create(cfg, backend, sigfd) {
+        Ok(s) => s,
+        Err(error) => {
+            diag(format_args!("create failed: {error}"));
+            report(&Ready {
+                shim_pid,
+                pid: 0,
+                error: Some(error),
+            });
+            return 1;
+        }
+    };
+    report(&Ready {
+        shim_pid,
+        pid: shim.init_pid(),
+        error: None,
+    });
+    // Close the ready pipe: berthd sees EOF after the one line.
+    if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
+        let _ = sys::redirect(&null, 1);
+    }
+    debug_assert_eq!(shim.shim_pid(), shim_pid);
+    shim.run()
+}
+
+fn cleanup(config: &Path) -> i32 {
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth-shim cleanup: {e}");
+            return 1;
+        }
+    };
+    let backend = backend(&cfg, scratch_dir(config));
+    let _ = backend.kill(&cfg.id, libc::SIGKILL, true);
+    let code = match backend.delete(&cfg.id, true) {
+        Ok(()) => 0,
+        Err(e) if e.kind == berth_oci::ErrorKind::NotFound => 0,
+        Err(e) => {
+            eprintln!("berth-shim cleanup: {e}");
+            1
+        }
+    };
+    match std::fs::remove_file(&cfg.socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            eprintln!("berth-shim cleanup: remove {}: {e}", cfg.socket.display());
+        }
+        _ => {}
+    }
+    code
+}

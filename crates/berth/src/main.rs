@@ -1,0 +1,314 @@
+//! berth: the command line of the berth container supervisor. Talks to
+//! berthd over its unix socket; follows Docker's and Podman's habits.
+//!
+//! Exit codes: 125 for berth's own errors (bad flags, daemon unreachable,
+//! invalid input), 126/127 when the container's command cannot be invoked /
+//! was not found, 1 when a named container does not exist (as Docker), and
+//! otherwise the container's own code (128+N for signal N).
+
+mod cmd;
+mod format;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// An error with the exit code the CLI must end with.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// berth's own error.
+    pub fn own(message: impl Into<String>) -> Self {
+        Self::new(125, message)
+    }
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(s: tonic::Status) -> Self {
+        let code = s
+            .metadata()
+            .get(berth_api::EXIT_CODE_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u8>().ok())
+            .unwrap_or(match s.code() {
+                tonic::Code::NotFound => 1,
+                _ => 125,
+            });
+        let message = match s.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown if s.message().is_empty() => {
+                "lost the connection to berthd".to_string()
+            }
+            _ => s.message().to_string(),
+        };
+        Failure::new(code, message)
+    }
+}
+
+impl From<berth_api::ConnectError> for Failure {
+    fn from(e: berth_api::ConnectError) -> Self {
+        Failure::own(e.to_string())
+    }
+}
+
+pub type CmdResult = Result<u8, Failure>;
+
+/// berth runs containers: create them from a root filesystem or an OCI
+/// bundle, start and exec processes, stream their output, stop them
+/// gracefully, and watch every state change as an event.
+///
+/// Start the daemon first (`berthd`), then for example:
+///
+///   berth run --rm --rootfs /srv/busybox /bin/echo hello
+///
+///   berth run -d --name web --rootfs /srv/busybox httpd -f -p 8080
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, verbatim_doc_comment)]
+pub struct Cli {
+    /// berthd's API socket.
+    #[arg(long, global = true, env = "BERTH_SOCKET", default_value = berth_api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create and start a container; in the foreground, stream its output
+    /// and exit with its exit code.
+    Run(RunArgs),
+    /// Create a container without starting it; prints its id.
+    Create(CreateArgs),
+    /// Start created or stopped containers.
+    Start {
+        /// Attach: stream the output and exit with the container's code.
+        #[arg(short, long)]
+        attach: bool,
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// List containers.
+    Ps {
+        /// Show all containers (by default only running and paused ones).
+        #[arg(short, long)]
+        all: bool,
+        /// Only print ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Output format: `table`, or `json` (one object per line).
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Show the full state and configuration of containers as a JSON array.
+    Inspect {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Print a container's output (stdout to stdout, stderr to stderr).
+    Logs {
+        /// Keep streaming new output until the container stops.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<u64>,
+        /// Only output since this time (RFC 3339, e.g. 2026-01-02T15:04:05Z).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Prefix each line with its RFC 3339 timestamp.
+        #[arg(short, long)]
+        timestamps: bool,
+        id: String,
+    },
+    /// Send a signal to containers (default SIGKILL).
+    Kill {
+        /// Signal name (KILL, SIGTERM, HUP) or number.
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Stop containers: the stop signal, a deadline, then SIGKILL.
+    Stop {
+        /// Seconds to wait before SIGKILL (default: the container's stop timeout, 10).
+        #[arg(short, long, value_name = "SECONDS")]
+        time: Option<u32>,
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill running containers first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Wait for containers to stop; print each exit code, one per line.
+    Wait {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Freeze all processes of containers.
+    Pause {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Thaw paused containers.
+    Unpause {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Stream events from the durable event log.
+    Events {
+        /// Replay from after this sequence number, or from this RFC 3339 time.
+        #[arg(long, value_name = "SEQ|TIME")]
+        since: Option<String>,
+        /// Stop after this sequence number or time.
+        #[arg(long, value_name = "SEQ|TIME")]
+        until: Option<String>,
+        /// container=ID or type=TYPE (repeatable).
+        #[arg(long = "filter", value_name = "KEY=VALUE")]
+        filters: Vec<String>,
+        /// Output format: `table`, or `json` (JSON Lines).
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Show the client's and the daemon's versions.
+    Version,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CreateArgs {
+    /// Root filesystem directory: berth generates the OCI spec from the flags.
+    #[arg(long, value_name = "DIR", conflicts_with = "bundle")]
+    pub rootfs: Option<PathBuf>,
+    /// An OCI bundle (config.json + rootfs), used as given.
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// Name of the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable (K=V; K alone takes it from this shell).
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (K=V lines, # comments).
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User: UID[:GID] or NAME[:GROUP] from the container's /etc/passwd.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Hostname (default: the first 12 characters of the id).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Signal that stop sends first.
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// Seconds stop waits before SIGKILL.
+    #[arg(long, value_name = "SECONDS")]
+    pub stop_timeout: Option<u32>,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Set a label (K=V, repeatable).
+    #[arg(long, value_name = "K=V")]
+    pub label: Vec<String>,
+    /// Rotate the log past this size (e.g. 10m, 1g).
+    #[arg(long, value_name = "SIZE")]
+    pub log_max_size: Option<String>,
+    /// Rotated log files to keep.
+    #[arg(long, value_name = "N")]
+    pub log_max_files: Option<u32>,
+    /// The command and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Run in the background and print the id.
+    #[arg(short, long)]
+    pub detach: bool,
+    #[command(flatten)]
+    pub create: CreateArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Run in the background and print the exec id.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Set an environment variable (K=V).
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User: UID[:GID] or NAME[:GROUP].
+    #[arg(short, long)]
+    pub user: Option<String>,
+    pub id: String,
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => 125,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start: {e}");
+            return ExitCode::from(125);
+        }
+    };
+    match rt.block_on(cmd::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("berth: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,715 @@
+//! The gRPC service: maps `berth.v1` requests onto the supervisor.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use berth_api::v1;
+use berth_core::container::{
+    ContainerConfig, ContainerRecord, Source, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT,
+};
+use berth_core::event::{Event, EventType};
+use berth_core::exit::{parse_signal, Exit, ExitStatus};
+use berth_core::runtime::RuntimeErrorKind;
+use berth_core::spec::{self, SpecOptions};
+use berth_core::{CreateParams, Error, Supervisor};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::logs::{self, Follower, Record};
+use crate::shim::Layout;
+
+/// How often a follower looks for new output between exit notifications.
+const FOLLOW_POLL: Duration = Duration::from_millis(50);
+
+pub struct Service {
+    sup: Supervisor,
+    root: PathBuf,
+    runtime: String,
+}
+
+impl Service {
+    pub fn new(sup: Supervisor, root: PathBuf, runtime: String) -> Self {
+        Self { sup, root, runtime }
+    }
+
+    fn layout(&self, id: &str) -> Layout {
+        Layout::new(&self.root, id)
+    }
+
+    fn log_path(&self, id: &str, process: &str) -> PathBuf {
+        if process.is_empty() || process == berth_core::runtime::INIT_PROCESS {
+            self.layout(id).log()
+        } else {
+            self.layout(id).exec_log(process)
+        }
+    }
+}
+
+/// Map a supervisor error to a gRPC status. The command-not-found and
+/// not-executable cases carry the exit code the CLI must use.
+pub fn status(e: Error) -> Status {
+    let msg = e.to_string();
+    match e {
+        Error::NotFound(_) | Error::ProcessNotFound(..) => Status::not_found(msg),
+        Error::Ambiguous(_) | Error::InvalidArgument(_) => Status::invalid_argument(msg),
+        Error::NameInUse(..) => Status::already_exists(msg),
+        Error::InvalidState(_) => Status::failed_precondition(msg),
+        Error::Timeout(_) => Status::deadline_exceeded(msg),
+        Error::Store(_) => Status::internal(msg),
+        Error::Runtime(r) => {
+            let code = match r.kind {
+                RuntimeErrorKind::CommandNotFound => Some("127"),
+                RuntimeErrorKind::CommandNotExecutable => Some("126"),
+                _ => None,
+            };
+            match code {
+                Some(code) => {
+                    let mut md = tonic::metadata::MetadataMap::new();
+                    md.insert(
+                        berth_api::EXIT_CODE_METADATA,
+                        tonic::metadata::MetadataValue::from_static(code),
+                    );
+                    Status::with_metadata(tonic::Code::FailedPrecondition, msg, md)
+                }
+                None => match r.kind {
+                    RuntimeErrorKind::InvalidState => Status::failed_precondition(msg),
+                    RuntimeErrorKind::NotFound => Status::not_found(msg),
+                    _ => Status::internal(msg),
+                },
+            }
+        }
+    }
+}
+
+pub fn exit_proto(e: &Exit) -> v1::ExitStatus {
+    let (kind, signal, reason) = match &e.status {
+        ExitStatus::Exited { .. } => (v1::exit_status::Kind::Exited, 0, String::new()),
+        ExitStatus::Signaled { signal } => (
+            v1::exit_status::Kind::Signaled,
+            *signal,
+            e.status.describe(),
+        ),
+        ExitStatus::Unknown { reason } => (v1::exit_status::Kind::Unknown, 0, reason.clone()),
+    };
+    v1::ExitStatus {
+        kind: kind as i32,
+        exit_code: e.status.code(),
+        signal,
+        reason,
+        exited_at: e.at.clone(),
+    }
+}
+
+fn container_proto(rec: &ContainerRecord, log_path: &Path) -> v1::Container {
+    let config = serde_json::json!({ "config": rec.config, "spec": rec.spec });
+    v1::Container {
+        id: rec.id.clone(),
+        name: rec.name.clone(),
+        state: rec.state.as_str().to_string(),
+        pid: rec.pid,
+        exit: rec.exit.as_ref().map(exit_proto),
+        created_at: rec.created_at.clone(),
+        started_at: rec.started_at.clone().unwrap_or_default(),
+        finished_at: rec.finished_at.clone().unwrap_or_default(),
+        oom_killed: rec.exit.as_ref().is_some_and(|e| e.oom_killed),
+        restart_count: rec.restart_count,
+        command: rec.command(),
+        config_json: config.to_string(),
+        log_path: log_path.display().to_string(),
+        labels: rec.config.labels.clone().into_iter().collect(),
+        auto_remove: rec.config.auto_remove,
+    }
+}
+
+fn event_proto(ev: &Event) -> v1::Event {
+    v1::Event {
+        seq: ev.seq,
+        time: ev.time.clone(),
+        r#type: ev.kind.as_str().to_string(),
+        container: ev.container.clone(),
+        process: ev.process.clone(),
+        pid: ev.pid,
+        exit_code: ev.exit_code,
+        missed: ev.missed,
+        name: ev.name.clone(),
+    }
+}
+
+fn entry_proto(r: Record) -> v1::LogEntry {
+    v1::LogEntry {
+        stream: match r.stream {
+            logs::Stream::Stdout => v1::log_entry::Stream::Stdout as i32,
+            logs::Stream::Stderr => v1::log_entry::Stream::Stderr as i32,
+        },
+        data: r.data,
+        time: r.time,
+    }
+}
+
+fn opt(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// A point in the event stream: a sequence number or a time.
+#[derive(Debug, Clone, Copy)]
+enum Point {
+    Seq(u64),
+    Time(SystemTime),
+}
+
+fn parse_point(s: &str, what: &str) -> Result<Option<Point>, Status> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(Some(Point::Seq(n)));
+    }
+    humantime::parse_rfc3339_weak(s)
+        .map(|t| Some(Point::Time(t)))
+        .map_err(|_| {
+            Status::invalid_argument(format!(
+                "{what} {s:?} is neither a sequence number nor an RFC 3339 time (like 2026-01-02T15:04:05Z)"
+            ))
+        })
+}
+
+fn event_time(ev: &Event) -> SystemTime {
+    humantime::parse_rfc3339(&ev.time).unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Everything in a log now (rotated files included), then a follower at its
+/// end: no gap and no duplicate between the two.
+fn open_log(path: &Path, filter: &logs::Filter) -> std::io::Result<(Vec<Record>, Follower)> {
+    let mut records = Vec::new();
+    let files = logs::log_files(path);
+    for old in &files[..files.len() - 1] {
+        records.extend(logs::read_all_file(old)?);
+    }
+    let mut follower = Follower::at_start(path)?;
+    records.extend(follower.poll()?);
+    Ok((logs::apply_filter(records, filter), follower))
+}
+
+#[tonic::async_trait]
+impl berth_api::Containers for Service {
+    async fn create(
+        &self,
+        req: Request<v1::CreateRequest>,
+    ) -> Result<Response<v1::CreateResponse>, Status> {
+        let r = req.into_inner();
+        let id = berth_core::id::generate_id().map_err(|e| Status::internal(e.to_string()))?;
+        if !r.name.is_empty() {
+            berth_core::id::validate_name(&r.name)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let cgroups_path = format!("/berth/{id}");
+        let (spec, source) = match r.source {
+            Some(v1::create_request::Source::Rootfs(p)) => {
+                let rootfs = PathBuf::from(&p);
+                if !rootfs.is_absolute() {
+                    return Err(Status::invalid_argument(format!(
+                        "rootfs {p:?} is not an absolute path"
+                    )));
+                }
+                if !rootfs.is_dir() {
+                    return Err(Status::invalid_argument(format!(
+                        "rootfs {p} is not a directory: give the directory that holds the container's root filesystem"
+                    )));
+                }
+                if r.args.is_empty() {
+                    return Err(Status::invalid_argument(
+                        "no command given: add the command to run after the rootfs, e.g. /bin/sh -c 'echo hi'",
+                    ));
+                }
+                let (passwd, group) = spec::read_user_db(&rootfs);
+                let opts = SpecOptions {
+                    rootfs: rootfs.clone(),
+                    args: r.args.clone(),
+                    env: r.env.clone(),
+                    cwd: opt(r.workdir.clone()),
+                    user: opt(r.user.clone()),
+                    hostname: opt(r.hostname.clone()),
+                    readonly_rootfs: r.read_only,
+                    terminal: false,
+                    cgroups_path: cgroups_path.clone(),
+                    id: id.clone(),
+                };
+                let spec = spec::generate(&opts, passwd.as_deref(), group.as_deref())
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                (spec, Source::Rootfs(rootfs))
+            }
+            Some(v1::create_request::Source::Bundle(b)) => {
+                let bundle = PathBuf::from(&b);
+                let config = bundle.join("config.json");
+                let spec = oci_spec::runtime::Spec::load(&config).map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "cannot read the OCI spec {}: {e}",
+                        config.display()
+                    ))
+                })?;
+                let args = (!r.args.is_empty()).then(|| r.args.clone());
+                let spec = spec::adapt_bundle(spec, &bundle, &cgroups_path, args)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                (spec, Source::Bundle(bundle))
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "no root filesystem: give --rootfs DIR or --bundle DIR",
+                ))
+            }
+        };
+        let stop_signal = if r.stop_signal.is_empty() {
+            DEFAULT_STOP_SIGNAL
+        } else {
+            parse_signal(&r.stop_signal).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "invalid stop signal {:?}: use a name like SIGTERM or a number",
+                    r.stop_signal
+                ))
+            })?
+        };
+        let config = ContainerConfig {
+            source,
+            auto_remove: r.auto_remove,
+            labels: r.labels.into_iter().collect(),
+            stop_signal,
+            stop_timeout: r.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+            log_max_size: r.log_max_size,
+            log_max_files: r.log_max_files,
+        };
+        let id = self
+            .sup
+            .create(CreateParams {
+                id,
+                name: opt(r.name),
+                spec,
+                config,
+            })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::CreateResponse { id }))
+    }
+
+    async fn start(
+        &self,
+        req: Request<v1::StartRequest>,
+    ) -> Result<Response<v1::StartResponse>, Status> {
+        let (pid, _) = self.sup.start(&req.into_inner().id).await.map_err(status)?;
+        Ok(Response::new(v1::StartResponse { pid }))
+    }
+
+    async fn list(
+        &self,
+        req: Request<v1::ListRequest>,
+    ) -> Result<Response<v1::ListResponse>, Status> {
+        let containers = self
+            .sup
+            .list(req.into_inner().all)
+            .iter()
+            .map(|rec| container_proto(rec, &self.layout(&rec.id).log()))
+            .collect();
+        Ok(Response::new(v1::ListResponse { containers }))
+    }
+
+    async fn inspect(
+        &self,
+        req: Request<v1::InspectRequest>,
+    ) -> Result<Response<v1::InspectResponse>, Status> {
+        let rec = self.sup.inspect(&req.into_inner().id).map_err(status)?;
+        Ok(Response::new(v1::InspectResponse {
+            container: Some(container_proto(&rec, &self.layout(&rec.id).log())),
+        }))
+    }
+
+    async fn wait(
+        &self,
+        req: Request<v1::WaitRequest>,
+    ) -> Result<Response<v1::WaitResponse>, Status> {
+        let r = req.into_inner();
+        let exit = if r.process.is_empty() {
+            self.sup.wait(&r.id).await
+        } else {
+            self.sup.wait_exec(&r.id, &r.process).await
+        }
+        .map_err(status)?;
+        Ok(Response::new(v1::WaitResponse {
+            exit: Some(exit_proto(&exit)),
+        }))
+    }
+
+    async fn kill(
+        &self,
+        req: Request<v1::KillRequest>,
+    ) -> Result<Response<v1::KillResponse>, Status> {
+        let r = req.into_inner();
+        let signal = if r.signal.is_empty() {
+            9
+        } else {
+            parse_signal(&r.signal).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "invalid signal {:?}: use a name like KILL or SIGTERM, or a number from 1 to 64",
+                    r.signal
+                ))
+            })?
+        };
+        self.sup.kill(&r.id, signal, r.all).await.map_err(status)?;
+        Ok(Response::new(v1::KillResponse {}))
+    }
+
+    async fn stop(
+        &self,
+        req: Request<v1::StopRequest>,
+    ) -> Result<Response<v1::StopResponse>, Status> {
+        let r = req.into_inner();
+        let exit = self
+            .sup
+            .stop(&r.id, r.timeout.map(|s| Duration::from_secs(u64::from(s))))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::StopResponse {
+            exit: Some(exit_proto(&exit)),
+        }))
+    }
+
+    async fn pause(
+        &self,
+        req: Request<v1::PauseRequest>,
+    ) -> Result<Response<v1::PauseResponse>, Status> {
+        self.sup.pause(&req.into_inner().id).await.map_err(status)?;
+        Ok(Response::new(v1::PauseResponse {}))
+    }
+
+    async fn resume(
+        &self,
+        req: Request<v1::ResumeRequest>,
+    ) -> Result<Response<v1::ResumeResponse>, Status> {
+        self.sup
+            .resume(&req.into_inner().id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::ResumeResponse {}))
+    }
+
+    async fn exec(
+        &self,
+        req: Request<v1::ExecRequest>,
+    ) -> Result<Response<v1::ExecResponse>, Status> {
+        let r = req.into_inner();
+        let rec = self.sup.inspect(&r.id).map_err(status)?;
+        let rootfs = rec
+            .spec
+            .root()
+            .as_ref()
+            .map(|root| root.path().clone())
+            .unwrap_or_default();
+        let (passwd, group) = spec::read_user_db(&rootfs);
+        let base = rec.spec.process().clone().unwrap_or_default();
+        let process = spec::exec_process(
+            &base,
+            &spec::ExecOptions {
+                args: r.args,
+                env: r.env,
+                cwd: opt(r.workdir),
+                user: opt(r.user),
+            },
+            passwd.as_deref(),
+            group.as_deref(),
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (exec_id, pid) = self.sup.exec(&rec.id, process).await.map_err(status)?;
+        Ok(Response::new(v1::ExecResponse { exec_id, pid }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<v1::DeleteRequest>,
+    ) -> Result<Response<v1::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        self.sup.delete(&r.id, r.force).await.map_err(status)?;
+        Ok(Response::new(v1::DeleteResponse {}))
+    }
+
+    type LogsStream = BoxStream<v1::LogEntry>;
+
+    async fn logs(
+        &self,
+        req: Request<v1::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let r = req.into_inner();
+        let rec = self.sup.inspect(&r.id).map_err(status)?;
+        let path = self.log_path(&rec.id, &r.process);
+        let since = match parse_point(&r.since, "--since")? {
+            None => None,
+            Some(Point::Time(t)) => Some(t),
+            Some(Point::Seq(_)) => {
+                return Err(Status::invalid_argument(
+                    "--since for logs takes an RFC 3339 time",
+                ))
+            }
+        };
+        let filter = logs::Filter {
+            since,
+            tail: usize::try_from(r.tail).ok(),
+        };
+        let (records, mut follower) = open_log(&path, &filter).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Status::not_found(format!("no output recorded for process {:?}", r.process))
+            } else {
+                Status::internal(format!("reading {}: {e}", path.display()))
+            }
+        })?;
+        let (tx, rx) = mpsc::channel(64);
+        let sup = self.sup.clone();
+        let id = rec.id.clone();
+        tokio::spawn(async move {
+            for rec in records {
+                if tx.send(Ok(entry_proto(rec))).await.is_err() {
+                    return;
+                }
+            }
+            if !r.follow {
+                return;
+            }
+            let process = r.process.clone();
+            let done = async {
+                if process.is_empty() {
+                    if let Ok(mut w) = sup.watch_exit(&id) {
+                        w.wait(None).await;
+                    }
+                } else {
+                    let _ = sup.wait_exec(&id, &process).await;
+                }
+            };
+            follow(&mut follower, done, |e| {
+                let tx = tx.clone();
+                async move { tx.send(Ok(e)).await.is_ok() }
+            })
+            .await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type AttachStream = BoxStream<v1::AttachResponse>;
+
+    async fn attach(
+        &self,
+        req: Request<v1::AttachRequest>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let r = req.into_inner();
+        let rec = self.sup.inspect(&r.id).map_err(status)?;
+        let path = self.log_path(&rec.id, &r.process);
+        let exec = !r.process.is_empty() && r.process != berth_core::runtime::INIT_PROCESS;
+        // Open the output before starting, so not a byte is missed; an
+        // exec's log is its own, so read it from the start.
+        let mut follower = if exec {
+            Follower::at_start(&path)
+        } else {
+            Follower::at_end(&path)
+        }
+        .map_err(|e| Status::internal(format!("opening {}: {e}", path.display())))?;
+        let (tx, rx) = mpsc::channel(64);
+        let sup = self.sup.clone();
+        let id = rec.id.clone();
+        if exec {
+            let process = r.process.clone();
+            tokio::spawn(async move {
+                let exit = std::sync::Mutex::new(None);
+                let done = async {
+                    let e = sup.wait_exec(&id, &process).await;
+                    *exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                };
+                let out = tx.clone();
+                follow(&mut follower, done, move |e| {
+                    let out = out.clone();
+                    async move {
+                        out.send(Ok(v1::AttachResponse {
+                            kind: Some(v1::attach_response::Kind::Output(e)),
+                        }))
+                        .await
+                        .is_ok()
+                    }
+                })
+                .await;
+                let result = exit.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let msg = match result {
+                    Some(Ok(exit)) => Ok(v1::AttachResponse {
+                        kind: Some(v1::attach_response::Kind::Exit(exit_proto(&exit))),
+                    }),
+                    Some(Err(e)) => Err(status(e)),
+                    None => return,
+                };
+                let _ = tx.send(msg).await;
+            });
+        } else {
+            let mut watch = if r.start {
+                self.sup.start(&rec.id).await.map_err(status)?.1
+            } else {
+                self.sup.watch_exit(&rec.id).map_err(status)?
+            };
+            tokio::spawn(async move {
+                let exit = std::sync::Mutex::new(None);
+                let done = async {
+                    let e = watch.wait(None).await;
+                    *exit.lock().unwrap_or_else(|p| p.into_inner()) = e;
+                };
+                let out = tx.clone();
+                follow(&mut follower, done, move |e| {
+                    let out = out.clone();
+                    async move {
+                        out.send(Ok(v1::AttachResponse {
+                            kind: Some(v1::attach_response::Kind::Output(e)),
+                        }))
+                        .await
+                        .is_ok()
+                    }
+                })
+                .await;
+                let result = exit.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(exit) = result {
+                    let _ = tx
+                        .send(Ok(v1::AttachResponse {
+                            kind: Some(v1::attach_response::Kind::Exit(exit_proto(&exit))),
+                        }))
+                        .await;
+                }
+            });
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type EventsStream = BoxStream<v1::Event>;
+
+    async fn events(
+        &self,
+        req: Request<v1::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let r = req.into_inner();
+        let since = parse_point(&r.since, "--since")?;
+        let until = parse_point(&r.until, "--until")?;
+        let mut types = Vec::new();
+        for t in &r.types {
+            types.push(t.parse::<EventType>().map_err(Status::invalid_argument)?);
+        }
+        // A container filter may name a container that is gone: then match
+        // the literal against ids and names in the events.
+        let containers: Vec<String> = r
+            .containers
+            .iter()
+            .map(|c| self.sup.resolve(c).unwrap_or_else(|_| c.clone()))
+            .collect();
+        let bus = self.sup.events().clone();
+        let mut sub = match since {
+            None => bus.subscribe(bus.last_seq()),
+            Some(Point::Seq(n)) => bus.subscribe(n),
+            Some(Point::Time(_)) => bus.subscribe(0),
+        };
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let matches = |ev: &Event| {
+                if let Some(Point::Time(t)) = since {
+                    if ev.kind != EventType::Missed && event_time(ev) < t {
+                        return false;
+                    }
+                }
+                (types.is_empty() || types.contains(&ev.kind) || ev.kind == EventType::Missed)
+                    && (containers.is_empty()
+                        || ev.kind == EventType::Missed
+                        || containers
+                            .iter()
+                            .any(|c| ev.container.starts_with(c.as_str()) || ev.name == *c))
+            };
+            let past_until = |ev: &Event| match until {
+                Some(Point::Seq(n)) => ev.seq > n,
+                Some(Point::Time(t)) => ev.kind != EventType::Missed && event_time(ev) > t,
+                None => false,
+            };
+            loop {
+                let ev = match sub.try_next() {
+                    Some(ev) => ev,
+                    None => {
+                        // Caught up: an `until` in the past ends the stream.
+                        let ended = match until {
+                            Some(Point::Seq(n)) => n <= bus.last_seq(),
+                            Some(Point::Time(t)) => t <= SystemTime::now(),
+                            None => false,
+                        };
+                        if ended {
+                            return;
+                        }
+                        let deadline = match until {
+                            Some(Point::Time(t)) => {
+                                t.duration_since(SystemTime::now()).unwrap_or_default()
+                            }
+                            _ => Duration::from_secs(365 * 24 * 3600),
+                        };
+                        tokio::select! {
+                            ev = sub.next() => match ev {
+                                Some(ev) => ev,
+                                None => return,
+                            },
+                            _ = tokio::time::sleep(deadline) => return,
+                            _ = tx.closed() => return,
+                        }
+                    }
+                };
+                if past_until(&ev) {
+                    return;
+                }
+                if matches(&ev) && tx.send(Ok(event_proto(&ev))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn version(
+        &self,
+        _req: Request<v1::VersionRequest>,
+    ) -> Result<Response<v1::VersionResponse>, Status> {
+        Ok(Response::new(v1::VersionResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            runtime: self.runtime.clone(),
+            root: self.root.display().to_string(),
+        }))
+    }
+}
+
+/// Send what the follower reads until `done` resolves, then what is left
+/// (the shim drains and flushes the output before it reports the exit).
+/// Stops early when `send` says the receiver is gone.
+async fn follow<D, S, F>(follower: &mut Follower, done: D, send: S)
+where
+    D: std::future::Future<Output = ()>,
+    S: Fn(v1::LogEntry) -> F,
+    F: std::future::Future<Output = bool>,
+{
+    tokio::pin!(done);
+    let mut finished = false;
+    loop {
+        let records = match follower.poll() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a log");
+                return;
+            }
+        };
+        for r in records {
+            if !send(entry_proto(r)).await {
+                return;
+            }
+        }
+        if finished {
+            return;
+        }
+        tokio::select! {
+            _ = &mut done => finished = true,
+            _ = tokio::time::sleep(FOLLOW_POLL) => {}
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! The production [`Runtime`]: one `berth-shim` per container, spoken to over
+//! the private protocol of `berth-shim-proto`.
+//!
+//! Files of a container, under `<root>/containers/<id>/`:
+//! `config.json` (the bundle's spec), `shim.json`, `shim.sock`, `shim.log`
+//! (the shim's diagnostics), `container.log` (CRI format), `exit` (the init's
+//! exit record) and `execs/<exec id>.{log,exit}`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_core::exit::{Exit, ExitStatus};
+use berth_core::runtime::{
+    CreateTask, ExecTask, Restored, Runtime, RuntimeError, RuntimeErrorKind, Task, TaskEvent,
+    TaskState,
+};
+use berth_shim_proto as proto;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+/// Bound on creating a container (shim start to ready).
+const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on one request to a shim.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on the one-shot `berth-shim cleanup`.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default log rotation: 16 MiB per file, the live file plus 2 rotated.
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 16 << 20;
+pub const DEFAULT_LOG_MAX_FILES: u32 = 2;
+
+pub struct ShimRuntime {
+    root: PathBuf,
+    shim_bin: PathBuf,
+    kind: proto::RuntimeKind,
+}
+
+/// Paths of one container's files.
+pub struct Layout {
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: &Path, id: &str) -> Self {
+        Self {
+            dir: root.join("containers").join(id),
+        }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("shim.json")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("shim.sock")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("container.log")
+    }
+    pub fn exit_file(&self) -> PathBuf {
+        self.dir.join("exit")
+    }
+    pub fn exec_dir(&self) -> PathBuf {
+        self.dir.join("execs")
+    }
+    pub fn exec_log(&self, exec_id: &str) -> PathBuf {
+        self.exec_dir().join(format!("{exec_id}.log"))
+    }
+    pub fn shim_log(&self) -> PathBuf {
+        self.dir.join("shim.log")
+    }
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> RuntimeError {
+    RuntimeError::other(format!("{what} {}: {e}", path.display()))
+}
+
+fn kind_of(k: proto::ErrorKind) -> RuntimeErrorKind {
+    match k {
+        proto::ErrorKind::CommandNotFound => RuntimeErrorKind::CommandNotFound,
+        proto::ErrorKind::CommandNotExecutable => RuntimeErrorKind::CommandNotExecutable,
+        proto::ErrorKind::InvalidState => RuntimeErrorKind::InvalidState,
+        proto::ErrorKind::NotFound => RuntimeErrorKind::NotFound,
+        proto::ErrorKind::Other => RuntimeErrorKind::Other,
+    }
+}
+
+fn exit_of(rec: &proto::ExitRecord) -> Exit {
+    Exit {
+        status: match rec.exit {
+            proto::WireExit::Exited { code } => ExitStatus::Exited { code },
+            proto::WireExit::Signaled { signal } => ExitStatus::Signaled { signal },
+        },
+        at: rec.exited_at.clone(),
+        oom_killed: rec.oom_killed,
+    }
+}
+
+fn read_exit_file(path: &Path) -> Option<proto::ExitRecord> {
+    let data = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&data) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "unreadable exit file");
+            None
+        }
+    }
+}
+
+fn now() -> String {
+    proto::now_rfc3339()
+}
+
+impl ShimRuntime {
+    pub fn new(root: PathBuf, shim_bin: PathBuf, kind: proto::RuntimeKind) -> Self {
+        Self {
+            root,
+            shim_bin,
+            kind,
+        }
+    }
+
+    pub fn layout(&self, id: &str) -> Layout {
+        Layout::new(&self.root, id)
+    }
+
+    fn runtime_root(&self) -> PathBuf {
+        self.root.join("runtime")
+    }
+
+    /// Run `berth-shim cleanup` for a container whose shim is gone: kills
+    /// what is left of it and removes its cgroups and runtime state.
+    async fn cleanup(&self, layout: &Layout) {
+        if !layout.config().exists() {
+            return;
+        }
+        let mut cmd = tokio::process::Command::new(&self.shim_bin);
+        cmd.arg("cleanup")
+            .arg(layout.config())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        match tokio::time::timeout(CLEANUP_TIMEOUT, cmd.status()).await {
+            Ok(Ok(s)) if s.success() => {}
+            Ok(Ok(s)) => warn!(status = %s, "berth-shim cleanup failed"),
+            Ok(Err(e)) => warn!(error = %e, "cannot run berth-shim cleanup"),
+            Err(_) => warn!("berth-shim cleanup timed out"),
+        }
+    }
+
+    async fn spawn_shim(&self, layout: &Layout) -> Result<proto::Ready, RuntimeError> {
+        let shim_log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(layout.shim_log())
+            .map_err(|e| io_err("cannot open", &layout.shim_log(), e))?;
+        let mut child = tokio::process::Command::new(&self.shim_bin)
+            .arg("start")
+            .arg(layout.config())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(shim_log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| io_err("cannot run", &self.shim_bin, e))?;
+        let Some(stdout) = child.stdout.take() else {
+            return Err(RuntimeError::other("berth-shim has no ready pipe"));
+        };
+        let read = async {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).await?;
+            Ok::<_, std::io::Error>(line)
+        };
+        let line = match tokio::time::timeout(CREATE_TIMEOUT, read).await {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => return Err(RuntimeError::other(format!("reading from berth-shim: {e}"))),
+            Err(_) => {
+                return Err(RuntimeError::other(format!(
+                    "berth-shim did not report within {}s (see {})",
+                    CREATE_TIMEOUT.as_secs(),
+                    layout.shim_log().display()
+                )))
+            }
+        };
+        // The process we started only detaches the shim and exits.
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        if line.trim().is_empty() {
+            let tail = std::fs::read_to_string(layout.shim_log()).unwrap_or_default();
+            let last = tail.lines().last().unwrap_or("no output").to_string();
+            return Err(RuntimeError::other(format!("berth-shim failed: {last}")));
+        }
+        serde_json::from_str(&line)
+            .map_err(|e| RuntimeError::other(format!("bad message from berth-shim: {e}: {line:?}")))
+    }
+
+    async fn connect_task(
+        &self,
+        id: &str,
+        pid: i32,
+        shim_pid: i32,
+    ) -> Result<Arc<ShimTask>, RuntimeError> {
+        let layout = self.layout(id);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = Arc::new(ShimTask {
+            id: id.to_string(),
+            pid,
+            shim_pid,
+            socket: layout.socket(),
+            events: Mutex::new(Some(rx)),
+        });
+        let stream = subscribe(&layout.socket()).await?;
+        tokio::spawn(pump_events(
+            stream,
+            tx,
+            layout.exit_file(),
+            pid,
+            ShimCleanup {
+                shim_bin: self.shim_bin.clone(),
+                config: layout.config(),
+            },
+            shim_pid,
+        ));
+        Ok(task)
+    }
+}
+
+/// What `pump_events` needs to clean up after a shim that died.
+struct ShimCleanup {
+    shim_bin: PathBuf,
+    config: PathBuf,
+}
+
+async fn connect(socket: &Path) -> std::io::Result<UnixStream> {
+    let short = proto::ShortPath::new(socket)?;
+    UnixStream::connect(short.path()).await
+}
+
+/// One request, one response, on a fresh connection.
+async fn request(socket: &Path, req: &proto::Request) -> Result<proto::Response, RuntimeError> {
+    let run = async {
+        let mut stream = connect(socket).await?;
+        let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        stream.write_all(&line).await?;
+        let mut reader = BufReader::new(stream);
+        let mut resp = String::new();
+        reader.read_line(&mut resp).await?;
+        if resp.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the shim closed the connection",
+            ));
+        }
+        serde_json::from_str::<proto::Response>(&resp)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, run).await {
+        Ok(Ok(proto::Response::Error(e))) => Err(RuntimeError::new(kind_of(e.kind), e.message)),
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e))
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            Err(RuntimeError::new(
+                RuntimeErrorKind::NotFound,
+                "the container's shim is gone (the container has exited)",
+            ))
+        }
+        Ok(Err(e)) => Err(RuntimeError::other(format!("talking to berth-shim: {e}"))),
+        Err(_) => Err(RuntimeError::other(format!(
+            "berth-shim did not answer within {}s",
+            REQUEST_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+async fn subscribe(socket: &Path) -> Result<BufReader<UnixStream>, RuntimeError> {
+    let run = async {
+        let mut stream = connect(socket).await?;
+        let mut line =
+            serde_json::to_vec(&proto::Request::Subscribe).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        stream.write_all(&line).await?;
+        let mut reader = BufReader::new(stream);
+        let mut resp = String::new();
+        reader.read_line(&mut resp).await?;
+        match serde_json::from_str::<proto::Response>(&resp) {
+            Ok(proto::Response::Ok) => Ok(reader),
+            Ok(other) => Err(std::io::Error::other(format!(
+                "unexpected answer {other:?}"
+            ))),
+            Err(e) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        }
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, run).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(RuntimeError::other(format!(
+            "subscribing to berth-shim: {e}"
+        ))),
+        Err(_) => Err(RuntimeError::other(
+            "berth-shim did not accept the subscription",
+        )),
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// Forward a shim's events until the init's exit. If the connection ends
+/// without it, the exit file tells; without an exit file the status is
+/// unknown (never success), and whatever is left of the container is
+/// cleaned up.
+async fn pump_events(
+    mut reader: BufReader<UnixStream>,
+    tx: mpsc::UnboundedSender<TaskEvent>,
+    exit_file: PathBuf,
+    pid: i32,
+    cleanup: ShimCleanup,
+    shim_pid: i32,
+) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        match serde_json::from_str::<proto::ShimEvent>(&line) {
+            Ok(proto::ShimEvent::Exit(rec)) => {
+                let init = rec.process == proto::INIT_PROCESS;
+                let _ = tx.send(TaskEvent::Exit {
+                    process: rec.process.clone(),
+                    pid: rec.pid,
+                    exit: exit_of(&rec),
+                });
+                if init {
+                    return;
+                }
+            }
+            Ok(proto::ShimEvent::Oom) => {
+                let _ = tx.send(TaskEvent::Oom);
+            }
+            Err(e) => warn!(error = %e, "bad event from berth-shim"),
+        }
+    }
+    // The connection ended without the init's exit. The shim writes the
+    // exit file before it exits, so give a shim that is exiting a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while process_alive(shim_pid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let exit = match read_exit_file(&exit_file) {
+        Some(rec) => exit_of(&rec),
+        None => {
+            warn!(
+                shim_pid,
+                "berth-shim ended without an exit status; cleaning up"
+            );
+            let mut cmd = tokio::process::Command::new(&cleanup.shim_bin);
+            cmd.arg("cleanup")
+                .arg(&cleanup.config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true);
+            let _ = tokio::time::timeout(CLEANUP_TIMEOUT, cmd.status()).await;
+            Exit {
+                status: ExitStatus::unknown("berth-shim died before the container exited"),
+                at: now(),
+                oom_killed: false,
+            }
+        }
+    };
+    let _ = tx.send(TaskEvent::Exit {
+        process: proto::INIT_PROCESS.into(),
+        pid,
+        exit,
+    });
+}
+
+#[async_trait]
+impl Runtime for ShimRuntime {
+    async fn create(&self, req: CreateTask) -> Result<Arc<dyn Task>, RuntimeError> {
+        let layout = self.layout(&req.id);
+        let fresh = !layout.dir.exists();
+        let res = self.create_in(&layout, req).await;
+        if res.is_err() && fresh {
+            let _ = std::fs::remove_dir_all(&layout.dir);
+        }
+        res
+    }
+
+    async fn restore(&self, id: &str) -> Restored {
+        let layout = self.layout(id);
+        match request(&layout.socket(), &proto::Request::Hello).await {
+            Ok(proto::Response::Hello {
+                pid,
+                shim_pid,
+                state,
+                execs,
+                ..
+            }) if state != proto::ShimState::Stopping => {
+                let state = match state {
+                    proto::ShimState::Created => TaskState::Created,
+                    proto::ShimState::Paused => TaskState::Paused,
+                    _ => TaskState::Running,
+                };
+                match self.connect_task(id, pid, shim_pid).await {
+                    Ok(task) => return Restored::Alive { task, state, execs },
+                    Err(e) => debug!(error = %e, "shim went away while reconnecting"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => debug!(error = %e, "no shim to reconnect to"),
+        }
+        // Let a shim that is tearing down finish writing its exit file.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !layout.exit_file().exists()
+            && layout.socket().exists()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match read_exit_file(&layout.exit_file()) {
+            Some(rec) => Restored::Gone(exit_of(&rec)),
+            None => {
+                self.cleanup(&layout).await;
+                Restored::Gone(Exit {
+                    status: ExitStatus::unknown("berth-shim is gone and left no exit status"),
+                    at: now(),
+                    oom_killed: false,
+                })
+            }
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let layout = self.layout(id);
+        match std::fs::remove_dir_all(&layout.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("cannot remove", &layout.dir, e)),
+        }
+    }
+}
+
+impl ShimRuntime {
+    async fn create_in(
+        &self,
+        layout: &Layout,
+        req: CreateTask,
+    ) -> Result<Arc<dyn Task>, RuntimeError> {
+        std::fs::create_dir_all(layout.exec_dir())
+            .map_err(|e| io_err("cannot create", &layout.exec_dir(), e))?;
+        std::fs::create_dir_all(self.runtime_root())
+            .map_err(|e| io_err("cannot create", &self.runtime_root(), e))?;
+        // A previous run's leftovers would be mistaken for this run's.
+        for stale in [layout.exit_file(), layout.socket()] {
+            let _ = std::fs::remove_file(stale);
+        }
+        let spec = serde_json::to_vec_pretty(&req.spec)
+            .map_err(|e| RuntimeError::other(format!("cannot serialize the spec: {e}")))?;
+        let spec_path = layout.dir.join("config.json");
+        std::fs::write(&spec_path, spec).map_err(|e| io_err("cannot write", &spec_path, e))?;
+        // The log exists before the container does, so a reader can open it
+        // (and keep it open) before the first byte is written.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(layout.log())
+            .map_err(|e| io_err("cannot create", &layout.log(), e))?;
+        let config = proto::ShimConfig {
+            id: req.id.clone(),
+            bundle: layout.dir.clone(),
+            runtime: self.kind.clone(),
+            runtime_root: self.runtime_root(),
+            socket: layout.socket(),
+            log_path: layout.log(),
+            log_max_size: if req.log_max_size == 0 {
+                DEFAULT_LOG_MAX_SIZE
+            } else {
+                req.log_max_size
+            },
+            log_max_files: if req.log_max_files == 0 {
+                DEFAULT_LOG_MAX_FILES
+            } else {
+                req.log_max_files
+            },
+            exit_file: layout.exit_file(),
+            exec_dir: layout.exec_dir(),
+            shim_log: layout.shim_log(),
+        };
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| RuntimeError::other(format!("cannot serialize the shim config: {e}")))?;
+        std::fs::write(layout.config(), json)
+            .map_err(|e| io_err("cannot write", &layout.config(), e))?;
+
+        let ready = self.spawn_shim(layout).await?;
+        if let Some(e) = ready.error {
+            return Err(RuntimeError::new(kind_of(e.kind), e.message));
+        }
+        match self.connect_task(&req.id, ready.pid, ready.shim_pid).await {
+            Ok(task) => Ok(task),
+            Err(e) => {
+                // The shim is up but unusable: end it and its container.
+                if ready.shim_pid > 0 {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(ready.shim_pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+                self.cleanup(layout).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A live container behind its shim.
+pub struct ShimTask {
+    id: String,
+    pid: i32,
+    shim_pid: i32,
+    socket: PathBuf,
+    events: Mutex<Option<mpsc::UnboundedReceiver<TaskEvent>>>,
+}
+
+impl ShimTask {
+    async fn ok(&self, req: proto::Request) -> Result<(), RuntimeError> {
+        match request(&self.socket, &req).await? {
+            proto::Response::Ok | proto::Response::Started { .. } => Ok(()),
+            other => Err(RuntimeError::other(format!(
+                "unexpected answer from berth-shim of {}: {other:?}",
+                self.id
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Task for ShimTask {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    async fn start(&self) -> Result<(), RuntimeError> {
+        self.ok(proto::Request::Start).await
+    }
+
+    async fn kill(&self, signal: i32, all: bool) -> Result<(), RuntimeError> {
+        self.ok(proto::Request::Kill {
+            signal,
+            all,
+            process: None,
+        })
+        .await
+    }
+
+    async fn kill_exec(&self, exec_id: &str, signal: i32) -> Result<(), RuntimeError> {
+        self.ok(proto::Request::Kill {
+            signal,
+            all: false,
+            process: Some(exec_id.to_string()),
+        })
+        .await
+    }
+
+    async fn pause(&self) -> Result<(), RuntimeError> {
+        self.ok(proto::Request::Pause).await
+    }
+
+    async fn resume(&self) -> Result<(), RuntimeError> {
+        self.ok(proto::Request::Resume).await
+    }
+
+    async fn exec(&self, req: ExecTask) -> Result<i32, RuntimeError> {
+        let process = serde_json::to_value(&req.process)
+            .map_err(|e| RuntimeError::other(format!("cannot serialize the process: {e}")))?;
+        match request(
+            &self.socket,
+            &proto::Request::Exec {
+                exec_id: req.exec_id,
+                process,
+            },
+        )
+        .await?
+        {
+            proto::Response::Started { pid } => Ok(pid),
+            other => Err(RuntimeError::other(format!(
+                "unexpected answer from berth-shim (pid {}): {other:?}",
+                self.shim_pid
+            ))),
+        }
+    }
+
+    fn take_events(&self) -> Option<mpsc::UnboundedReceiver<TaskEvent>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}

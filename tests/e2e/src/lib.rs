@@ -1,0 +1,340 @@
+//! Harness for berth's end-to-end tests: a private berthd per test (its own
+//! root directory and socket), the real `berth` CLI, and a busybox rootfs
+//! made from Debian's busybox-static by `scripts/mkrootfs.sh`.
+//!
+//! Every daemon is torn down in `Drop`, even when the test fails: its
+//! containers are removed with `rm -f`, the daemon is stopped by the pid we
+//! started, and its root is deleted. Nothing here waits with a bare sleep:
+//! [`poll`] retries a condition until a deadline.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The directory holding `berth`, `berthd` and `berth-shim`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BERTH_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/<profile>/deps/<test binary> → target/<profile>
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary in target/<profile>/deps")
+        .to_path_buf()
+}
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// The busybox rootfs shared by all tests (read-only use only).
+pub fn rootfs() -> PathBuf {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS
+        .get_or_init(|| {
+            if let Some(d) = std::env::var_os("BERTH_TEST_ROOTFS") {
+                return PathBuf::from(d);
+            }
+            let dir = workspace().join("target/e2e-rootfs");
+            if !dir.join("bin/sh").exists() {
+                // Build in a private dir and rename, so concurrent test
+                // binaries never see a half-made rootfs.
+                let tmp = workspace().join(format!("target/e2e-rootfs.{}", std::process::id()));
+                let st = Command::new("bash")
+                    .arg(workspace().join("scripts/mkrootfs.sh"))
+                    .arg(&tmp)
+                    .status()
+                    .expect("run mkrootfs.sh");
+                assert!(st.success(), "mkrootfs.sh failed");
+                if std::fs::rename(&tmp, &dir).is_err() {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                }
+            }
+            dir
+        })
+        .clone()
+}
+
+/// Retry `f` until it returns `Some`, or panic with `what` at the deadline.
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The result of one CLI run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub raw_stdout: Vec<u8>,
+}
+
+impl Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            raw_stdout: o.stdout,
+        }
+    }
+
+    /// Assert success and return stdout trimmed.
+    #[track_caller]
+    pub fn ok(&self) -> String {
+        assert_eq!(self.code, 0, "command failed: {self:?}");
+        self.stdout.trim().to_string()
+    }
+}
+
+/// Which OCI runtime a daemon drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rt {
+    Embedded,
+    Runc,
+}
+
+impl Rt {
+    pub fn flag(self) -> &'static str {
+        match self {
+            Rt::Embedded => "embedded",
+            Rt::Runc => "runc",
+        }
+    }
+}
+
+/// A private berthd.
+pub struct Daemon {
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    pub rt: Rt,
+    child: Option<Child>,
+}
+
+static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Daemon {
+    pub fn start(rt: Rt) -> Daemon {
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Short paths: unix sockets are limited to 107 bytes.
+        let root = PathBuf::from(format!("/tmp/be2e-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("create root");
+        let socket = root.join("berth.sock");
+        let mut d = Daemon {
+            root,
+            socket,
+            rt,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join("berthd.log"))
+            .expect("daemon log");
+        let child = Command::new(bin_dir().join("berthd"))
+            .arg("--root")
+            .arg(self.root.join("state"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--runtime")
+            .arg(self.rt.flag())
+            .arg("--log-level")
+            .arg("debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn berthd");
+        self.child = Some(child);
+        let sock = self.socket.clone();
+        let child = self.child.as_mut().expect("child");
+        poll("berthd to listen", Duration::from_secs(20), || {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("berthd exited early with {st}");
+            }
+            std::os::unix::net::UnixStream::connect(&sock)
+                .ok()
+                .map(|_| ())
+        });
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// Run the CLI against this daemon.
+    pub fn berth(&self, args: &[&str]) -> Run {
+        Run::from(
+            self.cmd(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run berth"),
+        )
+    }
+
+    /// A CLI command against this daemon, to spawn yourself.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin_dir().join("berth"));
+        c.arg("--socket").arg(&self.socket).args(args);
+        c
+    }
+
+    /// `berth run --rootfs <busybox> ARGS...` with options before the rootfs.
+    pub fn run(&self, opts: &[&str], cmd: &[&str]) -> Run {
+        let r = rootfs();
+        let mut args = vec!["run"];
+        args.extend_from_slice(opts);
+        args.push("--rootfs");
+        let rs = r.to_str().expect("utf8 path");
+        args.push(rs);
+        args.extend_from_slice(cmd);
+        self.berth(&args)
+    }
+
+    pub fn inspect(&self, id: &str) -> serde_json::Value {
+        let out = self.berth(&["inspect", id]).ok();
+        let v: serde_json::Value = serde_json::from_str(&out).expect("inspect json");
+        v[0].clone()
+    }
+
+    pub fn state_of(&self, id: &str) -> String {
+        self.inspect(id)["state"].as_str().unwrap_or("").to_string()
+    }
+
+    /// Kill the daemon with SIGKILL (its containers live on).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start the daemon again on the same root.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.root.join("berthd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let ids = self.berth(&["ps", "-aq"]);
+            for id in ids.stdout.split_whitespace() {
+                let _ = self.berth(&["rm", "-f", id]);
+            }
+            if let Some(mut c) = self.child.take() {
+                // SIGTERM by the pid we started; SIGKILL if it lingers.
+                let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- berthd log ({}) ---\n{}",
+                self.rt.flag(),
+                self.daemon_log()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+pub fn pid_alive(pid: i64) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+/// Every cgroup directory of container `id` that still exists.
+pub fn cgroup_leftovers(id: &str) -> Vec<PathBuf> {
+    let mut left = Vec::new();
+    let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return left;
+    };
+    for c in ctrls.flatten() {
+        let p = c.path().join("berth").join(id);
+        if p.exists() {
+            left.push(p);
+        }
+    }
+    left
+}
+
+/// Mounts whose path mentions `needle`.
+pub fn mount_leftovers(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(String::from)
+        .collect()
+}
+
+/// Assert that nothing of container `id` is left: no process, cgroup,
+/// mount, runtime state or file.
+#[track_caller]
+pub fn assert_no_leftovers(d: &Daemon, id: &str, pid: i64) {
+    if pid > 0 {
+        poll("the init to be gone", Duration::from_secs(10), || {
+            (!pid_alive(pid)).then_some(())
+        });
+    }
+    assert_eq!(cgroup_leftovers(id), Vec::<PathBuf>::new(), "cgroups left");
+    assert_eq!(mount_leftovers(id), Vec::<String>::new(), "mounts left");
+    let files = d.state_dir().join("containers").join(id);
+    assert!(!files.exists(), "files left in {}", files.display());
+    let rt_state = d.state_dir().join("runtime").join(id);
+    assert!(
+        !rt_state.exists(),
+        "runtime state left in {}",
+        rt_state.display()
+    );
+}
+
+/// Generate one `#[test]` per runtime for a test body `fn(Rt)`.
+#[macro_export]
+macro_rules! both_runtimes {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $( #[test] fn $name() { super::$name($crate::Rt::Embedded) } )*
+        }
+        mod runc {
+            $( #[test] fn $name() { super::$name($crate::Rt::Runc) } )*
+        }
+    };
+}
