@@ -137,9 +137,13 @@ impl Cli {
                     .map(str::to_owned)
             })
             .unwrap_or_else(|| format!("exited with {status}"));
+        // runc says "runc create failed: ..." but "exec failed: ...": one
+        // "<runtime> <op> failed: " prefix, not two.
         let msg = if detail.starts_with(&format!("{} ", self.name)) {
             detail
         } else {
+            let own = format!("{op} failed: ");
+            let detail = detail.strip_prefix(&own).unwrap_or(&detail);
             format!("{} {op} failed: {detail}", self.name)
         };
         Err(OciError::classified(msg))

@@ -375,14 +375,18 @@ impl Shim {
     pub fn run(mut self) -> i32 {
         // The init may have died before we started listening for SIGCHLD.
         self.reap();
+        let mut trim = true;
         while self.init_exit.is_none() {
-            self.turn();
+            trim = self.turn(trim);
         }
         self.finish()
     }
 
-    /// One poll(2) round.
-    fn turn(&mut self) {
+    /// One poll(2) round; with `trim`, drop the pages touched so far just
+    /// before sleeping (see [`sys::trim_file_pages`]). Returns true when it
+    /// did more than copy output (served a request, reaped a process), i.e.
+    /// when the next sleep should trim again.
+    fn turn(&mut self, trim: bool) -> bool {
         let mut tokens = Vec::new();
         let ready: Vec<(Token, PollFlags)> = {
             let mut fds = Vec::new();
@@ -419,6 +423,9 @@ impl Shim {
             } else {
                 PollTimeout::from(1000u16)
             };
+            if trim {
+                sys::trim_file_pages();
+            }
             match nix::poll::poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => {}
@@ -436,7 +443,9 @@ impl Shim {
                 })
                 .collect()
         };
+        let mut busy = false;
         for (token, revents) in ready {
+            busy |= !matches!(token, Token::Out(..));
             match token {
                 Token::Out(None, i) => pump(&mut self.init, i, &mut self.buf, 4),
                 Token::Out(Some(e), i) => pump(&mut self.execs[e], i, &mut self.buf, 4),
@@ -457,6 +466,7 @@ impl Shim {
         self.subscribers.retain(Option::is_some);
         self.execs
             .retain(|p| !(p.exited && p.outs.iter().all(Option::is_none)));
+        busy
     }
 
     fn accept(&mut self) {
