@@ -81,8 +81,13 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = |j: usize| b.get(j).filter(|c| (b'0'..=b'7').contains(c)).map(|c| u32::from(c - b'0'));
-        if let (b'\\', Some(x), Some(y), Some(z)) = (b[i], octal(i + 1), octal(i + 2), octal(i + 3)) {
+        let octal = |j: usize| {
+            b.get(j)
+                .filter(|c| (b'0'..=b'7').contains(c))
+                .map(|c| u32::from(c - b'0'))
+        };
+        if let (b'\\', Some(x), Some(y), Some(z)) = (b[i], octal(i + 1), octal(i + 2), octal(i + 3))
+        {
             out.push(u8::try_from(x * 64 + y * 8 + z).unwrap_or(b'?'));
             i += 4;
         } else {

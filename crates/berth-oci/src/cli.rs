@@ -67,7 +67,11 @@ impl Cli {
 
     fn scratch_file(&self, op: &str, ext: &str) -> Result<Scratch, OciError> {
         std::fs::create_dir_all(&self.scratch).map_err(|e| {
-            OciError::other(format!("{} {op} failed: {}: {e}", self.name, self.scratch.display()))
+            OciError::other(format!(
+                "{} {op} failed: {}: {e}",
+                self.name,
+                self.scratch.display()
+            ))
         })?;
         let n = self.seq.get().wrapping_add(1);
         self.seq.set(n);
@@ -116,11 +120,14 @@ impl Cli {
         // Close our copies of the container's stdio right away.
         drop(cmd);
         let mut child = spawned.map_err(|e| {
-            OciError::other(format!("{} {op} failed: cannot run {}: {e}", self.name, self.path.display()))
+            OciError::other(format!(
+                "{} {op} failed: cannot run {}: {e}",
+                self.name,
+                self.path.display()
+            ))
         })?;
-        let status = wait_child(&mut child, Instant::now() + timeout).map_err(|e| {
-            OciError::other(format!("{} {op} failed: {e}", self.name))
-        })?;
+        let status = wait_child(&mut child, Instant::now() + timeout)
+            .map_err(|e| OciError::other(format!("{} {op} failed: {e}", self.name)))?;
         if status.success() {
             return Ok(());
         }
@@ -150,9 +157,8 @@ impl Cli {
     }
 
     fn read_pid(&self, op: &str, file: &Scratch) -> Result<i32, OciError> {
-        let text = std::fs::read_to_string(&file.0).map_err(|e| {
-            OciError::other(format!("{} {op} failed: pid file: {e}", self.name))
-        })?;
+        let text = std::fs::read_to_string(&file.0)
+            .map_err(|e| OciError::other(format!("{} {op} failed: pid file: {e}", self.name)))?;
         text.trim()
             .parse::<i32>()
             .ok()

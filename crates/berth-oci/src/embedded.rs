@@ -246,11 +246,12 @@ fn read_outcome(pid: Pid, rd: OwnedFd, deadline: Instant) -> io::Result<Option<V
             PollFd::new(reader.as_fd(), PollFlags::POLLIN),
             PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
         ];
-        match nix::poll::poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+        match nix::poll::poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
             Ok(_) => {
-                let pid_ready = fds[1]
-                    .revents()
-                    .is_some_and(|r| !r.is_empty());
+                let pid_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
                 // Loop once more after the exit to read what it wrote last.
                 exited = pid_ready;
             }
@@ -396,9 +397,13 @@ impl Backend for Embedded {
                 nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
             )
             .map_err(|e| OciError::other(format!("exec failed: memfd: {e}")))?;
-            File::from(memfd.try_clone().map_err(|e| OciError::other(format!("exec failed: {e}")))?)
-                .write_all(&json)
-                .map_err(|e| OciError::other(format!("exec failed: memfd: {e}")))?;
+            File::from(
+                memfd
+                    .try_clone()
+                    .map_err(|e| OciError::other(format!("exec failed: {e}")))?,
+            )
+            .write_all(&json)
+            .map_err(|e| OciError::other(format!("exec failed: memfd: {e}")))?;
             let path = format!("/proc/self/fd/{}", memfd.as_raw_fd());
             let pid = lc(
                 "exec",
@@ -425,14 +430,9 @@ impl Backend for Embedded {
                 Err(e) if force => {
                     // Unreadable state (say a create that was killed half way):
                     // remove what can be found without it.
-                    return force_remove(&dir)
-                        .map(|()| 0)
-                        .map_err(|e2| {
-                            OciError::other(format!(
-                                "delete failed: {}; {e2}",
-                                describe(&e)
-                            ))
-                        });
+                    return force_remove(&dir).map(|()| 0).map_err(|e2| {
+                        OciError::other(format!("delete failed: {}; {e2}", describe(&e)))
+                    });
                 }
                 Err(e) => return Err(lc_error("delete", &e)),
             };
@@ -441,8 +441,7 @@ impl Backend for Embedded {
                     Ok(()) => return Ok(0),
                     // Killed processes can take a moment to leave their
                     // cgroups; libcontainer retries only ~100 ms.
-                    Err(e) if force && Instant::now() < deadline => {
-                        let _ = e;
+                    Err(_) if force && Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(100));
                         container = match Container::load(dir.clone()) {
                             Ok(c) => c,

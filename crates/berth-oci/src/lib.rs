@@ -186,7 +186,9 @@ pub fn classify(message: &str) -> ErrorKind {
             return ErrorKind::CommandNotExecutable;
         }
     }
-    if m.contains("container does not exist") || m.contains("container state directory does not exist") {
+    if m.contains("container does not exist")
+        || m.contains("container state directory does not exist")
+    {
         return ErrorKind::NotFound;
     }
     ErrorKind::Other
@@ -256,6 +258,9 @@ mod tests {
     fn errors_are_one_line() {
         let e = OciError::other("a\n  b\tc ");
         assert_eq!(e.message, "a b c");
-        assert_eq!(OciError::classified("exec: \"x\": permission denied").exit_code(), Some(126));
+        assert_eq!(
+            OciError::classified("exec: \"x\": permission denied").exit_code(),
+            Some(126)
+        );
     }
 }

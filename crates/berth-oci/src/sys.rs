@@ -72,9 +72,16 @@ pub fn wait_readable(fd: &impl AsFd, deadline: Instant) -> io::Result<bool> {
         let left = deadline.saturating_duration_since(Instant::now());
         let ms = left.as_millis().min(i32::MAX as u128) as i32;
         // Round up so that a sub-millisecond remainder does not spin.
-        let ms = if left > Duration::ZERO && ms == 0 { 1 } else { ms };
+        let ms = if left > Duration::ZERO && ms == 0 {
+            1
+        } else {
+            ms
+        };
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
             Ok(0) => {
                 if Instant::now() >= deadline {
                     return Ok(false);

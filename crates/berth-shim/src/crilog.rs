@@ -207,7 +207,9 @@ mod tests {
         names.sort();
         assert_eq!(names, ["c.log", "c.log.1", "c.log.2"]);
         let last = std::fs::read_to_string(d.join("c.log.1")).unwrap();
-        assert!(last.contains("line 19") || std::fs::read_to_string(&p).unwrap().contains("line 19"));
+        assert!(
+            last.contains("line 19") || std::fs::read_to_string(&p).unwrap().contains("line 19")
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

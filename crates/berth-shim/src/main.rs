@@ -122,7 +122,11 @@ fn start(config: &Path) -> i32 {
     if let Ok(null) = File::open("/dev/null") {
         let _ = sys::redirect(&null, 0);
     }
-    match OpenOptions::new().create(true).append(true).open(&cfg.shim_log) {
+    match OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&cfg.shim_log)
+    {
         Ok(log) => {
             let _ = sys::redirect(&log, 2);
         }

@@ -37,6 +37,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// At most this many connections waiting for their request line.
 const MAX_CLIENTS: usize = 64;
+/// How long to look for the OOM kill after an OOM notice.
+const OOM_RECHECK: Duration = Duration::from_secs(2);
 /// One read per pipe event is at most this big.
 const READ_BUF: usize = 16 * 1024;
 
@@ -78,7 +80,10 @@ pub struct Shim {
     /// The container's cgroup (`linux.cgroupsPath`), when absolute.
     cgroup: Option<PathBuf>,
     oom: Option<OomWatch>,
-    oom_seen: bool,
+    /// OOM kills already reported.
+    oom_kills: u64,
+    /// After an OOM notice without a kill counted yet: look again until then.
+    oom_recheck: Option<Instant>,
     init_exit: Option<(WireExit, String)>,
     buf: Vec<u8>,
 }
@@ -100,7 +105,7 @@ fn other(context: &str) -> impl Fn(io::Error) -> ShimError + '_ {
 }
 
 /// The protocol's view of a backend error (126/127 kinds survive).
-pub fn shim_error(e: OciError) -> ShimError {
+fn shim_error(e: OciError) -> ShimError {
     let kind = match e.kind {
         berth_oci::ErrorKind::CommandNotFound => ErrorKind::CommandNotFound,
         berth_oci::ErrorKind::CommandNotExecutable => ErrorKind::CommandNotExecutable,
@@ -200,9 +205,9 @@ fn watch_oom(cgroup: &Path) -> Option<OomWatch> {
     })
 }
 
-/// Whether the OOM killer acted in the cgroup (v1 `oom_kill` in
-/// memory.oom_control, v2 `oom_kill` in memory.events).
-fn oom_killed(cgroup: &Path) -> bool {
+/// How many processes the OOM killer killed in the cgroup (v1 `oom_kill`
+/// in memory.oom_control, v2 `oom_kill` in memory.events).
+fn oom_kills(cgroup: &Path) -> Option<u64> {
     for dir in memory_dirs(cgroup) {
         for file in ["memory.oom_control", "memory.events"] {
             if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
@@ -210,13 +215,13 @@ fn oom_killed(cgroup: &Path) -> bool {
                     .lines()
                     .find_map(|l| l.strip_prefix("oom_kill "))
                     .and_then(|v| v.trim().parse::<u64>().ok());
-                if let Some(n) = n {
-                    return n > 0;
+                if n.is_some() {
+                    return n;
                 }
             }
         }
     }
-    false
+    None
 }
 
 /// Exec ids become file names: keep them tame.
@@ -246,7 +251,7 @@ fn remove_socket(path: &Path) {
 
 /// Tear down whatever a failed create may have left (ignoring errors: the
 /// original error is what gets reported), then reap what died.
-pub fn undo_create(backend: &dyn Backend, cfg: &ShimConfig, sigfd: &SignalFd) {
+fn undo_create(backend: &dyn Backend, cfg: &ShimConfig, sigfd: &SignalFd) {
     let _ = backend.kill(&cfg.id, Signal::SIGKILL as i32, true);
     match backend.delete(&cfg.id, true) {
         Ok(()) => {}
@@ -270,16 +275,16 @@ pub fn undo_create(backend: &dyn Backend, cfg: &ShimConfig, sigfd: &SignalFd) {
     }
 }
 
-fn drain_signals(sigfd: &SignalFd) -> (bool, bool) {
-    let (mut chld, mut term) = (false, false);
+/// Consume pending signals; true if SIGTERM or SIGINT was among them.
+/// (SIGCHLD needs no note: the caller reaps anyway, since signals coalesce;
+/// SIGHUP means nothing to a shim without a terminal.)
+fn drain_signals(sigfd: &SignalFd) -> bool {
+    let mut term = false;
     while let Ok(Some(info)) = sigfd.read_signal() {
-        match i32::try_from(info.ssi_signo).unwrap_or(0) {
-            libc::SIGCHLD => chld = true,
-            libc::SIGTERM | libc::SIGINT => term = true,
-            _ => {} // SIGHUP: we have no terminal; nothing to do
-        }
+        let signo = i32::try_from(info.ssi_signo).unwrap_or(0);
+        term |= signo == libc::SIGTERM || signo == libc::SIGINT;
     }
-    (chld, term)
+    term
 }
 
 /// Add `fd` to a poll set, remembering why.
@@ -355,7 +360,8 @@ impl Shim {
             sigfd,
             cgroup,
             oom,
-            oom_seen: false,
+            oom_kills: 0,
+            oom_recheck: None,
             init_exit: None,
             buf: vec![0; READ_BUF],
             backend,
@@ -402,7 +408,12 @@ impl Shim {
                     }
                 }
             }
-            add(&mut fds, &mut tokens, self.listener.as_fd(), Token::Listener);
+            add(
+                &mut fds,
+                &mut tokens,
+                self.listener.as_fd(),
+                Token::Listener,
+            );
             for (i, c) in self.clients.iter().enumerate() {
                 if let Some(c) = c {
                     add(&mut fds, &mut tokens, c.stream.as_fd(), Token::Client(i));
@@ -417,11 +428,13 @@ impl Shim {
                 add(&mut fds, &mut tokens, o.efd.as_fd(), Token::Oom);
             }
             add(&mut fds, &mut tokens, self.sigfd.as_fd(), Token::Signal);
-            // Wake up to expire idle clients.
-            let timeout = if self.clients.is_empty() {
-                PollTimeout::NONE
-            } else {
+            // Wake up to expire idle clients, or to look for an OOM kill.
+            let timeout = if self.oom_recheck.is_some() {
+                PollTimeout::from(50u16)
+            } else if !self.clients.is_empty() {
                 PollTimeout::from(1000u16)
+            } else {
+                PollTimeout::NONE
             };
             if trim {
                 sys::trim_file_pages();
@@ -457,6 +470,12 @@ impl Shim {
             }
         }
         let now = Instant::now();
+        if let Some(until) = self.oom_recheck {
+            self.check_oom();
+            if now >= until {
+                self.oom_recheck = None;
+            }
+        }
         for c in &mut self.clients {
             if c.as_ref().is_some_and(|c| now - c.since > CLIENT_TIMEOUT) {
                 *c = None;
@@ -473,8 +492,7 @@ impl Shim {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    if self.clients.len() >= MAX_CLIENTS || stream.set_nonblocking(true).is_err()
-                    {
+                    if self.clients.len() >= MAX_CLIENTS || stream.set_nonblocking(true).is_err() {
                         continue; // dropped: closes the connection
                     }
                     self.clients.push(Some(Client {
@@ -519,12 +537,16 @@ impl Shim {
             return;
         };
         let mut stream = client.stream;
-        let request: io::Result<Option<Request>> = berth_shim_proto::read_line(&mut &client.buf[..]);
+        let request: io::Result<Option<Request>> =
+            berth_shim_proto::read_line(&mut &client.buf[..]);
         let (response, subscribe) = match request {
             Ok(Some(req)) => self.handle(req),
             Ok(None) => return,
             Err(e) => (
-                Response::Error(ShimError::new(ErrorKind::Other, format!("bad request: {e}"))),
+                Response::Error(ShimError::new(
+                    ErrorKind::Other,
+                    format!("bad request: {e}"),
+                )),
                 false,
             ),
         };
@@ -547,7 +569,10 @@ impl Shim {
         let alive = match s.read(&mut chunk) {
             Ok(0) => false,
             Ok(_) => true, // ignore chatter
-            Err(e) => matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted),
+            Err(e) => matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ),
         };
         let _ = s.set_nonblocking(false);
         if !alive || revents.intersects(PollFlags::POLLERR | PollFlags::POLLNVAL) {
@@ -555,21 +580,36 @@ impl Shim {
         }
     }
 
+    /// The memory cgroup signalled an OOM situation. The kernel signals
+    /// every failed charge; report only when a process was actually killed
+    /// (the `oom_kill` counter grew), once per kill.
     fn on_oom(&mut self) {
         let Some(o) = self.oom.as_mut() else { return };
         let mut count = [0u8; 8];
         match o.efd.read(&mut count) {
             Ok(8) => {
-                self.oom_seen = true;
-                self.broadcast(&ShimEvent::Oom);
+                // The notice can come before the kill is counted: look
+                // again for a little while.
+                self.oom_recheck = Some(Instant::now() + OOM_RECHECK);
+                self.check_oom();
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             _ => self.oom = None,
         }
     }
 
+    /// Report OOM kills not reported yet.
+    fn check_oom(&mut self) {
+        let kills = self.cgroup.as_deref().and_then(oom_kills).unwrap_or(0);
+        if kills > self.oom_kills {
+            self.oom_kills = kills;
+            self.oom_recheck = None;
+            self.broadcast(&ShimEvent::Oom);
+        }
+    }
+
     fn on_signals(&mut self) {
-        let (_, term) = drain_signals(&self.sigfd);
+        let term = drain_signals(&self.sigfd);
         if term {
             self.shutdown();
         }
@@ -581,7 +621,10 @@ impl Shim {
     /// the normal exit path. Never leaves an orphan container behind.
     fn shutdown(&mut self) {
         diag(format_args!("terminating: killing the container"));
-        if let Err(e) = self.backend.kill(&self.cfg.id, Signal::SIGKILL as i32, true) {
+        if let Err(e) = self
+            .backend
+            .kill(&self.cfg.id, Signal::SIGKILL as i32, true)
+        {
             diag(format_args!("kill: {e}"));
         }
         // The init is our unreaped child: its pid cannot have been reused.
@@ -599,11 +642,7 @@ impl Shim {
             if pid == self.init.pid {
                 self.init.exited = true;
                 self.init_exit = Some((exit, at));
-            } else if let Some(i) = self
-                .execs
-                .iter()
-                .position(|p| p.pid == pid && !p.exited)
-            {
+            } else if let Some(i) = self.execs.iter().position(|p| p.pid == pid && !p.exited) {
                 self.exec_exited(i, exit, at);
             }
             // Anything else was re-parented to us (an orphan of the
@@ -634,6 +673,9 @@ impl Shim {
     }
 
     fn write_exit(&self, path: &Path, record: &ExitRecord) {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
         let written = serde_json::to_vec(record)
             .map_err(io::Error::other)
             .and_then(|json| berth_shim_proto::write_atomic(path, &json));
@@ -672,7 +714,9 @@ impl Shim {
                 signal,
                 all,
                 process,
-            } => self.kill(signal, all, process.as_deref()).map(|()| Response::Ok),
+            } => self
+                .kill(signal, all, process.as_deref())
+                .map(|()| Response::Ok),
             Request::Pause => self.pause(true).map(|()| Response::Ok),
             Request::Resume => self.pause(false).map(|()| Response::Ok),
             Request::Exec { exec_id, process } => self
@@ -699,9 +743,8 @@ impl Shim {
     }
 
     fn kill(&mut self, signal: i32, all: bool, process: Option<&str>) -> Result<(), ShimError> {
-        let sig = Signal::try_from(signal).map_err(|_| {
-            ShimError::new(ErrorKind::Other, format!("invalid signal {signal}"))
-        })?;
+        let sig = Signal::try_from(signal)
+            .map_err(|_| ShimError::new(ErrorKind::Other, format!("invalid signal {signal}")))?;
         match process {
             None | Some(INIT_PROCESS) => {
                 if let Err(e) = self.backend.kill(&self.cfg.id, signal, all) {
@@ -722,9 +765,8 @@ impl Shim {
                         ShimError::new(ErrorKind::NotFound, format!("no running exec {id:?}"))
                     })?;
                 // Unreaped child of ours: the pid is still this process.
-                nix::sys::signal::kill(p.pid, sig).map_err(|e| {
-                    ShimError::new(ErrorKind::Other, format!("kill exec {id}: {e}"))
-                })
+                nix::sys::signal::kill(p.pid, sig)
+                    .map_err(|e| ShimError::new(ErrorKind::Other, format!("kill exec {id}: {e}")))
             }
         }
     }
@@ -792,7 +834,10 @@ impl Shim {
     /// subscribers, remove the socket.
     fn finish(mut self) -> i32 {
         self.state = ShimState::Stopping;
-        match self.backend.kill(&self.cfg.id, Signal::SIGKILL as i32, true) {
+        match self
+            .backend
+            .kill(&self.cfg.id, Signal::SIGKILL as i32, true)
+        {
             Ok(()) => {}
             Err(e) if e.kind == berth_oci::ErrorKind::NotFound => {}
             Err(e) => diag(format_args!("kill after init exit: {e}")),
@@ -822,7 +867,9 @@ impl Shim {
             p.log.sync();
         }
 
-        let oom = self.oom_seen || self.cgroup.as_deref().is_some_and(oom_killed);
+        // An OOM kill not reported yet (it raced the exit): report it first.
+        self.check_oom();
+        let oom = self.oom_kills > 0;
         self.oom = None;
         match self.backend.delete(&self.cfg.id, true) {
             Ok(()) => {}
@@ -830,10 +877,10 @@ impl Shim {
             Err(e) => diag(format_args!("delete: {e}")),
         }
 
-        let (exit, exited_at) = self
-            .init_exit
-            .take()
-            .unwrap_or((WireExit::Exited { code: -1 }, berth_shim_proto::now_rfc3339()));
+        let (exit, exited_at) = self.init_exit.take().unwrap_or((
+            WireExit::Exited { code: -1 },
+            berth_shim_proto::now_rfc3339(),
+        ));
         let record = ExitRecord {
             process: INIT_PROCESS.into(),
             pid: self.init.pid.as_raw(),
@@ -876,7 +923,10 @@ impl Shim {
                     return;
                 }
                 let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
-                match nix::poll::poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+                match nix::poll::poll(
+                    &mut fds,
+                    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+                ) {
                     Ok(0) => return,
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(_) => return,

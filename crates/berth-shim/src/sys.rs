@@ -53,7 +53,12 @@ pub fn redirect(file: &File, target: RawFd) -> io::Result<()> {
 /// The signals the shim handles through its signalfd.
 pub fn handled_signals() -> SigSet {
     let mut set = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
         set.add(s);
     }
     set

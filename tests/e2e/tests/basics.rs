@@ -257,9 +257,7 @@ fn bad_input_is_refused_cleanly(rt: Rt) {
     assert_eq!(r.code, 1, "{r:?}");
     let r = d.berth(&["--bogus-flag"]);
     assert_eq!(r.code, 125, "{r:?}");
-    for r in [r] {
-        assert!(!r.stderr.is_empty());
-    }
+    assert!(!r.stderr.is_empty());
     assert_eq!(d.berth(&["ps", "-aq"]).ok(), "");
 }
 

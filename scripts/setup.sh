@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what building and testing berth needs on a Debian machine:
+# libseccomp (seccomp in the embedded runtime), runc (the second runtime the
+# tests drive), busybox-static (the test and demo rootfs). Quiet when
+# everything is already there.
+set -euo pipefail
+
+need=()
+dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
+dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || need+=(busybox-static)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo is not installed: install Rust (https://rustup.rs) and run again" >&2
+  exit 1
+fi
