@@ -18,7 +18,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -82,8 +82,15 @@ impl Embedded {
         }
     }
 
-    /// Run `op` in a forked helper; return what it returned.
-    fn helper<F>(&self, what: &str, timeout: Duration, op: F) -> Result<i32, OciError>
+    /// Run `op` in a forked helper; return what it returned. `keep` lists
+    /// the fds `op` hands to the container (never redirected in the helper).
+    fn helper<F>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        keep: &[RawFd],
+        op: F,
+    ) -> Result<i32, OciError>
     where
         F: FnOnce() -> Result<i32, OciError>,
     {
@@ -94,7 +101,7 @@ impl Embedded {
         match forked {
             Forked::Child => {
                 drop(rd);
-                helper_child(wr, op)
+                helper_child(wr, keep, op)
             }
             Forked::Parent(pid) => {
                 drop(wr);
@@ -113,7 +120,7 @@ impl Embedded {
 }
 
 /// The helper's side: clean up what it inherited, run `op`, report, `_exit`.
-fn helper_child<F>(wr: OwnedFd, op: F) -> !
+fn helper_child<F>(wr: OwnedFd, keep: &[RawFd], op: F) -> !
 where
     F: FnOnce() -> Result<i32, OciError>,
 {
@@ -128,8 +135,11 @@ where
     // Do not keep the caller's stdin/stdout (e.g. the shim's ready pipe) open
     // in the helper or in the init it creates; stderr stays for diagnostics.
     if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
-        let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
-        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+        for fd in [0, 1] {
+            if !keep.contains(&fd) {
+                let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+            }
+        }
     }
     let _ = nix::sys::prctl::set_name(c"berth-oci-helper");
 
@@ -296,6 +306,14 @@ fn lc<T>(what: &str, r: Result<T, libcontainer::error::LibcontainerError>) -> Re
     r.map_err(|e| lc_error(what, &e))
 }
 
+fn stdio_fds(stdio: &Stdio) -> [RawFd; 3] {
+    [
+        stdio.stdin.as_raw_fd(),
+        stdio.stdout.as_raw_fd(),
+        stdio.stderr.as_raw_fd(),
+    ]
+}
+
 fn base_builder(id: &str, root: &Path, what: &str) -> Result<ContainerBuilder, OciError> {
     let builder = ContainerBuilder::new(id.to_owned(), SyscallType::default());
     let builder = lc(what, builder.with_root_path(root))?;
@@ -311,7 +329,8 @@ impl Backend for Embedded {
         validate_id(id)?;
         let root = self.root.clone();
         let bundle = bundle.to_path_buf();
-        self.helper("create", CREATE_TIMEOUT, move || {
+        let keep = stdio_fds(&stdio);
+        self.helper("create", CREATE_TIMEOUT, &keep, move || {
             std::fs::create_dir_all(&root)
                 .map_err(|e| OciError::other(format!("create failed: {}: {e}", root.display())))?;
             let container = lc(
@@ -334,7 +353,7 @@ impl Backend for Embedded {
 
     fn start(&self, id: &str) -> Result<(), OciError> {
         let dir = self.container_dir(id)?;
-        self.helper("start", OP_TIMEOUT, move || {
+        self.helper("start", OP_TIMEOUT, &[], move || {
             lc("start", load(&dir, "start")?.start())?;
             Ok(0)
         })
@@ -345,7 +364,7 @@ impl Backend for Embedded {
         let dir = self.container_dir(id)?;
         let sig = libcontainer::signal::Signal::try_from(signal)
             .map_err(|_| OciError::other(format!("kill failed: invalid signal {signal}")))?;
-        self.helper("kill", OP_TIMEOUT, move || {
+        self.helper("kill", OP_TIMEOUT, &[], move || {
             let mut c = load(&dir, "kill")?;
             let before = c.status();
             lc("kill", c.kill(sig, all))?;
@@ -363,7 +382,7 @@ impl Backend for Embedded {
 
     fn pause(&self, id: &str) -> Result<(), OciError> {
         let dir = self.container_dir(id)?;
-        self.helper("pause", OP_TIMEOUT, move || {
+        self.helper("pause", OP_TIMEOUT, &[], move || {
             lc("pause", load(&dir, "pause")?.pause())?;
             Ok(0)
         })
@@ -372,7 +391,7 @@ impl Backend for Embedded {
 
     fn resume(&self, id: &str) -> Result<(), OciError> {
         let dir = self.container_dir(id)?;
-        self.helper("resume", OP_TIMEOUT, move || {
+        self.helper("resume", OP_TIMEOUT, &[], move || {
             lc("resume", load(&dir, "resume")?.resume())?;
             Ok(0)
         })
@@ -389,7 +408,8 @@ impl Backend for Embedded {
         let json = serde_json::to_vec(process)
             .map_err(|e| OciError::other(format!("exec failed: process: {e}")))?;
         let root = self.root.clone();
-        self.helper("exec", CREATE_TIMEOUT, move || {
+        let keep = stdio_fds(&stdio);
+        self.helper("exec", CREATE_TIMEOUT, &keep, move || {
             // The tenant builder reads the process from a file: hand it an
             // anonymous one, so nothing is left on disk.
             let memfd = nix::sys::memfd::memfd_create(
@@ -423,7 +443,7 @@ impl Backend for Embedded {
 
     fn delete(&self, id: &str, force: bool) -> Result<(), OciError> {
         let dir = self.container_dir(id)?;
-        self.helper("delete", OP_TIMEOUT, move || {
+        self.helper("delete", OP_TIMEOUT, &[], move || {
             let deadline = Instant::now() + OP_TIMEOUT - Duration::from_secs(1);
             let mut container = match Container::load(dir.clone()) {
                 Ok(c) => c,

@@ -553,12 +553,14 @@ fn idle_rss(rt: Rt) -> Option<u64> {
     f.start();
     let r = f.request(json!({"op": "hello"}));
     assert!(matches!(r, Response::Hello { .. }), "{r:?}");
-    // The shim trims its resident pages when it goes back to sleep: poll
-    // until it is idle (at or under the bound), or fail at the deadline.
-    let mut last = 0;
-    let settled = wait_for("an idle shim", Duration::from_secs(5), || {
-        last = vm_rss_kb(ready.shim_pid)?;
-        (last <= 2048).then_some(last)
+    // Idle: the shim has gone back to sleep (and trimmed its resident
+    // pages, see sys::trim_file_pages) once VmRSS stops moving. Poll until
+    // ten samples in a row agree.
+    let mut samples: Vec<u64> = Vec::new();
+    let settled = wait_for("an idle shim", Duration::from_secs(10), || {
+        samples.push(vm_rss_kb(ready.shim_pid)?);
+        let tail = &samples[samples.len().saturating_sub(10)..];
+        (tail.len() == 10 && tail.iter().all(|&v| v == tail[0])).then_some(tail[0])
     });
     eprintln!("{rt:?}: idle shim VmRSS {settled} kB");
     let r = f.request(json!({"op": "kill", "signal": 9, "all": true}));
