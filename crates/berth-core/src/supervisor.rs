@@ -46,6 +46,9 @@ pub enum Error {
     InvalidState(String),
     #[error("{0}")]
     Timeout(String),
+    /// Run to completion ended with something other than exit code 0.
+    #[error("container {0} {desc}", desc = .1.status.describe())]
+    Failed(String, Exit),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
@@ -432,6 +435,46 @@ impl Supervisor {
             },
         );
         Ok((ctr.rec.pid, watch))
+    }
+
+    /// Run a container to completion: create, start, wait for its exit
+    /// (bounded by `timeout` when given: then it is killed), and remove it
+    /// either way. Anything but exit code 0 is an error naming the status.
+    pub async fn run_to_completion(
+        &self,
+        mut p: CreateParams,
+        timeout: Option<Duration>,
+    ) -> Result<Exit> {
+        // Removal is ours here; an auto-remove racing it would only fail.
+        p.config.auto_remove = false;
+        let id = self.create(p).await?;
+        let result = async {
+            let (_, mut watch) = self.start(&id).await?;
+            if let Some(exit) = watch.wait(timeout).await {
+                return Ok(exit);
+            }
+            let _ = self.kill(&id, 9, true).await;
+            watch.wait(Some(KILL_WAIT)).await.ok_or_else(|| {
+                Error::Timeout(format!(
+                    "container {id} did not exit within {}s of SIGKILL",
+                    KILL_WAIT.as_secs()
+                ))
+            })
+        }
+        .await;
+        // Tear down whatever happened (auto-remove may have been first);
+        // keep the first error.
+        let removed = match self.delete(&id, true).await {
+            Err(Error::NotFound(_)) => Ok(()),
+            other => other,
+        };
+        let exit = result?;
+        removed?;
+        if exit.status.success() {
+            Ok(exit)
+        } else {
+            Err(Error::Failed(id, exit))
+        }
     }
 
     /// A watch for the current (or, for a stopped container, the last) run's exit.

@@ -190,11 +190,20 @@ pub enum Response {
 }
 
 /// How a process ended, as the shim saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum WireExit {
-    Exited { code: i32 },
-    Signaled { signal: i32 },
+    Exited {
+        code: i32,
+    },
+    Signaled {
+        signal: i32,
+    },
+    /// The shim could not learn the status (e.g. a process that could not be
+    /// reaped in time). Never to be read as success.
+    Unknown {
+        reason: String,
+    },
 }
 
 /// The content of an exit file (init or exec), and of [`ShimEvent::Exit`].

@@ -857,7 +857,14 @@ impl Shim {
                 // never reported as success.
                 diag(format_args!("exec {} did not exit", self.execs[i].id));
                 let at = berth_shim_proto::now_rfc3339();
-                self.exec_exited(i, WireExit::Exited { code: -1 }, at);
+                self.exec_exited(
+                    i,
+                    WireExit::Unknown {
+                        reason: "the process could not be reaped after the container stopped"
+                            .into(),
+                    },
+                    at,
+                );
             }
         }
 
@@ -878,7 +885,9 @@ impl Shim {
         }
 
         let (exit, exited_at) = self.init_exit.take().unwrap_or((
-            WireExit::Exited { code: -1 },
+            WireExit::Unknown {
+                reason: "the shim did not see the init exit".into(),
+            },
             berth_shim_proto::now_rfc3339(),
         ));
         let record = ExitRecord {

@@ -452,7 +452,7 @@ fn killed_by_signal(rt: Rt) {
     assert!(matches!(r, Response::Ok), "{r:?}");
     let exits = events.exits_until_init();
     assert_eq!(
-        exits.last().map(|e| e.exit),
+        exits.last().map(|e| e.exit.clone()),
         Some(WireExit::Signaled { signal: 9 })
     );
     assert_eq!(f.exit_record().exit, WireExit::Signaled { signal: 9 });
@@ -664,7 +664,7 @@ fn pause_and_resume(rt: Rt) {
     assert!(matches!(r, Response::Ok), "{r:?}");
     let exits = events.exits_until_init();
     assert_eq!(
-        exits.last().map(|e| e.exit),
+        exits.last().map(|e| e.exit.clone()),
         Some(WireExit::Signaled { signal: 9 })
     );
     f.assert_clean();

@@ -179,6 +179,11 @@ fn absolute(p: &Path, flag: &str) -> Result<String, Failure> {
 }
 
 async fn create(client: &mut Client, a: &CreateArgs) -> Result<String, Failure> {
+    let resp = client.create(create_request(a)?).await?;
+    Ok(resp.into_inner().id)
+}
+
+fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
     let source = match (&a.rootfs, &a.bundle) {
         (Some(r), None) => v1::create_request::Source::Rootfs(absolute(r, "--rootfs")?),
         (None, Some(b)) => v1::create_request::Source::Bundle(absolute(b, "--bundle")?),
@@ -204,28 +209,40 @@ async fn create(client: &mut Client, a: &CreateArgs) -> Result<String, Failure> 
             ))
         })?,
     };
-    let resp = client
-        .create(v1::CreateRequest {
-            name: a.name.clone().unwrap_or_default(),
-            source: Some(source),
-            args: a.command.clone(),
-            env,
-            workdir: a.workdir.clone().unwrap_or_default(),
-            user: a.user.clone().unwrap_or_default(),
-            hostname: a.hostname.clone().unwrap_or_default(),
-            auto_remove: a.rm,
-            labels,
-            stop_signal: a.stop_signal.clone().unwrap_or_default(),
-            stop_timeout: a.stop_timeout,
-            read_only: a.read_only,
-            log_max_size,
-            log_max_files: a.log_max_files.unwrap_or(0),
-        })
-        .await?;
-    Ok(resp.into_inner().id)
+    Ok(v1::CreateRequest {
+        name: a.name.clone().unwrap_or_default(),
+        source: Some(source),
+        args: a.command.clone(),
+        env,
+        workdir: a.workdir.clone().unwrap_or_default(),
+        user: a.user.clone().unwrap_or_default(),
+        hostname: a.hostname.clone().unwrap_or_default(),
+        auto_remove: a.rm,
+        labels,
+        stop_signal: a.stop_signal.clone().unwrap_or_default(),
+        stop_timeout: a.stop_timeout,
+        read_only: a.read_only,
+        log_max_size,
+        log_max_files: a.log_max_files.unwrap_or(0),
+    })
+}
+
+/// Both our stdout and stderr go to /dev/null: there is nothing to stream.
+fn output_discarded() -> bool {
+    let null = |fd: u8| {
+        std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok_and(|p| p == Path::new("/dev/null"))
+    };
+    null(1) && null(2)
 }
 
 async fn run_container(client: &mut Client, args: RunArgs) -> CmdResult {
+    if args.create.rm && !args.detach && output_discarded() {
+        // Nothing to show: let the daemon run it to completion, which also
+        // tears it down however it ends (even if this CLI is killed).
+        let req = create_request(&args.create)?;
+        let resp = client.run_to_completion(req).await?.into_inner();
+        return exit_code_of(&resp.exit.unwrap_or_default());
+    }
     let id = create(client, &args.create).await?;
     if args.detach {
         if let Err(e) = client.start(v1::StartRequest { id: id.clone() }).await {

@@ -59,6 +59,17 @@ pub fn status(e: Error) -> Status {
         Error::InvalidState(_) => Status::failed_precondition(msg),
         Error::Timeout(_) => Status::deadline_exceeded(msg),
         Error::Store(_) => Status::internal(msg),
+        Error::Failed(_, exit) => {
+            let code = match exit.status.code() {
+                c @ 0..=255 => c,
+                _ => 125,
+            };
+            let mut md = tonic::metadata::MetadataMap::new();
+            if let Ok(v) = code.to_string().parse() {
+                md.insert(berth_api::EXIT_CODE_METADATA, v);
+            }
+            Status::with_metadata(tonic::Code::FailedPrecondition, msg, md)
+        }
         Error::Runtime(r) => {
             let code = match r.kind {
                 RuntimeErrorKind::CommandNotFound => Some("127"),
@@ -195,104 +206,122 @@ fn open_log(path: &Path, filter: &logs::Filter) -> std::io::Result<(Vec<Record>,
     Ok((logs::apply_filter(records, filter), follower))
 }
 
+/// Validate a create request and build the spec and options it asks for.
+fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
+    let id = berth_core::id::generate_id().map_err(|e| Status::internal(e.to_string()))?;
+    if !r.name.is_empty() {
+        berth_core::id::validate_name(&r.name)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    }
+    let cgroups_path = format!("/berth/{id}");
+    let (spec, source) = match r.source {
+        Some(v1::create_request::Source::Rootfs(p)) => {
+            let rootfs = PathBuf::from(&p);
+            if !rootfs.is_absolute() {
+                return Err(Status::invalid_argument(format!(
+                    "rootfs {p:?} is not an absolute path"
+                )));
+            }
+            if !rootfs.is_dir() {
+                return Err(Status::invalid_argument(format!(
+                        "rootfs {p} is not a directory: give the directory that holds the container's root filesystem"
+                    )));
+            }
+            if r.args.is_empty() {
+                return Err(Status::invalid_argument(
+                        "no command given: add the command to run after the rootfs, e.g. /bin/sh -c 'echo hi'",
+                    ));
+            }
+            let (passwd, group) = spec::read_user_db(&rootfs);
+            let opts = SpecOptions {
+                rootfs: rootfs.clone(),
+                args: r.args.clone(),
+                env: r.env.clone(),
+                cwd: opt(r.workdir.clone()),
+                user: opt(r.user.clone()),
+                hostname: opt(r.hostname.clone()),
+                readonly_rootfs: r.read_only,
+                terminal: false,
+                cgroups_path: cgroups_path.clone(),
+                id: id.clone(),
+            };
+            let spec = spec::generate(&opts, passwd.as_deref(), group.as_deref())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            (spec, Source::Rootfs(rootfs))
+        }
+        Some(v1::create_request::Source::Bundle(b)) => {
+            let bundle = PathBuf::from(&b);
+            let config = bundle.join("config.json");
+            let spec = oci_spec::runtime::Spec::load(&config).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "cannot read the OCI spec {}: {e}",
+                    config.display()
+                ))
+            })?;
+            let args = (!r.args.is_empty()).then(|| r.args.clone());
+            let spec = spec::adapt_bundle(spec, &bundle, &cgroups_path, args)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            (spec, Source::Bundle(bundle))
+        }
+        None => {
+            return Err(Status::invalid_argument(
+                "no root filesystem: give --rootfs DIR or --bundle DIR",
+            ))
+        }
+    };
+    let stop_signal = if r.stop_signal.is_empty() {
+        DEFAULT_STOP_SIGNAL
+    } else {
+        parse_signal(&r.stop_signal).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "invalid stop signal {:?}: use a name like SIGTERM or a number",
+                r.stop_signal
+            ))
+        })?
+    };
+    let config = ContainerConfig {
+        source,
+        auto_remove: r.auto_remove,
+        labels: r.labels.into_iter().collect(),
+        stop_signal,
+        stop_timeout: r.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+        log_max_size: r.log_max_size,
+        log_max_files: r.log_max_files,
+    };
+    Ok(CreateParams {
+        id,
+        name: opt(r.name),
+        spec,
+        config,
+    })
+}
+
 #[tonic::async_trait]
 impl berth_api::Containers for Service {
     async fn create(
         &self,
         req: Request<v1::CreateRequest>,
     ) -> Result<Response<v1::CreateResponse>, Status> {
-        let r = req.into_inner();
-        let id = berth_core::id::generate_id().map_err(|e| Status::internal(e.to_string()))?;
-        if !r.name.is_empty() {
-            berth_core::id::validate_name(&r.name)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
-        let cgroups_path = format!("/berth/{id}");
-        let (spec, source) = match r.source {
-            Some(v1::create_request::Source::Rootfs(p)) => {
-                let rootfs = PathBuf::from(&p);
-                if !rootfs.is_absolute() {
-                    return Err(Status::invalid_argument(format!(
-                        "rootfs {p:?} is not an absolute path"
-                    )));
-                }
-                if !rootfs.is_dir() {
-                    return Err(Status::invalid_argument(format!(
-                        "rootfs {p} is not a directory: give the directory that holds the container's root filesystem"
-                    )));
-                }
-                if r.args.is_empty() {
-                    return Err(Status::invalid_argument(
-                        "no command given: add the command to run after the rootfs, e.g. /bin/sh -c 'echo hi'",
-                    ));
-                }
-                let (passwd, group) = spec::read_user_db(&rootfs);
-                let opts = SpecOptions {
-                    rootfs: rootfs.clone(),
-                    args: r.args.clone(),
-                    env: r.env.clone(),
-                    cwd: opt(r.workdir.clone()),
-                    user: opt(r.user.clone()),
-                    hostname: opt(r.hostname.clone()),
-                    readonly_rootfs: r.read_only,
-                    terminal: false,
-                    cgroups_path: cgroups_path.clone(),
-                    id: id.clone(),
-                };
-                let spec = spec::generate(&opts, passwd.as_deref(), group.as_deref())
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                (spec, Source::Rootfs(rootfs))
-            }
-            Some(v1::create_request::Source::Bundle(b)) => {
-                let bundle = PathBuf::from(&b);
-                let config = bundle.join("config.json");
-                let spec = oci_spec::runtime::Spec::load(&config).map_err(|e| {
-                    Status::invalid_argument(format!(
-                        "cannot read the OCI spec {}: {e}",
-                        config.display()
-                    ))
-                })?;
-                let args = (!r.args.is_empty()).then(|| r.args.clone());
-                let spec = spec::adapt_bundle(spec, &bundle, &cgroups_path, args)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                (spec, Source::Bundle(bundle))
-            }
-            None => {
-                return Err(Status::invalid_argument(
-                    "no root filesystem: give --rootfs DIR or --bundle DIR",
-                ))
-            }
-        };
-        let stop_signal = if r.stop_signal.is_empty() {
-            DEFAULT_STOP_SIGNAL
-        } else {
-            parse_signal(&r.stop_signal).ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "invalid stop signal {:?}: use a name like SIGTERM or a number",
-                    r.stop_signal
-                ))
-            })?
-        };
-        let config = ContainerConfig {
-            source,
-            auto_remove: r.auto_remove,
-            labels: r.labels.into_iter().collect(),
-            stop_signal,
-            stop_timeout: r.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
-            log_max_size: r.log_max_size,
-            log_max_files: r.log_max_files,
-        };
-        let id = self
-            .sup
-            .create(CreateParams {
-                id,
-                name: opt(r.name),
-                spec,
-                config,
-            })
-            .await
-            .map_err(status)?;
+        let params = create_params(req.into_inner())?;
+        let id = self.sup.create(params).await.map_err(status)?;
         Ok(Response::new(v1::CreateResponse { id }))
+    }
+
+    async fn run_to_completion(
+        &self,
+        req: Request<v1::CreateRequest>,
+    ) -> Result<Response<v1::WaitResponse>, Status> {
+        let params = create_params(req.into_inner())?;
+        // In a task of its own, so that the container is torn down even if
+        // the client goes away before it exits.
+        let sup = self.sup.clone();
+        let exit = tokio::spawn(async move { sup.run_to_completion(params, None).await })
+            .await
+            .map_err(|e| Status::internal(format!("run to completion: {e}")))?
+            .map_err(status)?;
+        Ok(Response::new(v1::WaitResponse {
+            exit: Some(exit_proto(&exit)),
+        }))
     }
 
     async fn start(

@@ -90,9 +90,10 @@ fn kind_of(k: proto::ErrorKind) -> RuntimeErrorKind {
 
 fn exit_of(rec: &proto::ExitRecord) -> Exit {
     Exit {
-        status: match rec.exit {
-            proto::WireExit::Exited { code } => ExitStatus::Exited { code },
-            proto::WireExit::Signaled { signal } => ExitStatus::Signaled { signal },
+        status: match &rec.exit {
+            proto::WireExit::Exited { code } => ExitStatus::Exited { code: *code },
+            proto::WireExit::Signaled { signal } => ExitStatus::Signaled { signal: *signal },
+            proto::WireExit::Unknown { reason } => ExitStatus::unknown(reason.clone()),
         },
         at: rec.exited_at.clone(),
         oom_killed: rec.oom_killed,

@@ -318,3 +318,58 @@ async fn many_containers_concurrently() {
         assert_eq!(evs.iter().filter(|e| e.0 == EventType::Exit).count(), 1);
     }
 }
+
+#[tokio::test]
+async fn run_to_completion_tears_down_either_way() {
+    let (sup, rt, _) = setup();
+    let p = params(None, &["sh"]);
+    let id = p.id.clone();
+    let rt2 = rt.clone();
+    let id2 = id.clone();
+    // The fake container exits 3 as soon as it runs.
+    let exiter = tokio::spawn(async move {
+        loop {
+            if rt2.live().contains(&id2) {
+                rt2.exit(&id2, ExitStatus::Exited { code: 3 });
+                if rt2.live().is_empty() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let err = sup.run_to_completion(p, None).await.unwrap_err();
+    exiter.await.unwrap();
+    match err {
+        Error::Failed(_, exit) => assert_eq!(exit.status.code(), 3),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(err_msg_names_code(3));
+    assert!(sup.list(true).is_empty());
+    assert_eq!(rt.removed(), vec![id]);
+
+    // A container that outlives its timeout is killed and removed.
+    let p = params(None, &["sh"]);
+    let err = sup
+        .run_to_completion(p, Some(Duration::from_millis(20)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Failed(_, ref e) if e.status.code() == 137),
+        "{err:?}"
+    );
+    assert!(sup.list(true).is_empty());
+    assert!(rt.live().is_empty());
+}
+
+fn err_msg_names_code(code: i32) -> bool {
+    let e = Error::Failed(
+        "c".into(),
+        Exit {
+            status: ExitStatus::Exited { code },
+            at: String::new(),
+            oom_killed: false,
+        },
+    );
+    e.to_string().contains(&format!("code {code}"))
+}
