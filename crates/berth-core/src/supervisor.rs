@@ -401,10 +401,13 @@ impl Supervisor {
                 self.spawn_watcher(entry.clone(), task, ctr.run);
             }
             State::Running | State::Paused => {
-                return Err(Error::InvalidState(format!(
-                    "container {} is already running",
-                    ctr.rec.name
-                )))
+                // As Docker: starting a running container is a no-op.
+                let watch = ExitWatch {
+                    entry: entry.clone(),
+                    rx: entry.changed.subscribe(),
+                    run: ctr.run,
+                };
+                return Ok((ctr.rec.pid, watch));
             }
         }
         let watch = ExitWatch {
@@ -554,8 +557,14 @@ impl Supervisor {
                 return Err(not_running(&ctr.rec));
             };
             ctr.stopping = true;
-            let timeout = timeout
-                .unwrap_or_else(|| Duration::from_secs(u64::from(ctr.rec.config.stop_timeout)));
+            // A created init has not run the user's command: nothing to
+            // shut down gracefully.
+            let timeout = if ctr.rec.state == State::Created {
+                Duration::ZERO
+            } else {
+                timeout
+                    .unwrap_or_else(|| Duration::from_secs(u64::from(ctr.rec.config.stop_timeout)))
+            };
             let watch = ExitWatch {
                 entry: entry.clone(),
                 rx: entry.changed.subscribe(),

@@ -72,7 +72,9 @@ pub type CmdResult = Result<u8, Failure>;
 ///
 ///   berth run --rm --rootfs /srv/busybox /bin/echo hello
 ///
-///   berth run -d --name web --rootfs /srv/busybox httpd -f -p 8080
+///   berth run -d --name ticker --rootfs /srv/busybox sh -c 'while date; do sleep 1; done'
+///
+///   berth logs -f ticker
 #[derive(Parser, Debug)]
 #[command(name = "berth", version, verbatim_doc_comment)]
 pub struct Cli {

@@ -125,6 +125,7 @@ pub struct Daemon {
     pub root: PathBuf,
     pub socket: PathBuf,
     pub rt: Rt,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -132,6 +133,11 @@ static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Daemon {
     pub fn start(rt: Rt) -> Daemon {
+        Self::start_with(rt, &[])
+    }
+
+    /// A daemon with extra berthd flags.
+    pub fn start_with(rt: Rt, extra: &[&str]) -> Daemon {
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Short paths: unix sockets are limited to 107 bytes.
         let root = PathBuf::from(format!("/tmp/be2e-{}-{n}", std::process::id()));
@@ -142,6 +148,7 @@ impl Daemon {
             root,
             socket,
             rt,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
         d.spawn();
@@ -163,6 +170,7 @@ impl Daemon {
             .arg(self.rt.flag())
             .arg("--log-level")
             .arg("debug")
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

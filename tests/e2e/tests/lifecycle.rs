@@ -348,6 +348,7 @@ both_runtimes!(
     exec_exits_come_before_the_init_exit,
     run_to_completion_when_nothing_is_attached,
     events_resume_without_gap_or_duplicate,
+    start_is_idempotent_and_stop_of_created_is_prompt,
 );
 
 #[test]
@@ -407,4 +408,52 @@ fn events_filters_and_bad_input() {
     assert_eq!(r.code, 125, "{r:?}");
     let r = d.berth(&["events", "--filter", "color=red"]);
     assert_eq!(r.code, 125, "{r:?}");
+}
+
+/// A bounded log drops the oldest events; a subscriber asking for them gets
+/// an explicit `missed` record, then the rest in order.
+#[test]
+fn compacted_events_are_reported_as_missed() {
+    let d = Daemon::start_with(Rt::Embedded, &["--events-max", "5"]);
+    for _ in 0..3 {
+        assert_eq!(d.run(&["--rm"], &["true"]).code, 0);
+    }
+    // 3 containers x (create, start, exit, delete) = seq 1..=12; 8..=12 kept.
+    let until = now_rfc3339();
+    let evs: Vec<Value> = d
+        .berth(&[
+            "events", "--since", "0", "--until", &until, "--format", "json",
+        ])
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(evs[0]["type"], "missed", "{evs:?}");
+    assert_eq!(evs[0]["missed"], 7);
+    let seqs: Vec<u64> = evs[1..]
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![8, 9, 10, 11, 12]);
+    let human = d.berth(&["events", "--since", "0", "--until", &until]).ok();
+    assert!(
+        human.lines().next().unwrap().contains("missed 7 events"),
+        "{human}"
+    );
+}
+
+fn start_is_idempotent_and_stop_of_created_is_prompt(rt: Rt) {
+    let d = Daemon::start(rt);
+    let r = rootfs();
+    let id = d
+        .berth(&["create", "--rootfs", r.to_str().unwrap(), "sleep", "100"])
+        .ok();
+    let t = Instant::now();
+    d.berth(&["stop", &id]).ok();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(d.state_of(&id), "stopped");
+    d.berth(&["start", &id]).ok();
+    d.berth(&["start", &id]).ok();
+    assert_eq!(d.state_of(&id), "running");
+    d.berth(&["rm", "-f", &id]).ok();
 }
