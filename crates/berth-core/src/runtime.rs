@@ -107,6 +107,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// Remove everything the runtime keeps for a stopped container (bundle,
     /// logs, exit files).
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Tear down and remove every container the runtime has that is not in
+    /// `known` (e.g. created by a daemon that died before recording it).
+    /// Returns the ids removed.
+    async fn collect_orphans(&self, known: &[String]) -> Vec<String>;
 }
 
 /// A created container's init and its exec'd processes.

@@ -882,6 +882,12 @@ impl Supervisor {
     /// owed for it).
     pub async fn restore(&self) -> Result<()> {
         let records = self.inner.store.load_containers()?;
+        // A daemon killed in the middle of a create leaves a container the
+        // store never heard of: nobody could ever see or remove it.
+        let known: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        for id in self.inner.runtime.collect_orphans(&known).await {
+            warn!(id = %id, "removed a container no record knows of");
+        }
         for rec in records {
             let id = rec.id.clone();
             let span = tracing::info_span!("container", id = %id);

@@ -44,6 +44,9 @@ impl CriLog {
     }
 
     /// Write the records for one chunk read from `stream` ("stdout"/"stderr").
+    /// The file is rotated between records, so no file grows past
+    /// `max_size` by more than one record (a line longer than `max_size`
+    /// still goes out whole).
     pub fn write(&mut self, stream: &str, data: &[u8]) {
         if data.is_empty() {
             return;
@@ -56,6 +59,14 @@ impl CriLog {
                 Some(i) => (&rest[..i], b'F', &rest[i + 1..]),
                 None => (rest, b'P', &rest[rest.len()..]),
             };
+            let record_len = (ts.len() + stream.len() + content.len() + 5) as u64;
+            let pending = self.size + self.buf.len() as u64;
+            if self.max_size > 0 && pending > 0 && pending + record_len > self.max_size {
+                self.flush_buf();
+                if let Err(e) = self.rotate() {
+                    crate::diag(format_args!("rotate {}: {e}", self.path.display()));
+                }
+            }
             self.buf.extend_from_slice(ts.as_bytes());
             self.buf.push(b' ');
             self.buf.extend_from_slice(stream.as_bytes());
@@ -66,6 +77,18 @@ impl CriLog {
             self.buf.push(b'\n');
             rest = next;
         }
+        self.flush_buf();
+        // Do not keep a huge buffer around after a burst.
+        if self.buf.capacity() > 64 * 1024 {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Append the buffered records to the live file.
+    fn flush_buf(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
         let result = match self.file.as_mut() {
             Some(f) => f.write_all(&self.buf),
             None => Err(io::Error::other("log file is not open")),
@@ -74,11 +97,6 @@ impl CriLog {
             Ok(()) => {
                 self.failing = false;
                 self.size += self.buf.len() as u64;
-                if self.max_size > 0 && self.size > self.max_size {
-                    if let Err(e) = self.rotate() {
-                        crate::diag(format_args!("rotate {}: {e}", self.path.display()));
-                    }
-                }
             }
             Err(e) => {
                 if !self.failing {
@@ -92,10 +110,7 @@ impl CriLog {
                 }
             }
         }
-        // Do not keep a huge buffer around after a burst.
-        if self.buf.capacity() > 64 * 1024 {
-            self.buf = Vec::new();
-        }
+        self.buf.clear();
     }
 
     /// log → log.1 → log.2 …, keeping `max_files` rotated files.

@@ -440,6 +440,38 @@ impl Runtime for ShimRuntime {
         }
     }
 
+    async fn collect_orphans(&self, known: &[String]) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.root.join("containers")) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if known.contains(&id) {
+                continue;
+            }
+            let layout = self.layout(&id);
+            // A live shim tears its container down on SIGKILL of the init.
+            let kill = proto::Request::Kill {
+                signal: 9,
+                all: true,
+                process: None,
+            };
+            if request(&layout.socket(), &kill).await.is_ok() {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while layout.socket().exists() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            self.cleanup(&layout).await;
+            if let Err(e) = std::fs::remove_dir_all(&layout.dir) {
+                warn!(id = %id, error = %e, "cannot remove an orphaned container's files");
+            }
+            removed.push(id);
+        }
+        removed
+    }
+
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let layout = self.layout(id);
         match std::fs::remove_dir_all(&layout.dir) {

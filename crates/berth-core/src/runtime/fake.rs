@@ -214,6 +214,23 @@ impl Runtime for FakeRuntime {
         }
     }
 
+    async fn collect_orphans(&self, known: &[String]) -> Vec<String> {
+        let mut g = self.lock();
+        let orphans: Vec<String> = g
+            .tasks
+            .keys()
+            .filter(|id| !known.contains(id))
+            .cloned()
+            .collect();
+        for id in &orphans {
+            if let Some(t) = g.tasks.remove(id) {
+                t.finish(ExitStatus::Signaled { signal: 9 });
+            }
+            g.removed.push(id.clone());
+        }
+        orphans
+    }
+
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let mut g = self.lock();
         g.tasks.remove(id);

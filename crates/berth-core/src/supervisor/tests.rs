@@ -373,3 +373,24 @@ fn err_msg_names_code(code: i32) -> bool {
     );
     e.to_string().contains(&format!("code {code}"))
 }
+
+#[tokio::test]
+async fn restore_removes_orphans() {
+    let rt = FakeRuntime::new();
+    let store = Arc::new(MemStore::default());
+    // A container the runtime has but no record knows (the daemon died
+    // between runtime create and saving the record).
+    let orphan = crate::id::generate_id().unwrap();
+    rt.create(crate::runtime::CreateTask {
+        id: orphan.clone(),
+        spec: spec(&["sh"]),
+        log_max_size: 0,
+        log_max_files: 0,
+    })
+    .await
+    .unwrap();
+    let sup = Supervisor::new(Arc::new(rt.clone()), store).unwrap();
+    sup.restore().await.unwrap();
+    assert!(rt.live().is_empty());
+    assert_eq!(rt.removed(), vec![orphan]);
+}

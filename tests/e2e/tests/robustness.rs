@@ -1,0 +1,129 @@
+//! Failure paths and logs: a shim that dies, following output, rotation.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use berth_e2e::*;
+
+fn ppid_of(pid: i64) -> i64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A shim killed with SIGKILL takes the exit status with it: the exit is
+/// reported as unknown (-1, CLI 125), never as success, and the container
+/// is still cleaned up completely.
+fn dead_shim_means_unknown_exit_not_success(rt: Rt) {
+    let d = Daemon::start(rt);
+    let id = d.run(&["-d"], &["sleep", "100"]).ok();
+    let pid = d.inspect(&id)["pid"].as_i64().unwrap();
+    let shim = ppid_of(pid);
+    assert_ne!(shim, 1, "the shim is the init's parent");
+    let comm = std::fs::read_to_string(format!("/proc/{shim}/comm")).unwrap();
+    assert_eq!(comm.trim(), "berth-shim");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let r = d.berth(&["wait", &id]);
+    assert_eq!(r.stdout.trim(), "-1", "{r:?}");
+    assert_eq!(r.code, 125, "{r:?}");
+    assert!(r.stderr.contains("could not be determined"), "{r:?}");
+    let c = d.inspect(&id);
+    assert_eq!(c["state"], "stopped");
+    assert_eq!(c["exit_code"], -1);
+    assert_eq!(c["exit"]["kind"], "unknown");
+    d.berth(&["rm", &id]).ok();
+    assert_no_leftovers(&d, &id, pid);
+}
+
+fn logs_follow_until_exit(rt: Rt) {
+    let d = Daemon::start(rt);
+    let id = d
+        .run(
+            &["-d"],
+            &[
+                "sh",
+                "-c",
+                "echo one; read x; echo two; echo three >&2; exit 4",
+            ],
+        )
+        .ok();
+    let mut f = d
+        .cmd(&["logs", "-f", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(f.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "one\n");
+    // `read` returns at once (stdin is closed), so the rest comes and the
+    // container exits: the follower must end by itself.
+    let st = poll("logs -f to end", Duration::from_secs(10), || {
+        f.try_wait().unwrap()
+    });
+    assert!(st.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "two\n");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut f.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(err, "three\n");
+    assert_eq!(d.berth(&["wait", &id]).ok(), "4");
+}
+
+fn logs_rotate_by_size(rt: Rt) {
+    let d = Daemon::start(rt);
+    let id = d
+        .run(
+            &["-d", "--log-max-size", "4k", "--log-max-files", "2"],
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done",
+            ],
+        )
+        .ok();
+    assert_eq!(d.berth(&["wait", &id]).ok(), "0");
+    let files: Vec<String> = std::fs::read_dir(d.state_dir().join("containers").join(&id))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("container.log"))
+        .collect();
+    assert!(files.len() <= 3, "{files:?}");
+    for f in &files {
+        let len = std::fs::metadata(d.state_dir().join("containers").join(&id).join(f))
+            .unwrap()
+            .len();
+        assert!(len <= 4096 + 256, "{f} is {len} bytes: rotation overshot");
+    }
+    // What is kept is the newest output, whole lines, in order, to the end.
+    let out = d.berth(&["logs", &id]).ok();
+    let nums: Vec<u32> = out
+        .lines()
+        .map(|l| l.strip_prefix("line-").unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(*nums.last().unwrap(), 1999);
+    assert!(
+        nums.windows(2).all(|w| w[1] == w[0] + 1),
+        "lines lost or reordered"
+    );
+    assert!(nums.len() < 2000, "nothing was rotated away");
+}
+
+both_runtimes!(
+    dead_shim_means_unknown_exit_not_success,
+    logs_follow_until_exit,
+    logs_rotate_by_size,
+);
