@@ -393,8 +393,8 @@ phases() { # socket label -> appends "label create start rm" medians (ms)
 	r=$(awk '{printf "%.3f\n", ($4-$3)*1000}' "$tmp/ph-$label" | median)
 	echo "$label $c $s_ $r"
 }
-phase_emb=$(phases "$sock_emb" embedded)
-phase_runc=$(phases "$sock_runc" runc)
+phase_emb=$(phases "$sock_emb" berth-embedded)
+phase_runc=$(phases "$sock_runc" berth-runc)
 
 # runc's own phases, for comparison: create, start (returns at once) plus
 # waiting for the init to be gone (watched through /proc, no extra process),
@@ -434,25 +434,36 @@ settle 0.5
 read -r d_emb_after_rss d_emb_after_pss _ _ < <(mem "$pid_emb")
 read -r d_runc_after_rss d_runc_after_pss _ _ < <(mem "$pid_runcd")
 
-loaded() { # socket -> "rss pss private anon" of one idle shim, then the Pss sum of all
-	local s=$1 i id0
+# One idle shim alone (Pss depends on how many processes share the pages,
+# so it is read while this is the only shim of its binary), then
+# IDLE_CONTAINERS in all: the Pss of all shims and berthd's RSS. Removes them.
+loaded() { # socket -> "rss pss private anon" of the lone shim, then the Pss sum
+	local s=$1 i id0 one sum=0 p
 	id0=$(run_detached "$s" "idle-0")
+	settle 1.5
+	one=$(mem "$(shim_of "$s" "$id0")")
 	for i in $(seq 1 $((IDLE_CONTAINERS - 1))); do
 		run_detached "$s" "idle-$i" >/dev/null
 	done
 	settle 1.5
-	local one sum=0 p
-	one=$(mem "$(shim_of "$s" "$id0")")
 	for i in $(seq 0 $((IDLE_CONTAINERS - 1))); do
 		p=$(mem "$(shim_of "$s" "idle-$i")" | cut -d' ' -f2)
 		sum=$((sum + p))
 	done
 	echo "$one $sum"
 }
+unload() { # socket
+	local i
+	for i in $(seq 0 $((IDLE_CONTAINERS - 1))); do
+		"$BIN/berth" --socket "$1" rm -f "idle-$i" >/dev/null
+	done
+}
 read -r shim_emb_rss shim_emb_pss shim_emb_priv shim_emb_anon shim_emb_sum < <(loaded "$sock_emb")
 read -r d_emb_20_rss d_emb_20_pss _ _ < <(mem "$pid_emb")
+unload "$sock_emb"
 read -r shim_runc_rss shim_runc_pss shim_runc_priv shim_runc_anon shim_runc_sum < <(loaded "$sock_runc")
 read -r d_runc_20_rss d_runc_20_pss _ _ < <(mem "$pid_runcd")
+unload "$sock_runc"
 
 alt_mem=()
 for i in "${!alt_labels[@]}"; do
@@ -571,7 +582,8 @@ mkdir -p "$(dirname "$OUT")"
 	for p in "$phase_emb" "$phase_runc" "$phase_rawrunc"; do
 		read -r l c s r <<<"$p"
 		case $l in
-		embedded) l="berth (embedded)" ;; runc) l="berth (berthd --runtime runc)" ;;
+		berth-embedded) l="berth (embedded)" ;; berth-runc) l="berth (berthd --runtime runc)" ;;
+		runc) l="runc (\`create\`, \`start\` + wait, \`delete\`)" ;;
 		esac
 		printf '| %s | %.1f | %.1f | %.1f |\n' "$l" "$c" "$s" "$r"
 	done
@@ -582,10 +594,10 @@ mkdir -p "$(dirname "$OUT")"
 	echo
 	echo "| process | VmRSS | Pss | Private | Anonymous |"
 	echo "| --- | ---: | ---: | ---: | ---: |"
-	echo "| berth-shim, idle, supervising \`sleep\` (embedded) | $shim_emb_rss | $shim_emb_pss | $shim_emb_priv | $shim_emb_anon |"
-	echo "| berth-shim, idle, supervising \`sleep\` (runc) | $shim_runc_rss | $shim_runc_pss | $shim_runc_priv | $shim_runc_anon |"
-	echo "| berth-shim after $execs_done execs (embedded) | $shim_emb_exec_rss | $shim_emb_exec_pss | $shim_emb_exec_priv | $shim_emb_exec_anon |"
-	echo "| berth-shim after $execs_done execs (runc) | $shim_runc_exec_rss | $shim_runc_exec_pss | $shim_runc_exec_priv | $shim_runc_exec_anon |"
+	echo "| berth-shim, idle, supervising \`sleep\`, the only shim (embedded) | $shim_emb_rss | $shim_emb_pss | $shim_emb_priv | $shim_emb_anon |"
+	echo "| berth-shim, idle, supervising \`sleep\`, the only shim (runc) | $shim_runc_rss | $shim_runc_pss | $shim_runc_priv | $shim_runc_anon |"
+	echo "| berth-shim after $execs_done execs, 2 shims alive (embedded) | $shim_emb_exec_rss | $shim_emb_exec_pss | $shim_emb_exec_priv | $shim_emb_exec_anon |"
+	echo "| berth-shim after $execs_done execs, 2 shims alive (runc) | $shim_runc_exec_rss | $shim_runc_exec_pss | $shim_runc_exec_priv | $shim_runc_exec_anon |"
 	for i in "${!alt_labels[@]}"; do
 		read -r a b c d <<<"${alt_mem[$i]}"
 		echo "| berth-shim, idle (embedded, shim: ${alt_labels[$i]}) | $a | $b | $c | $d |"

@@ -107,6 +107,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// Remove everything the runtime keeps for a stopped container (bundle,
     /// logs, exit files).
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// The recorded exit of an exec'd process, if it has exited (read after
+    /// a daemon restart, for the exits that happened meanwhile).
+    async fn exec_exit(&self, id: &str, exec_id: &str) -> Option<Exit>;
     /// Tear down and remove every container the runtime has that is not in
     /// `known` (e.g. created by a daemon that died before recording it).
     /// Returns the ids removed.

@@ -841,14 +841,31 @@ impl Supervisor {
             if ctr.run != run || !ctr.rec.state.is_live() {
                 return; // stale or duplicate
             }
-            // Execs the runtime did not report are gone with the init.
+            // Execs the runtime did not report are gone with the init; their
+            // exit is unknown, and still gets its event, before the init's.
+            let mut lost = Vec::new();
             for e in ctr.rec.execs.values_mut().filter(|e| e.running) {
                 e.running = false;
-                e.exit = Some(Exit {
-                    status: ExitStatus::unknown("the container stopped"),
+                let unknown = Exit {
+                    status: ExitStatus::unknown(
+                        "its exit was not reported before the container stopped",
+                    ),
                     at: exit.at.clone(),
                     oom_killed: false,
-                });
+                };
+                lost.push((e.id.clone(), e.pid, unknown.status.code()));
+                e.exit = Some(unknown);
+            }
+            for (exec_id, exec_pid, code) in lost {
+                self.publish(
+                    EventType::ExecExit,
+                    EventInfo {
+                        process: exec_id,
+                        pid: exec_pid,
+                        exit_code: Some(code),
+                        ..info_of(&ctr.rec)
+                    },
+                );
             }
             ctr.rec.state = State::Stopped;
             ctr.rec.pid = 0;
@@ -877,6 +894,43 @@ impl Supervisor {
         }
     }
 
+    /// Apply the exits of execs that ended while the daemon was away (the
+    /// runtime recorded them), with the events owed for them.
+    async fn settle_execs(&self, entry: &Arc<Entry>) {
+        let mut ctr = entry.ctr.lock().await;
+        let running: Vec<(String, i32)> = ctr
+            .rec
+            .execs
+            .values()
+            .filter(|e| e.running)
+            .map(|e| (e.id.clone(), e.pid))
+            .collect();
+        let mut changed = false;
+        for (exec_id, pid) in running {
+            let Some(exit) = self.inner.runtime.exec_exit(&entry.id, &exec_id).await else {
+                continue;
+            };
+            if let Some(e) = ctr.rec.execs.get_mut(&exec_id) {
+                e.running = false;
+                e.exit = Some(exit.clone());
+            }
+            changed = true;
+            self.publish(
+                EventType::ExecExit,
+                EventInfo {
+                    process: exec_id,
+                    pid,
+                    exit_code: Some(exit.status.code()),
+                    ..info_of(&ctr.rec)
+                },
+            );
+        }
+        if changed {
+            let _ = self.commit(entry, &ctr, false);
+        }
+        drop(ctr);
+    }
+
     /// Load the containers of an earlier daemon and reconnect to the live
     /// ones. Containers that exited meanwhile get their exit (and the events
     /// owed for it).
@@ -903,7 +957,7 @@ impl Supervisor {
                 .instrument(span.clone())
                 .await;
             match restored {
-                Restored::Alive { task, state, execs } => {
+                Restored::Alive { task, state, .. } => {
                     let mut rec = rec;
                     rec.state = match state {
                         TaskState::Created => State::Created,
@@ -911,20 +965,11 @@ impl Supervisor {
                         TaskState::Paused => State::Paused,
                     };
                     rec.pid = task.pid();
-                    // Execs that ended while we were away: their exit files
-                    // are reported by the runtime as events; mark the rest.
-                    for (eid, e) in rec.execs.iter_mut() {
-                        if e.running && !execs.contains(eid) {
-                            e.running = false;
-                            e.exit.get_or_insert(Exit {
-                                status: ExitStatus::unknown("exited while berthd was down"),
-                                at: now_rfc3339(),
-                                oom_killed: false,
-                            });
-                        }
-                    }
                     let entry = Entry::new(rec, 1, Some(task.clone()));
                     self.table_mut().insert(id.clone(), entry.clone());
+                    // Before the watcher runs: a duplicate of an exit applied
+                    // here is then dropped by the pid guard.
+                    self.settle_execs(&entry).await;
                     {
                         let ctr = entry.ctr.lock().await;
                         let _ = self.commit(&entry, &ctr, false);
@@ -935,6 +980,7 @@ impl Supervisor {
                 Restored::Gone(exit) => {
                     let entry = Entry::new(rec, 1, None);
                     self.table_mut().insert(id.clone(), entry.clone());
+                    self.settle_execs(&entry).await;
                     span.in_scope(
                         || info!(status = %exit.status.describe(), "exited while berthd was down"),
                     );

@@ -440,6 +440,11 @@ impl Runtime for ShimRuntime {
         }
     }
 
+    async fn exec_exit(&self, id: &str, exec_id: &str) -> Option<Exit> {
+        let path = self.layout(id).exec_dir().join(format!("{exec_id}.exit"));
+        read_exit_file(&path).map(|rec| exit_of(&rec))
+    }
+
     async fn collect_orphans(&self, known: &[String]) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.root.join("containers")) else {
             return Vec::new();

@@ -122,7 +122,55 @@ fn logs_rotate_by_size(rt: Rt) {
     assert!(nums.len() < 2000, "nothing was rotated away");
 }
 
+/// An exec that exits while berthd is down still gets its exec-exit event,
+/// with its real code, once berthd is back.
+fn exec_exit_while_daemon_is_down(rt: Rt) {
+    let mut d = Daemon::start(rt);
+    let id = d.run(&["-d"], &["sleep", "100"]).ok();
+    let exec = d
+        .berth(&["exec", "-d", &id, "sh", "-c", "sleep 1; exit 6"])
+        .ok();
+    d.kill9();
+    let exit_file = d
+        .state_dir()
+        .join("containers")
+        .join(&id)
+        .join("execs")
+        .join(format!("{exec}.exit"));
+    poll("the exec to exit", Duration::from_secs(10), || {
+        exit_file.exists().then_some(())
+    });
+    d.restart();
+    let until = String::from_utf8(
+        std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%dT%H:%M:%S.%NZ"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let out = d
+        .berth(&[
+            "events",
+            "--since",
+            "0",
+            "--until",
+            until.trim(),
+            "--format",
+            "json",
+            "--filter",
+            "type=exec-exit",
+        ])
+        .ok();
+    let v: serde_json::Value =
+        serde_json::from_str(out.lines().next().expect("an exec-exit event")).unwrap();
+    assert_eq!(v["process"], exec.as_str());
+    assert_eq!(v["exit_code"], 6);
+    d.berth(&["rm", "-f", &id]).ok();
+}
+
 both_runtimes!(
+    exec_exit_while_daemon_is_down,
     dead_shim_means_unknown_exit_not_success,
     logs_follow_until_exit,
     logs_rotate_by_size,

@@ -17,6 +17,8 @@ use crate::exit::{Exit, ExitStatus};
 #[derive(Default)]
 struct FakeState {
     tasks: HashMap<String, Arc<FakeTask>>,
+    /// (container, exec) → exit, as a shim's exec exit files.
+    exec_exits: HashMap<(String, String), Exit>,
     removed: Vec<String>,
 }
 
@@ -50,6 +52,22 @@ impl FakeRuntime {
         if let Some(t) = self.task(id) {
             t.finish_exec(exec_id, ExitStatus::Exited { code });
         }
+    }
+
+    /// An exec exits while nobody listens (the daemon is down): only its
+    /// exit record remains.
+    pub fn exit_exec_silently(&self, id: &str, exec_id: &str, code: i32) {
+        if let Some(t) = self.task(id) {
+            t.inner().execs.remove(exec_id);
+        }
+        self.lock().exec_exits.insert(
+            (id.to_string(), exec_id.to_string()),
+            Exit {
+                status: ExitStatus::Exited { code },
+                at: now(),
+                oom_killed: false,
+            },
+        );
     }
 
     /// Make the init of `id` ignore SIGTERM.
@@ -212,6 +230,13 @@ impl Runtime for FakeRuntime {
                 oom_killed: false,
             }),
         }
+    }
+
+    async fn exec_exit(&self, id: &str, exec_id: &str) -> Option<Exit> {
+        self.lock()
+            .exec_exits
+            .get(&(id.to_string(), exec_id.to_string()))
+            .cloned()
     }
 
     async fn collect_orphans(&self, known: &[String]) -> Vec<String> {

@@ -394,3 +394,61 @@ async fn restore_removes_orphans() {
     assert!(rt.live().is_empty());
     assert_eq!(rt.removed(), vec![orphan]);
 }
+
+/// Run `f` as an earlier daemon would have: on its own runtime, which is
+/// shut down (all its tasks gone) before the caller goes on.
+fn earlier_daemon<T: Send + 'static>(
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+    .join()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn restore_reports_exec_exits_that_happened_while_away() {
+    let rt = FakeRuntime::new();
+    let store = Arc::new(MemStore::default());
+    let (rt1, store1) = (rt.clone(), store.clone());
+    let (id, e1, e2) = earlier_daemon(move || {
+        Box::pin(async move {
+            let sup = Supervisor::new(Arc::new(rt1), store1).unwrap();
+            let id = sup.create(params(None, &["sh"])).await.unwrap();
+            sup.start(&id).await.unwrap();
+            let mut process = oci_spec::runtime::Process::default();
+            process.set_args(Some(vec!["true".into()]));
+            let (e1, _) = sup.exec(&id, process.clone()).await.unwrap();
+            let (e2, _) = sup.exec(&id, process).await.unwrap();
+            (id, e1, e2)
+        })
+    });
+    // While the daemon is down, one exec exits.
+    rt.exit_exec_silently(&id, &e1, 6);
+    let sup = Supervisor::new(Arc::new(rt.clone()), store.clone()).unwrap();
+    sup.restore().await.unwrap();
+    assert_eq!(sup.wait_exec(&id, &e1).await.unwrap().status.code(), 6);
+    // The other dies with the init; its exit is reported as the fake does.
+    rt.exit(&id, ExitStatus::Exited { code: 0 });
+    sup.wait(&id).await.unwrap();
+    assert_eq!(sup.wait_exec(&id, &e2).await.unwrap().status.code(), 137);
+    assert_eq!(
+        events_of(&sup, &id).await,
+        vec![
+            (EventType::Create, None),
+            (EventType::Start, None),
+            (EventType::ExecAdded, None),
+            (EventType::ExecStarted, None),
+            (EventType::ExecAdded, None),
+            (EventType::ExecStarted, None),
+            (EventType::ExecExit, Some(6)),
+            (EventType::ExecExit, Some(137)),
+            (EventType::Exit, Some(0)),
+        ]
+    );
+}
