@@ -5,6 +5,7 @@
 # the events, then stops the daemon and removes the container.
 set -euo pipefail
 cd "$(dirname "$0")"
+export PATH="$HOME/.cargo/bin:$PATH"
 
 if [ "$(id -u)" != 0 ]; then
   echo "demo.sh: berth creates containers and needs root" >&2

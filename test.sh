@@ -4,6 +4,7 @@
 # containers, with the embedded runtime and with runc). Run as root.
 set -euo pipefail
 cd "$(dirname "$0")"
+export PATH="$HOME/.cargo/bin:$PATH"
 
 if [ "$(id -u)" != 0 ]; then
   echo "test.sh: the end-to-end tests create containers and need root" >&2

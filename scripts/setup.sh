@@ -4,6 +4,8 @@
 # tests drive), busybox-static (the test and demo rootfs). Quiet when
 # everything is already there.
 set -euo pipefail
+# rustup's cargo may not be on a non-interactive shell's PATH.
+export PATH="$HOME/.cargo/bin:$PATH"
 
 need=()
 dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
