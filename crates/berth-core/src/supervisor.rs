@@ -978,13 +978,14 @@ impl Supervisor {
                     span.in_scope(|| info!("reconnected"));
                 }
                 Restored::Gone(exit) => {
+                    let pid = rec.pid;
                     let entry = Entry::new(rec, 1, None);
                     self.table_mut().insert(id.clone(), entry.clone());
                     self.settle_execs(&entry).await;
                     span.in_scope(
                         || info!(status = %exit.status.describe(), "exited while berthd was down"),
                     );
-                    self.on_init_exit(&entry, 1, 0, exit).await;
+                    self.on_init_exit(&entry, 1, pid, exit).await;
                 }
             }
         }

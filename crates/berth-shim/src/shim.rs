@@ -814,11 +814,23 @@ impl Shim {
         let _ = std::fs::remove_file(&exit_path);
         let log = CriLog::open(&log_path, self.cfg.log_max_size, self.cfg.log_max_files)
             .map_err(other("open exec log"))?;
-        let (stdio, outs) = make_stdio().map_err(other("stdio pipes"))?;
-        let pid = self
-            .backend
-            .exec(&self.cfg.id, &process, stdio)
-            .map_err(shim_error)?;
+        let started = make_stdio()
+            .map_err(other("stdio pipes"))
+            .and_then(|(stdio, outs)| {
+                self.backend
+                    .exec(&self.cfg.id, &process, stdio)
+                    .map(|pid| (pid, outs))
+                    .map_err(shim_error)
+            });
+        let (pid, outs) = match started {
+            Ok(v) => v,
+            Err(e) => {
+                // Nothing ran: leave no empty log behind.
+                drop(log);
+                let _ = std::fs::remove_file(&log_path);
+                return Err(e);
+            }
+        };
         self.execs.push(Proc {
             id: exec_id.to_owned(),
             pid: Pid::from_raw(pid),

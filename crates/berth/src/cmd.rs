@@ -45,6 +45,7 @@ pub async fn run(cli: Cli) -> CmdResult {
                         id,
                         signal,
                         all: false,
+                        process: String::new(),
                     })
                     .await
                     .map(|_| ())
@@ -123,14 +124,27 @@ where
     for id in ids {
         match op(id.clone()).await {
             Ok(()) => println!("{id}"),
-            Err(s) => {
-                let f = Failure::from(s);
-                eprintln!("berth: {}", f.message);
-                code = if f.code == 125 { 125 } else { code.max(1) };
-            }
+            Err(s) => code = code.max(report(s)),
         }
     }
     Ok(code)
+}
+
+/// Print a failed management operation on one container; its exit code:
+/// 1 when the daemon refused it (no such container, wrong state), as
+/// Docker, and 125 for berth's own errors (bad input, daemon unreachable).
+fn report(s: tonic::Status) -> u8 {
+    let refused = matches!(
+        s.code(),
+        tonic::Code::NotFound | tonic::Code::FailedPrecondition | tonic::Code::DeadlineExceeded
+    );
+    let f = Failure::from(s);
+    eprintln!("berth: {}", f.message);
+    if refused {
+        1
+    } else {
+        f.code
+    }
 }
 
 fn parse_kv(s: &str, what: &str) -> Result<(String, String), Failure> {
@@ -327,12 +341,17 @@ async fn attach(client: &mut Client, id: &str, start: bool, process: &str) -> Cm
             tokio::select! {
                 m = stream.message() => Some(m),
                 name = recv => {
-                    if process.is_empty() {
-                        let _ = client
-                            .clone()
-                            .kill(v1::KillRequest { id: id.to_string(), signal: name.to_string(), all: false })
-                            .await;
-                    }
+                    // Forwarded to the process we are attached to (the init,
+                    // or the exec), as `docker run`'s sig-proxy.
+                    let _ = client
+                        .clone()
+                        .kill(v1::KillRequest {
+                            id: id.to_string(),
+                            signal: name.to_string(),
+                            all: false,
+                            process: process.to_string(),
+                        })
+                        .await;
                     None
                 }
             }
@@ -430,11 +449,7 @@ async fn inspect(client: &mut Client, ids: Vec<String>) -> CmdResult {
                     found.push(format::inspect_json(&c));
                 }
             }
-            Err(s) => {
-                let f = Failure::from(s);
-                eprintln!("berth: {}", f.message);
-                code = if f.code == 125 { 125 } else { code.max(1) };
-            }
+            Err(s) => code = code.max(report(s)),
         }
     }
     let text = serde_json::to_string_pretty(&serde_json::Value::Array(found))
@@ -456,7 +471,7 @@ async fn logs(
             id,
             process: String::new(),
             follow,
-            tail: tail.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+            tail,
             since: since.unwrap_or_default(),
         })
         .await?
@@ -497,9 +512,9 @@ async fn wait(client: &mut Client, ids: Vec<String>) -> CmdResult {
                 }
             }
             Err(s) => {
-                let f = Failure::from(s);
-                eprintln!("berth: {}", f.message);
-                code = if f.code == 125 { 125 } else { code.max(1) };
+                // Keep one line per argument: the code is unknown.
+                println!("-1");
+                code = code.max(report(s));
             }
         }
     }

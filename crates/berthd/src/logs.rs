@@ -3,6 +3,7 @@
 //! ends a line (its newline is implied), a `P` record is a fragment written
 //! as-is, so the bytes come back exactly as the process wrote them.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -152,51 +153,78 @@ pub struct Follower {
     reader: BufReader<File>,
     ino: u64,
     partial: Vec<u8>,
+    /// Files newer than the one being read, oldest first, opened as soon as
+    /// they are seen: a rotation that deletes one cannot take its content
+    /// from an open descriptor.
+    pending: VecDeque<(u64, File)>,
 }
 
 impl Follower {
-    /// Start at the current end of the live file.
-    pub fn at_end(path: &Path) -> std::io::Result<Self> {
-        let mut f = File::open(path)?;
+    fn new(path: &Path, f: File) -> std::io::Result<Self> {
         let ino = f.metadata()?.ino();
-        f.seek(SeekFrom::End(0))?;
         Ok(Self {
             path: path.to_path_buf(),
             reader: BufReader::new(f),
             ino,
             partial: Vec::new(),
+            pending: VecDeque::new(),
         })
+    }
+
+    /// Start at the current end of the live file.
+    pub fn at_end(path: &Path) -> std::io::Result<Self> {
+        let mut f = File::open(path)?;
+        f.seek(SeekFrom::End(0))?;
+        Self::new(path, f)
     }
 
     /// Start at the beginning of the live file.
     pub fn at_start(path: &Path) -> std::io::Result<Self> {
-        let f = File::open(path)?;
-        let ino = f.metadata()?.ino();
-        Ok(Self {
-            path: path.to_path_buf(),
-            reader: BufReader::new(f),
-            ino,
-            partial: Vec::new(),
-        })
+        Self::new(path, File::open(path)?)
     }
 
-    /// Records written since the last call. Switches to the new live file
-    /// once the old one is drained after a rotation.
+    /// The live log file this follows.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Open every file of the log newer than the newest one held.
+    fn track(&mut self) {
+        let files: Vec<(PathBuf, u64)> = log_files(&self.path)
+            .into_iter()
+            .filter_map(|p| std::fs::metadata(&p).ok().map(|m| (p, m.ino())))
+            .collect();
+        let newest = self.pending.back().map_or(self.ino, |(ino, _)| *ino);
+        // Rotation deletes the oldest file first: if ours is not listed any
+        // more, every listed file is newer.
+        let start = files
+            .iter()
+            .position(|(_, ino)| *ino == newest)
+            .map_or(0, |i| i + 1);
+        for (path, ino) in &files[start..] {
+            let Ok(f) = File::open(path) else { continue };
+            // Renamed between the listing and the open: the next call sees it.
+            if f.metadata().map(|m| m.ino()).ok() != Some(*ino) {
+                break;
+            }
+            self.pending.push_back((*ino, f));
+        }
+    }
+
+    /// Records written since the last call, across any number of rotations
+    /// between calls: the file being read is finished, then each newer one.
     pub fn poll(&mut self) -> std::io::Result<Vec<Record>> {
         let mut out = Vec::new();
+        self.track();
         loop {
             self.drain(&mut out)?;
-            match std::fs::metadata(&self.path) {
-                Ok(m) if m.ino() != self.ino => {
-                    // Rotated: the old file is complete; continue in the new.
-                    self.drain(&mut out)?;
-                    let f = File::open(&self.path)?;
-                    self.ino = f.metadata()?.ino();
-                    self.reader = BufReader::new(f);
-                    self.partial.clear();
-                }
-                _ => return Ok(out),
-            }
+            // A newer file exists, so the one just drained is complete.
+            let Some((ino, f)) = self.pending.pop_front() else {
+                return Ok(out);
+            };
+            self.ino = ino;
+            self.reader = BufReader::new(f);
+            self.partial.clear();
         }
     }
 
@@ -211,6 +239,61 @@ impl Follower {
                 out.push(r);
             }
             self.partial.clear();
+        }
+    }
+}
+
+/// Wakes a follower when the files of a log change (writes, rotations), so
+/// output streams without polling delay and a burst of rotations is read
+/// while the rotated files still exist.
+pub struct LogWatch {
+    fd: tokio::io::unix::AsyncFd<InotifyFd>,
+}
+
+/// An inotify instance, owned, with the `AsRawFd` that `AsyncFd` needs.
+struct InotifyFd(nix::sys::inotify::Inotify);
+
+impl std::os::fd::AsRawFd for InotifyFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl LogWatch {
+    /// Watch the directory holding `log` (rotation renames within it).
+    pub fn new(log: &Path) -> std::io::Result<Self> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let dir = log.parent().unwrap_or(Path::new("/"));
+        let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        ino.add_watch(
+            dir,
+            AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO,
+        )?;
+        // SAFETY: `InotifyFd` owns the inotify descriptor for as long as the
+        // AsyncFd holds it, and `as_raw_fd` always returns that descriptor.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                InotifyFd(ino),
+                tokio::io::Interest::READABLE,
+            )
+        }
+        .map_err(|e| e.into_parts().1)?;
+        Ok(Self { fd })
+    }
+
+    /// Resolves once something changed since the last call.
+    pub async fn changed(&self) {
+        loop {
+            let Ok(mut guard) = self.fd.readable().await else {
+                // The reactor is gone; let the caller's fallback tick drive.
+                return std::future::pending().await;
+            };
+            match guard.get_inner().0.read_events() {
+                Ok(_) => return,
+                Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
+                Err(_) => return,
+            }
         }
     }
 }
@@ -275,7 +358,9 @@ mod tests {
         let got = f.poll().unwrap();
         assert_eq!(got.len(), 1);
         writeln!(w, "ve").unwrap();
-        std::fs::rename(&log, dir.join("container.log.2")).unwrap();
+        // Rotate as the shim does: .1 → .2, live → .1, a new live file.
+        std::fs::rename(dir.join("container.log.1"), dir.join("container.log.2")).unwrap();
+        std::fs::rename(&log, dir.join("container.log.1")).unwrap();
         std::fs::write(&log, format!("{t} stdout F six\n")).unwrap();
         let got: Vec<u8> = f
             .poll()

@@ -21,8 +21,10 @@ use tonic::{Request, Response, Status};
 use crate::logs::{self, Follower, Record};
 use crate::shim::Layout;
 
-/// How often a follower looks for new output between exit notifications.
+/// How often a follower looks for new output when its log cannot be watched.
 const FOLLOW_POLL: Duration = Duration::from_millis(50);
+/// The safety tick of a watched follower.
+const FOLLOW_TICK: Duration = Duration::from_millis(500);
 
 pub struct Service {
     sup: Supervisor,
@@ -386,7 +388,14 @@ impl berth_api::Containers for Service {
                 ))
             })?
         };
-        self.sup.kill(&r.id, signal, r.all).await.map_err(status)?;
+        if r.process.is_empty() || r.process == berth_core::runtime::INIT_PROCESS {
+            self.sup.kill(&r.id, signal, r.all).await.map_err(status)?;
+        } else {
+            self.sup
+                .kill_exec(&r.id, &r.process, signal)
+                .await
+                .map_err(status)?;
+        }
         Ok(Response::new(v1::KillResponse {}))
     }
 
@@ -483,7 +492,7 @@ impl berth_api::Containers for Service {
         };
         let filter = logs::Filter {
             since,
-            tail: usize::try_from(r.tail).ok(),
+            tail: r.tail.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         };
         let (records, mut follower) = open_log(&path, &filter).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -657,6 +666,7 @@ impl berth_api::Containers for Service {
                 Some(Point::Time(t)) => ev.kind != EventType::Missed && event_time(ev) > t,
                 None => false,
             };
+            let mut held_missed: Option<Event> = None;
             loop {
                 let ev = match sub.try_next() {
                     Some(ev) => ev,
@@ -689,6 +699,20 @@ impl berth_api::Containers for Service {
                 if past_until(&ev) {
                     return;
                 }
+                if let Some(Point::Time(t)) = since {
+                    // Replaying from a time: a `missed` record matters only
+                    // if what follows it is already past that time (else
+                    // everything dropped was older than asked for).
+                    if ev.kind == EventType::Missed {
+                        held_missed = Some(ev);
+                        continue;
+                    }
+                    if let Some(m) = held_missed.take() {
+                        if event_time(&ev) > t && tx.send(Ok(event_proto(&m))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
                 if matches(&ev) && tx.send(Ok(event_proto(&ev))).await.is_err() {
                     return;
                 }
@@ -711,7 +735,8 @@ impl berth_api::Containers for Service {
 
 /// Send what the follower reads until `done` resolves, then what is left
 /// (the shim drains and flushes the output before it reports the exit).
-/// Stops early when `send` says the receiver is gone.
+/// Wakes on changes to the log's files; a slow tick covers a watch that
+/// could not be set up. Stops early when `send` says the receiver is gone.
 async fn follow<D, S, F>(follower: &mut Follower, done: D, send: S)
 where
     D: std::future::Future<Output = ()>,
@@ -719,6 +744,18 @@ where
     F: std::future::Future<Output = bool>,
 {
     tokio::pin!(done);
+    let watch = match logs::LogWatch::new(follower.path()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch a log; polling it");
+            None
+        }
+    };
+    let tick = if watch.is_some() {
+        FOLLOW_TICK
+    } else {
+        FOLLOW_POLL
+    };
     let mut finished = false;
     loop {
         let records = match follower.poll() {
@@ -736,9 +773,16 @@ where
         if finished {
             return;
         }
+        let changed = async {
+            match &watch {
+                Some(w) => w.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = &mut done => finished = true,
-            _ = tokio::time::sleep(FOLLOW_POLL) => {}
+            _ = changed => {}
+            _ = tokio::time::sleep(tick) => {}
         }
     }
 }

@@ -400,12 +400,19 @@ impl Runtime for ShimRuntime {
         let layout = self.layout(id);
         match request(&layout.socket(), &proto::Request::Hello).await {
             Ok(proto::Response::Hello {
+                version,
                 pid,
                 shim_pid,
                 state,
                 execs,
-                ..
             }) if state != proto::ShimState::Stopping => {
+                if version != proto::PROTOCOL_VERSION {
+                    warn!(
+                        shim = version,
+                        ours = proto::PROTOCOL_VERSION,
+                        "berth-shim speaks another protocol version; reconnecting anyway"
+                    );
+                }
                 let state = match state {
                     proto::ShimState::Created => TaskState::Created,
                     proto::ShimState::Paused => TaskState::Paused,

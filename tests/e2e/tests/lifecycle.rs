@@ -339,7 +339,57 @@ fn events_resume_without_gap_or_duplicate(rt: Rt) {
     assert_eq!(types, ["exit", "delete", "delete"], "{after_restart:?}");
 }
 
+/// Ctrl-C / SIGTERM to a foreground `run` or `exec` goes to the process it
+/// is attached to (docker's sig-proxy), and the CLI exits with its code.
+fn signals_are_forwarded_to_the_attached_process(rt: Rt) {
+    let d = Daemon::start(rt);
+    let r = rootfs();
+    let mut run = d
+        .cmd(&[
+            "run",
+            "--rm",
+            "--name",
+            "fg",
+            "--rootfs",
+            r.to_str().unwrap(),
+            "sh",
+            "-c",
+            "trap 'exit 21' TERM; echo ready; sleep 100 & wait",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(run.stdout.take().unwrap()).lines();
+    assert_eq!(out.next().unwrap().unwrap(), "ready");
+    let cli = nix::unistd::Pid::from_raw(run.id() as i32);
+    nix::sys::signal::kill(cli, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(run.wait().unwrap().code(), Some(21));
+
+    let id = d.run(&["-d"], &["sleep", "100"]).ok();
+    let mut exec = d
+        .cmd(&[
+            "exec",
+            &id,
+            "sh",
+            "-c",
+            "trap 'exit 22' INT; echo ready; sleep 100 & wait",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(exec.stdout.take().unwrap()).lines();
+    assert_eq!(out.next().unwrap().unwrap(), "ready");
+    let cli = nix::unistd::Pid::from_raw(exec.id() as i32);
+    nix::sys::signal::kill(cli, nix::sys::signal::Signal::SIGINT).unwrap();
+    assert_eq!(exec.wait().unwrap().code(), Some(22));
+    assert_eq!(d.state_of(&id), "running", "only the exec got the signal");
+    d.berth(&["rm", "-f", &id]).ok();
+}
+
 both_runtimes!(
+    signals_are_forwarded_to_the_attached_process,
     exec_runs_in_the_container,
     events_of_run_exec_stop_rm,
     stop_is_prompt_and_bounded,
