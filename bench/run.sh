@@ -27,12 +27,15 @@
 # fails as well, crun is reported as unavailable.
 #
 # Output: a markdown summary on stdout and in bench/results/latest.md; the
-# hyperfine JSON exports in bench/results/json/. Progress goes to stderr.
+# hyperfine JSON exports in bench/results/json/ (beside the summary; both are
+# written only when the run completes). Progress goes to stderr.
 # Everything it starts is stopped and its temp dir removed on exit (trap).
 #
 # Environment:
-#   RUNS=30            hyperfine runs per command (at least 20)
-#   WARMUP=3           hyperfine warm-up runs
+#   RUNS=20            hyperfine runs per command and round (at least 20)
+#   WARMUP=3           hyperfine warm-up runs per command and round
+#   ROUNDS=2           rounds per group of commands (order reversed in every
+#                      other round); statistics over all ROUNDS × RUNS runs
 #   IDLE_CONTAINERS=20 running containers for berthd's "loaded" RSS
 #   BENCH_NO_BUILD=1   use the binaries already in target/release
 #   BENCH_ALT_SHIMS="label=/path/berth-shim ..."  also measure these shim
@@ -40,6 +43,40 @@
 #                      run latency and idle memory, e.g. a PIE build
 #   BENCH_OUT=FILE     where to write the summary (default bench/results/latest.md)
 set -euo pipefail
+
+# bench OUT.json NAME CMD [NAME CMD ...]: hyperfine -N for each command, in
+# $B_ROUNDS rounds of $B_WARMUP + $B_RUNS runs each (the order reversed in
+# every other round, so that a burst of load from elsewhere does not land on
+# one command only), merged into OUT.json with the times of all rounds and
+# median/mean/stddev/min/max recomputed over them. Reports go to stderr.
+bench() {
+	local out=$1 r i
+	shift
+	local -a pairs=("$@") args
+	local n=$((${#pairs[@]} / 2))
+	for r in $(seq "$B_ROUNDS"); do
+		args=()
+		for i in $(seq 0 $((n - 1))); do
+			local k=$i
+			[ $((r % 2)) = 0 ] && k=$((n - 1 - i))
+			args+=(-n "${pairs[$((2 * k))]}" "${pairs[$((2 * k + 1))]}")
+		done
+		hyperfine -N --style basic --warmup "$B_WARMUP" --runs "$B_RUNS" \
+			--export-json "$out.round$r" "${args[@]}" >&2
+	done
+	jq -s '
+		def median: sort | if length % 2 == 1 then .[length / 2 | floor]
+			else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+		{results: ([.[].results[]] | group_by(.command) | map(
+			(map(.times) | add) as $t
+			| ($t | add / length) as $mean
+			| {command: .[0].command, times: $t, median: ($t | median), mean: $mean,
+			   stddev: (if ($t | length) > 1
+				then ($t | map((. - $mean) * (. - $mean)) | add / (length - 1) | sqrt)
+				else 0 end),
+			   min: ($t | min), max: ($t | max)}))}' "$out".round* >"$out"
+	rm -f "$out".round*
+}
 
 # ---------------------------------------------------------------------------
 # Internal mode: crun inside a private mount namespace (the script re-invokes
@@ -60,16 +97,14 @@ if [ "${1:-}" = __crun_ns ]; then
 		</dev/null >"$B_TMP/crun-check.log" 2>&1; then
 		exit 3
 	fi
-	hyperfine -N --style basic --warmup "$B_WARMUP" --runs "$B_RUNS" \
-		--export-json "$B_JSON/run-crun-ns.json" \
-		-n "crun run" "crun --root $B_CRUN_ROOT run --bundle $B_TMP/bundle-true bench-crun-run" \
-		-n "runc run (crun's namespace)" "runc --root $B_TMP/runc-ns-root run --bundle $B_TMP/bundle-true bench-runc-ns" >&2
+	bench "$B_JSON/run-crun-ns.json" \
+		"crun run" "crun --root $B_CRUN_ROOT run --bundle $B_TMP/bundle-true bench-crun-run" \
+		"runc run (crun's namespace)" "runc --root $B_TMP/runc-ns-root run --bundle $B_TMP/bundle-true bench-runc-ns"
 	crun --root "$B_CRUN_ROOT" run -d --bundle "$B_TMP/bundle-sleep" bench-crun-exec \
 		</dev/null >/dev/null 2>&1
 	rc=0
-	hyperfine -N --style basic --warmup "$B_WARMUP" --runs "$B_RUNS" \
-		--export-json "$B_JSON/exec-crun-ns.json" \
-		-n "crun exec" "crun --root $B_CRUN_ROOT exec bench-crun-exec /bin/true" >&2 || rc=$?
+	bench "$B_JSON/exec-crun-ns.json" \
+		"crun exec" "crun --root $B_CRUN_ROOT exec bench-crun-exec /bin/true" || rc=$?
 	crun --root "$B_CRUN_ROOT" delete -f bench-crun-exec >/dev/null 2>&1 || true
 	exit "$rc"
 fi
@@ -87,11 +122,12 @@ fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 self="$here/$(basename "${BASH_SOURCE[0]}")"
-RUNS=${RUNS:-30}
+RUNS=${RUNS:-20}
 WARMUP=${WARMUP:-3}
+ROUNDS=${ROUNDS:-2}
 IDLE_CONTAINERS=${IDLE_CONTAINERS:-20}
 OUT=${BENCH_OUT:-$here/results/latest.md}
-JSON=$here/results/json
+OUT_JSON=$(dirname "$OUT")/json
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() {
@@ -101,6 +137,7 @@ die() {
 
 [ "$(id -u)" = 0 ] || die "run as root (containers need it)"
 [ "$RUNS" -ge 20 ] || die "RUNS must be at least 20"
+[ "$ROUNDS" -ge 1 ] || die "ROUNDS must be at least 1"
 for tool in hyperfine runc jq cargo unshare; do
 	command -v "$tool" >/dev/null || die "$tool not found (apt-get install hyperfine runc jq util-linux)"
 done
@@ -113,6 +150,7 @@ case $tmp in
 *[[:space:]]*) rmdir "$tmp"; die "temp dir $tmp contains whitespace; set TMPDIR" ;;
 esac
 BIN=$tmp/bin
+JSON=$tmp/json   # copied to $OUT_JSON at the end
 daemon_pids=()   # berthd processes we started
 daemon_socks=()  # and their sockets
 
@@ -189,11 +227,9 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------------------
 B_RUNS=$RUNS
 B_WARMUP=$WARMUP
-export B_TMP=$tmp B_JSON=$JSON B_RUNS B_WARMUP B_CRUN_ROOT=$tmp/crun-root
+B_ROUNDS=$ROUNDS
+export B_TMP=$tmp B_JSON=$JSON B_RUNS B_WARMUP B_ROUNDS B_CRUN_ROOT=$tmp/crun-root
 
-hf() { # hyperfine with the common options; its report goes to stderr
-	hyperfine -N --style basic --warmup "$WARMUP" --runs "$RUNS" "$@" >&2
-}
 
 start_daemon() { # name runtime [extra berthd args...]; sets $sock
 	local name=$1 runtime=$2
@@ -249,7 +285,6 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 t_start=$SECONDS
 mkdir -p "$JSON" "$BIN"
-rm -f "$JSON"/*.json
 
 cd "$repo"
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
@@ -314,13 +349,13 @@ C="$BIN/berth --socket $sock_runc"
 log "1. run latency (berth embedded, berth runc, runc)"
 alt_run=()
 for i in "${!alt_labels[@]}"; do
-	alt_run+=(-n "berth run --rm (embedded, shim: ${alt_labels[$i]})"
+	alt_run+=("berth run --rm (embedded, shim: ${alt_labels[$i]})"
 		"$BIN/berth --socket ${alt_socks[$i]} run --rm --rootfs $R /bin/true")
 done
-hf --export-json "$JSON/run.json" \
-	-n "berth run --rm (embedded)" "$E run --rm --rootfs $R /bin/true" \
-	-n "berth run --rm (runc)" "$C run --rm --rootfs $R /bin/true" \
-	-n "runc run" "runc --root $tmp/runc-root run --bundle $tmp/bundle-true bench-runc-run" \
+bench "$JSON/run.json" \
+	"berth run --rm (embedded)" "$E run --rm --rootfs $R /bin/true" \
+	"berth run --rm (runc)" "$C run --rm --rootfs $R /bin/true" \
+	"runc run" "runc --root $tmp/runc-root run --bundle $tmp/bundle-true bench-runc-run" \
 	"${alt_run[@]}"
 
 log "1b. crun"
@@ -332,11 +367,11 @@ elif crun --root "$tmp/crun-root" run --bundle "$tmp/bundle-true" bench-crun-che
 	</dev/null >"$tmp/crun-plain.log" 2>&1; then
 	# crun works on this host as it is: measure it beside the rest.
 	crun_status=host
-	hf --export-json "$JSON/run-crun.json" \
-		-n "crun run" "crun --root $tmp/crun-root run --bundle $tmp/bundle-true bench-crun-run"
+	bench "$JSON/run-crun.json" \
+		"crun run" "crun --root $tmp/crun-root run --bundle $tmp/bundle-true bench-crun-run"
 	crun --root "$tmp/crun-root" run -d --bundle "$tmp/bundle-sleep" bench-crun-exec </dev/null >/dev/null 2>&1
-	hf --export-json "$JSON/exec-crun.json" \
-		-n "crun exec" "crun --root $tmp/crun-root exec bench-crun-exec /bin/true"
+	bench "$JSON/exec-crun.json" \
+		"crun exec" "crun --root $tmp/crun-root exec bench-crun-exec /bin/true"
 	crun --root "$tmp/crun-root" delete -f bench-crun-exec >/dev/null 2>&1 || true
 else
 	log "plain crun failed ($(head -c 200 "$tmp/crun-plain.log")); trying the hybrid-cgroup workaround"
@@ -346,7 +381,8 @@ else
 		crun_status=ns
 		crun_note="crun refuses this host as it is (\"$(head -n1 "$tmp/crun-plain.log")\"); it ran in a private mount namespace with an empty file bind-mounted over /sys/fs/cgroup/unified/cgroup.controllers. runc was measured in the same namespace as a control."
 	else
-		crun_note="crun failed on this host: $(head -n1 "$tmp/crun-plain.log"); with the hybrid-cgroup workaround: $(head -n1 "$tmp/crun-check.log" 2>/dev/null || echo "exit $rc")"
+		ns_msg=$(head -n1 "$tmp/crun-check.log" 2>/dev/null || true)
+		crun_note="crun failed on this host: $(head -n1 "$tmp/crun-plain.log"); with the hybrid-cgroup workaround: ${ns_msg:-exit status $rc}"
 		log "crun unavailable: $crun_note"
 	fi
 fi
@@ -358,24 +394,24 @@ log "2. exec latency"
 id_emb_exec=$(run_detached "$sock_emb" bench-exec)
 id_runc_exec=$(run_detached "$sock_runc" bench-exec)
 runc --root "$tmp/runc-root" run -d --bundle "$tmp/bundle-sleep" bench-runc-exec </dev/null >/dev/null 2>&1
-hf --export-json "$JSON/exec.json" \
-	-n "berth exec (embedded)" "$E exec bench-exec /bin/true" \
-	-n "berth exec (runc)" "$C exec bench-exec /bin/true" \
-	-n "runc exec" "runc --root $tmp/runc-root exec bench-runc-exec /bin/true"
-execs_done=$((WARMUP + RUNS))
+bench "$JSON/exec.json" \
+	"berth exec (embedded)" "$E exec bench-exec /bin/true" \
+	"berth exec (runc)" "$C exec bench-exec /bin/true" \
+	"runc exec" "runc --root $tmp/runc-root exec bench-runc-exec /bin/true"
+execs_done=$(((WARMUP + RUNS) * ROUNDS))
 
 # ---------------------------------------------------------------------------
 # 3. where berth's time goes
 # ---------------------------------------------------------------------------
 log "3. breakdown"
-hf --export-json "$JSON/fixed.json" \
-	-n "berth version (CLI start + connect + 1 unary RPC)" "$E version" \
-	-n "runc --version (process start of a Go binary)" "runc --version"
+bench "$JSON/fixed.json" \
+	"berth version (CLI start + connect + 1 unary RPC)" "$E version" \
+	"runc --version (process start of a Go binary)" "runc --version"
 
 phases() { # socket label -> appends "label create start rm" medians (ms)
 	local s=$1 label=$2 i t0 t1 t2 t3 id
 	: >"$tmp/ph-$label"
-	for i in $(seq "$((WARMUP + RUNS))"); do
+	for i in $(seq "$((WARMUP + RUNS * ROUNDS))"); do
 		t0=$EPOCHREALTIME
 		"$BIN/berth" --socket "$s" create --rootfs "$R" /bin/true >"$tmp/id"
 		t1=$EPOCHREALTIME
@@ -400,7 +436,7 @@ phase_runc=$(phases "$sock_runc" berth-runc)
 # waiting for the init to be gone (watched through /proc, no extra process),
 # and delete.
 : >"$tmp/ph-runc-raw"
-for i in $(seq "$((WARMUP + RUNS))"); do
+for i in $(seq "$((WARMUP + RUNS * ROUNDS))"); do
 	t0=$EPOCHREALTIME
 	runc --root "$tmp/runc-root" create --bundle "$tmp/bundle-true" bench-runc-ph </dev/null >/dev/null 2>&1
 	t1=$EPOCHREALTIME
@@ -467,9 +503,8 @@ unload "$sock_runc"
 
 alt_mem=()
 for i in "${!alt_labels[@]}"; do
-	id=$(run_detached "${alt_socks[$i]}" idle-alt)
-	settle 1.5
-	alt_mem+=("$(mem "$(shim_of "${alt_socks[$i]}" "$id")")")
+	alt_mem+=("$(loaded "${alt_socks[$i]}")")
+	unload "${alt_socks[$i]}"
 done
 
 # ---------------------------------------------------------------------------
@@ -520,7 +555,7 @@ mkdir -p "$(dirname "$OUT")"
 	echo "berth $commit; $(uname -r), $(nproc) CPUs ($cpu), $memtotal RAM, $cg;"
 	echo "state dirs on $fsinfo; $(runc --version | head -n1); $(command -v crun >/dev/null && crun --version | head -n1 || echo 'no crun'); $(hyperfine --version)."
 	echo "Load average $load_before before, $load_after after; the run took ${elapsed}s."
-	echo "hyperfine -N, $WARMUP warm-up runs, $RUNS runs; times in ms."
+	echo "hyperfine -N; per command $ROUNDS rounds of $WARMUP warm-up + $RUNS runs (order reversed every other round), statistics over all $((ROUNDS * RUNS)) runs; times in ms."
 	echo
 	echo "## 1. Run a container: create, start, wait for /bin/true, delete"
 	echo
@@ -575,9 +610,9 @@ mkdir -p "$(dirname "$OUT")"
 		echo "| $n | $(stat_ms "$JSON/fixed.json" "$n" median) | $(stat_ms "$JSON/fixed.json" "$n" min) |"
 	done
 	echo
-	echo "Each phase as its own CLI call ($RUNS runs; each includes one CLI start):"
+	echo "Each phase as its own CLI call, timed from the shell ($((RUNS * ROUNDS)) runs after $WARMUP warm-up; each berth phase includes one CLI start):"
 	echo
-	echo "| | create | start + wait (\`start -a\`; runc: \`start\` + poll until stopped) | rm / delete |"
+	echo "| | create | start + wait (\`start -a\`; runc: \`start\`, then until the init is gone) | rm / delete |"
 	echo "| --- | ---: | ---: | ---: |"
 	for p in "$phase_emb" "$phase_runc" "$phase_rawrunc"; do
 		read -r l c s r <<<"$p"
@@ -599,8 +634,8 @@ mkdir -p "$(dirname "$OUT")"
 	echo "| berth-shim after $execs_done execs, 2 shims alive (embedded) | $shim_emb_exec_rss | $shim_emb_exec_pss | $shim_emb_exec_priv | $shim_emb_exec_anon |"
 	echo "| berth-shim after $execs_done execs, 2 shims alive (runc) | $shim_runc_exec_rss | $shim_runc_exec_pss | $shim_runc_exec_priv | $shim_runc_exec_anon |"
 	for i in "${!alt_labels[@]}"; do
-		read -r a b c d <<<"${alt_mem[$i]}"
-		echo "| berth-shim, idle (embedded, shim: ${alt_labels[$i]}) | $a | $b | $c | $d |"
+		read -r a b c d _ <<<"${alt_mem[$i]}"
+		echo "| berth-shim, idle, the only shim (embedded, shim: ${alt_labels[$i]}) | $a | $b | $c | $d |"
 	done
 	echo
 	echo "| berthd | VmRSS | Pss |"
@@ -612,11 +647,23 @@ mkdir -p "$(dirname "$OUT")"
 	echo "| runc: after the runs above, 0 containers | $d_runc_after_rss | $d_runc_after_pss |"
 	echo "| runc: $IDLE_CONTAINERS running containers | $d_runc_20_rss | $d_runc_20_pss |"
 	echo
-	echo "$IDLE_CONTAINERS idle containers cost in shims: $(kib_to_mib "$shim_emb_sum") MiB Pss (embedded), $(kib_to_mib "$shim_runc_sum") MiB Pss (runc) in total, i.e. $((shim_emb_sum / IDLE_CONTAINERS)) / $((shim_runc_sum / IDLE_CONTAINERS)) KiB each."
+	echo "$IDLE_CONTAINERS idle containers, the shims' Pss in total (what the shims cost together):"
+	echo
+	echo "| shims | total Pss (MiB) | per container (KiB) |"
+	echo "| --- | ---: | ---: |"
+	echo "| $IDLE_CONTAINERS × embedded | $(kib_to_mib "$shim_emb_sum") | $((shim_emb_sum / IDLE_CONTAINERS)) |"
+	echo "| $IDLE_CONTAINERS × runc | $(kib_to_mib "$shim_runc_sum") | $((shim_runc_sum / IDLE_CONTAINERS)) |"
+	for i in "${!alt_labels[@]}"; do
+		read -r _ _ _ _ sum <<<"${alt_mem[$i]}"
+		echo "| $IDLE_CONTAINERS × embedded, shim: ${alt_labels[$i]} | $(kib_to_mib "$sum") | $((sum / IDLE_CONTAINERS)) |"
+	done
 	if [ -n "$crun_note" ]; then
 		echo
 		echo "Note: $crun_note"
 	fi
 } >"$OUT"
 cat "$OUT"
-log "summary written to $OUT (hyperfine JSON in $JSON)"
+mkdir -p "$OUT_JSON"
+rm -f "$OUT_JSON"/*.json
+cp "$JSON"/*.json "$OUT_JSON"/
+log "summary written to $OUT (hyperfine JSON in $OUT_JSON)"
