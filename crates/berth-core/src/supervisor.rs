@@ -91,6 +91,8 @@ struct Snapshot {
 
 struct Entry {
     id: String,
+    /// Set once the container has been deleted (then `changed` is bumped).
+    removed: std::sync::atomic::AtomicBool,
     ctr: tokio::sync::Mutex<Ctr>,
     snap: Mutex<Snapshot>,
     /// Bumped after every exit (init or exec) and every state change
@@ -103,6 +105,7 @@ impl Entry {
         let exited_run = if rec.state == State::Stopped { run } else { 0 };
         Arc::new(Entry {
             id: rec.id.clone(),
+            removed: std::sync::atomic::AtomicBool::new(false),
             snap: Mutex::new(Snapshot {
                 rec: rec.clone(),
                 run,
@@ -173,6 +176,19 @@ impl ExitWatch {
     /// The record as it is now (for the log path and final state).
     pub fn record(&self) -> ContainerRecord {
         self.entry.snapshot().rec
+    }
+
+    /// Wait until the container has been deleted (e.g. by `--rm` after its
+    /// exit); false when `timeout` passed first.
+    pub async fn wait_removed(&mut self, timeout: Duration) -> bool {
+        let fut = async {
+            while !self.entry.removed.load(std::sync::atomic::Ordering::SeqCst) {
+                if self.rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, fut).await.is_ok()
     }
 }
 
@@ -746,6 +762,9 @@ impl Supervisor {
         self.table_mut().remove(&entry.id);
         self.publish(EventType::Delete, info_of(&ctr.rec));
         // Wake anyone still waiting on this container.
+        entry
+            .removed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         entry.changed.send_modify(|n| *n += 1);
         tracing::info_span!("container", id = %entry.id).in_scope(|| info!("removed"));
         Ok(())

@@ -79,6 +79,9 @@ pub struct Shim {
     sigfd: SignalFd,
     /// The container's cgroup (`linux.cgroupsPath`), when absolute.
     cgroup: Option<PathBuf>,
+    /// The container has its own pid namespace: when the init dies the
+    /// kernel kills every other process in it, so no kill-all is needed.
+    own_pid_ns: bool,
     oom: Option<OomWatch>,
     /// OOM kills already reported.
     oom_kills: u64,
@@ -173,12 +176,32 @@ fn pump(proc: &mut Proc, i: usize, buf: &mut [u8], max_reads: usize) {
     }
 }
 
-/// `linux.cgroupsPath` from the bundle, when it is an absolute cgroupfs path.
-fn bundle_cgroup(bundle: &Path) -> Option<PathBuf> {
-    let text = std::fs::read(bundle.join("config.json")).ok()?;
-    let spec: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    let path = spec.get("linux")?.get("cgroupsPath")?.as_str()?;
-    path.starts_with('/').then(|| PathBuf::from(path))
+/// What the shim needs from the bundle's spec: `linux.cgroupsPath` (when an
+/// absolute cgroupfs path) and whether the container has a pid namespace of
+/// its own (not joined by path).
+fn bundle_facts(bundle: &Path) -> (Option<PathBuf>, bool) {
+    let spec: Option<serde_json::Value> = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_slice(&text).ok());
+    let linux = spec.as_ref().and_then(|s| s.get("linux"));
+    let cgroup = linux
+        .and_then(|l| l.get("cgroupsPath"))
+        .and_then(|p| p.as_str())
+        .filter(|p| p.starts_with('/'))
+        .map(PathBuf::from);
+    let own_pid_ns = linux
+        .and_then(|l| l.get("namespaces"))
+        .and_then(|n| n.as_array())
+        .is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n.get("type").and_then(|t| t.as_str()) == Some("pid")
+                    && n.get("path")
+                        .and_then(|p| p.as_str())
+                        .unwrap_or("")
+                        .is_empty()
+            })
+        });
+    (cgroup, own_pid_ns)
 }
 
 /// Where the memory controller keeps the cgroup `rel`, v1 first.
@@ -341,7 +364,7 @@ impl Shim {
                 return Err(other("bind socket")(e));
             }
         };
-        let cgroup = bundle_cgroup(&cfg.bundle);
+        let (cgroup, own_pid_ns) = bundle_facts(&cfg.bundle);
         let oom = cgroup.as_deref().and_then(watch_oom);
         Ok(Self {
             shim_pid: i32::try_from(std::process::id()).unwrap_or(0),
@@ -359,6 +382,7 @@ impl Shim {
             subscribers: Vec::new(),
             sigfd,
             cgroup,
+            own_pid_ns,
             oom,
             oom_kills: 0,
             oom_recheck: None,
@@ -846,13 +870,18 @@ impl Shim {
     /// subscribers, remove the socket.
     fn finish(mut self) -> i32 {
         self.state = ShimState::Stopping;
-        match self
-            .backend
-            .kill(&self.cfg.id, Signal::SIGKILL as i32, true)
-        {
-            Ok(()) => {}
-            Err(e) if e.kind == berth_oci::ErrorKind::NotFound => {}
-            Err(e) => diag(format_args!("kill after init exit: {e}")),
+        // Without a pid namespace of its own, processes may outlive the
+        // init: kill them. With one, the kernel already has (a runtime
+        // call here would only cost the exit report milliseconds).
+        if !self.own_pid_ns {
+            match self
+                .backend
+                .kill(&self.cfg.id, Signal::SIGKILL as i32, true)
+            {
+                Ok(()) => {}
+                Err(e) if e.kind == berth_oci::ErrorKind::NotFound => {}
+                Err(e) => diag(format_args!("kill after init exit: {e}")),
+            }
         }
 
         // The execs die from that (or with the pid namespace): their exits

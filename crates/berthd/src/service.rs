@@ -23,6 +23,8 @@ use crate::shim::Layout;
 
 /// How often a follower looks for new output when its log cannot be watched.
 const FOLLOW_POLL: Duration = Duration::from_millis(50);
+/// How long an attached `--rm` run waits for the removal after the exit.
+const REMOVE_WAIT: Duration = Duration::from_secs(15);
 /// The safety tick of a watched follower.
 const FOLLOW_TICK: Duration = Duration::from_millis(500);
 
@@ -589,10 +591,16 @@ impl berth_api::Containers for Service {
             } else {
                 self.sup.watch_exit(&rec.id).map_err(status)?
             };
+            let auto_remove = rec.config.auto_remove;
             tokio::spawn(async move {
                 let exit = std::sync::Mutex::new(None);
                 let done = async {
                     let e = watch.wait(None).await;
+                    // With --rm, report the exit once the container is gone,
+                    // as Docker does: the name is free when `run` returns.
+                    if auto_remove && !watch.wait_removed(REMOVE_WAIT).await {
+                        tracing::warn!("--rm removal did not finish in time");
+                    }
                     *exit.lock().unwrap_or_else(|p| p.into_inner()) = e;
                 };
                 let out = tx.clone();

@@ -35,6 +35,18 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// Run a durable commit (an fdatasync) without stalling the other tasks of
+/// a multi-threaded runtime's worker: `block_in_place` hands them to another
+/// worker meanwhile. Elsewhere (tests, a current-thread runtime) it just runs.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 impl DbStore {
     pub fn open(path: &Path, retention: EventRetention) -> Result<Self, StoreError> {
         let db =
@@ -102,48 +114,54 @@ impl Store for DbStore {
     }
 
     fn save_container(&self, rec: &ContainerRecord) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(rec).map_err(err)?;
-        let tx = self.db.begin_write().map_err(err)?;
-        tx.open_table(CONTAINERS)
-            .map_err(err)?
-            .insert(rec.id.as_str(), json.as_slice())
-            .map_err(err)?;
-        tx.commit().map_err(err)
+        blocking(|| {
+            let json = serde_json::to_vec(rec).map_err(err)?;
+            let tx = self.db.begin_write().map_err(err)?;
+            tx.open_table(CONTAINERS)
+                .map_err(err)?
+                .insert(rec.id.as_str(), json.as_slice())
+                .map_err(err)?;
+            tx.commit().map_err(err)
+        })
     }
 
     fn remove_container(&self, id: &str) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
-        tx.open_table(CONTAINERS)
-            .map_err(err)?
-            .remove(id)
-            .map_err(err)?;
-        tx.commit().map_err(err)
+        blocking(|| {
+            let tx = self.db.begin_write().map_err(err)?;
+            tx.open_table(CONTAINERS)
+                .map_err(err)?
+                .remove(id)
+                .map_err(err)?;
+            tx.commit().map_err(err)
+        })
     }
 
     fn append_event(&self, ev: &Event) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(ev).map_err(err)?;
-        let tx = self.db.begin_write().map_err(err)?;
-        {
-            let mut t = tx.open_table(EVENTS).map_err(err)?;
-            t.insert(ev.seq, json.as_slice()).map_err(err)?;
-            // Bound the log by count right here, a little at a time.
-            let len = t.len().map_err(err)?;
-            if len > self.retention.max_events {
-                for _ in 0..(len - self.retention.max_events) {
-                    if t.pop_first().map_err(err)?.is_none() {
-                        break;
+        blocking(|| {
+            let json = serde_json::to_vec(ev).map_err(err)?;
+            let tx = self.db.begin_write().map_err(err)?;
+            {
+                let mut t = tx.open_table(EVENTS).map_err(err)?;
+                t.insert(ev.seq, json.as_slice()).map_err(err)?;
+                // Bound the log by count right here, a little at a time.
+                let len = t.len().map_err(err)?;
+                if len > self.retention.max_events {
+                    for _ in 0..(len - self.retention.max_events) {
+                        if t.pop_first().map_err(err)?.is_none() {
+                            break;
+                        }
                     }
                 }
+                let mut m = tx.open_table(META).map_err(err)?;
+                let last = m
+                    .get("last_seq")
+                    .map_err(err)?
+                    .map(|g| g.value())
+                    .unwrap_or(0);
+                m.insert("last_seq", last.max(ev.seq)).map_err(err)?;
             }
-            let mut m = tx.open_table(META).map_err(err)?;
-            let last = m
-                .get("last_seq")
-                .map_err(err)?
-                .map(|g| g.value())
-                .unwrap_or(0);
-            m.insert("last_seq", last.max(ev.seq)).map_err(err)?;
-        }
-        tx.commit().map_err(err)
+            tx.commit().map_err(err)
+        })
     }
 
     fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
