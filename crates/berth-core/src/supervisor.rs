@@ -840,15 +840,23 @@ impl Supervisor {
         if !rec.running || rec.pid != pid {
             return; // a duplicate: this process's exit was applied already
         }
-        rec.running = false;
-        rec.exit = Some(exit.clone());
+        self.apply_exec_exit(&mut ctr, exec_id, pid, exit);
         let _ = self.commit(entry, &ctr, false);
+    }
+
+    /// Record an exec's exit and publish its `exec-exit` (under the lock).
+    fn apply_exec_exit(&self, ctr: &mut Ctr, exec_id: String, pid: i32, exit: Exit) {
+        let code = exit.status.code();
+        if let Some(e) = ctr.rec.execs.get_mut(&exec_id) {
+            e.running = false;
+            e.exit = Some(exit);
+        }
         self.publish(
             EventType::ExecExit,
             EventInfo {
                 process: exec_id,
                 pid,
-                exit_code: Some(exit.status.code()),
+                exit_code: Some(code),
                 ..info_of(&ctr.rec)
             },
         );
@@ -929,20 +937,8 @@ impl Supervisor {
             let Some(exit) = self.inner.runtime.exec_exit(&entry.id, &exec_id).await else {
                 continue;
             };
-            if let Some(e) = ctr.rec.execs.get_mut(&exec_id) {
-                e.running = false;
-                e.exit = Some(exit.clone());
-            }
+            self.apply_exec_exit(&mut ctr, exec_id, pid, exit);
             changed = true;
-            self.publish(
-                EventType::ExecExit,
-                EventInfo {
-                    process: exec_id,
-                    pid,
-                    exit_code: Some(exit.status.code()),
-                    ..info_of(&ctr.rec)
-                },
-            );
         }
         if changed {
             let _ = self.commit(entry, &ctr, false);

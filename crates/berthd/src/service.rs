@@ -546,45 +546,17 @@ impl berth_api::Containers for Service {
         let exec = !r.process.is_empty() && r.process != berth_core::runtime::INIT_PROCESS;
         // Open the output before starting, so not a byte is missed; an
         // exec's log is its own, so read it from the start.
-        let mut follower = if exec {
+        let follower = if exec {
             Follower::at_start(&path)
         } else {
             Follower::at_end(&path)
         }
         .map_err(|e| Status::internal(format!("opening {}: {e}", path.display())))?;
         let (tx, rx) = mpsc::channel(64);
-        let sup = self.sup.clone();
-        let id = rec.id.clone();
         if exec {
-            let process = r.process.clone();
-            tokio::spawn(async move {
-                let exit = std::sync::Mutex::new(None);
-                let done = async {
-                    let e = sup.wait_exec(&id, &process).await;
-                    *exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                };
-                let out = tx.clone();
-                follow(&mut follower, done, move |e| {
-                    let out = out.clone();
-                    async move {
-                        out.send(Ok(v1::AttachResponse {
-                            kind: Some(v1::attach_response::Kind::Output(e)),
-                        }))
-                        .await
-                        .is_ok()
-                    }
-                })
-                .await;
-                let result = exit.lock().unwrap_or_else(|p| p.into_inner()).take();
-                let msg = match result {
-                    Some(Ok(exit)) => Ok(v1::AttachResponse {
-                        kind: Some(v1::attach_response::Kind::Exit(exit_proto(&exit))),
-                    }),
-                    Some(Err(e)) => Err(status(e)),
-                    None => return,
-                };
-                let _ = tx.send(msg).await;
-            });
+            let (sup, id, process) = (self.sup.clone(), rec.id.clone(), r.process.clone());
+            let done = async move { sup.wait_exec(&id, &process).await.map_err(status) };
+            tokio::spawn(attach_stream(follower, done, tx));
         } else {
             let mut watch = if r.start {
                 self.sup.start(&rec.id).await.map_err(status)?.1
@@ -592,38 +564,19 @@ impl berth_api::Containers for Service {
                 self.sup.watch_exit(&rec.id).map_err(status)?
             };
             let auto_remove = rec.config.auto_remove;
-            tokio::spawn(async move {
-                let exit = std::sync::Mutex::new(None);
-                let done = async {
-                    let e = watch.wait(None).await;
-                    // With --rm, report the exit once the container is gone,
-                    // as Docker does: the name is free when `run` returns.
-                    if auto_remove && !watch.wait_removed(REMOVE_WAIT).await {
-                        tracing::warn!("--rm removal did not finish in time");
-                    }
-                    *exit.lock().unwrap_or_else(|p| p.into_inner()) = e;
-                };
-                let out = tx.clone();
-                follow(&mut follower, done, move |e| {
-                    let out = out.clone();
-                    async move {
-                        out.send(Ok(v1::AttachResponse {
-                            kind: Some(v1::attach_response::Kind::Output(e)),
-                        }))
-                        .await
-                        .is_ok()
-                    }
-                })
-                .await;
-                let result = exit.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if let Some(exit) = result {
-                    let _ = tx
-                        .send(Ok(v1::AttachResponse {
-                            kind: Some(v1::attach_response::Kind::Exit(exit_proto(&exit))),
-                        }))
-                        .await;
+            let done = async move {
+                let exit = watch
+                    .wait(None)
+                    .await
+                    .ok_or_else(|| Status::internal("the exit watch ended"))?;
+                // With --rm, report the exit once the container is gone, as
+                // Docker does: the name is free when `run` returns.
+                if auto_remove && !watch.wait_removed(REMOVE_WAIT).await {
+                    tracing::warn!("--rm removal did not finish in time");
                 }
-            });
+                Ok(exit)
+            };
+            tokio::spawn(attach_stream(follower, done, tx));
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -741,13 +694,43 @@ impl berth_api::Containers for Service {
     }
 }
 
+/// Stream an attached process's output, then its exit (or the error that
+/// ended the wait), to an `Attach` client.
+async fn attach_stream<D>(
+    mut follower: Follower,
+    done: D,
+    tx: mpsc::Sender<Result<v1::AttachResponse, Status>>,
+) where
+    D: std::future::Future<Output = Result<Exit, Status>>,
+{
+    let out = tx.clone();
+    let sent = follow(&mut follower, done, move |e| {
+        let out = out.clone();
+        async move {
+            out.send(Ok(v1::AttachResponse {
+                kind: Some(v1::attach_response::Kind::Output(e)),
+            }))
+            .await
+            .is_ok()
+        }
+    })
+    .await;
+    if let Some(result) = sent {
+        let msg = result.map(|exit| v1::AttachResponse {
+            kind: Some(v1::attach_response::Kind::Exit(exit_proto(&exit))),
+        });
+        let _ = tx.send(msg).await;
+    }
+}
+
 /// Send what the follower reads until `done` resolves, then what is left
-/// (the shim drains and flushes the output before it reports the exit).
-/// Wakes on changes to the log's files; a slow tick covers a watch that
-/// could not be set up. Stops early when `send` says the receiver is gone.
-async fn follow<D, S, F>(follower: &mut Follower, done: D, send: S)
+/// (the shim drains and flushes the output before it reports the exit),
+/// and return `done`'s output; `None` when the receiver went away. Wakes
+/// on changes to the log's files; a slow tick covers a watch that could
+/// not be set up.
+async fn follow<D, T, S, F>(follower: &mut Follower, done: D, send: S) -> Option<T>
 where
-    D: std::future::Future<Output = ()>,
+    D: std::future::Future<Output = T>,
     S: Fn(v1::LogEntry) -> F,
     F: std::future::Future<Output = bool>,
 {
@@ -764,22 +747,27 @@ where
     } else {
         FOLLOW_POLL
     };
-    let mut finished = false;
+    let mut finished = None;
+    let mut readable = true;
     loop {
-        let records = match follower.poll() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading a log");
-                return;
-            }
-        };
-        for r in records {
-            if !send(entry_proto(r)).await {
-                return;
+        if readable {
+            match follower.poll() {
+                Ok(records) => {
+                    for r in records {
+                        if !send(entry_proto(r)).await {
+                            return None;
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Keep waiting for the end: the exit still matters.
+                    tracing::warn!(error = %e, "reading a log");
+                    readable = false;
+                }
             }
         }
-        if finished {
-            return;
+        if finished.is_some() {
+            return finished;
         }
         let changed = async {
             match &watch {
@@ -788,7 +776,7 @@ where
             }
         };
         tokio::select! {
-            _ = &mut done => finished = true,
+            out = &mut done => finished = Some(out),
             _ = changed => {}
             _ = tokio::time::sleep(tick) => {}
         }

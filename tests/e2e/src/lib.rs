@@ -284,6 +284,32 @@ impl Drop for Daemon {
     }
 }
 
+/// Now, as RFC 3339 UTC with nanoseconds (an `--until` that ends a replay).
+pub fn now_rfc3339() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%NZ"])
+        .output()
+        .expect("run date");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Daemon {
+    /// Every event so far, as JSON objects, with extra `events` arguments
+    /// (filters).
+    pub fn events_json(&self, extra: &[&str]) -> Vec<serde_json::Value> {
+        let until = now_rfc3339();
+        let mut args = vec![
+            "events", "--since", "0", "--until", &until, "--format", "json",
+        ];
+        args.extend_from_slice(extra);
+        self.berth(&args)
+            .ok()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("event json"))
+            .collect()
+    }
+}
+
 pub fn pid_alive(pid: i64) -> bool {
     pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }

@@ -12,31 +12,12 @@ use serde_json::Value;
 /// no handler for).
 const OBEDIENT: &str = "trap 'exit 0' TERM; sleep 100 & wait";
 
-fn now_rfc3339() -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%NZ"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// Every event so far, as JSON, optionally for one container.
 fn events(d: &Daemon, container: Option<&str>) -> Vec<Value> {
-    let until = now_rfc3339();
-    let mut args = vec![
-        "events", "--since", "0", "--until", &until, "--format", "json",
-    ];
-    let filter;
-    if let Some(c) = container {
-        filter = format!("container={c}");
-        args.push("--filter");
-        args.push(&filter);
+    match container {
+        Some(c) => d.events_json(&["--filter", &format!("container={c}")]),
+        None => d.events_json(&[]),
     }
-    d.berth(&args)
-        .ok()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn kinds(evs: &[Value]) -> Vec<(String, Option<i64>)> {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_e2e::*;
-use serde_json::Value;
 
 const THREADS: usize = 10;
 const PER_THREAD: usize = 5;
@@ -61,22 +60,10 @@ fn fifty_containers_at_once(rt: Rt) {
         assert_no_leftovers(&d, id, 0);
     }
 
-    let until = {
-        let out = std::process::Command::new("date")
-            .args(["-u", "+%Y-%m-%dT%H:%M:%S.%NZ"])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
-    let out = d
-        .berth(&[
-            "events", "--since", "0", "--until", &until, "--format", "json",
-        ])
-        .ok();
+    let evs = d.events_json(&[]);
     let mut per: HashMap<String, Vec<String>> = HashMap::new();
     let mut last_seq = 0;
-    for l in out.lines() {
-        let v: Value = serde_json::from_str(l).unwrap();
+    for v in &evs {
         let seq = v["seq"].as_u64().unwrap();
         assert_eq!(seq, last_seq + 1, "gap in the event log");
         last_seq = seq;
