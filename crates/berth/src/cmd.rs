@@ -27,6 +27,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         }
         Cmd::Start { attach, ids } => start(&mut client, attach, ids).await,
         Cmd::Exec(args) => exec(&mut client, args).await,
+        Cmd::Attach { id } => attach(&mut client, &id, false, "").await,
         Cmd::Ps { all, quiet, format } => ps(&mut client, all, quiet, &format).await,
         Cmd::Inspect { ids } => inspect(&mut client, ids).await,
         Cmd::Logs {

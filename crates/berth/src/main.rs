@@ -102,6 +102,9 @@ pub enum Cmd {
     },
     /// Run a command in a running container.
     Exec(ExecArgs),
+    /// Stream a running container's output until it exits; exit with its
+    /// code. SIGINT/SIGTERM/SIGHUP are forwarded (no stdin yet).
+    Attach { id: String },
     /// List containers.
     Ps {
         /// Show all containers (by default only running and paused ones).

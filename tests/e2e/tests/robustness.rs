@@ -82,6 +82,40 @@ fn logs_follow_until_exit(rt: Rt) {
     assert_eq!(d.berth(&["wait", &id]).ok(), "4");
 }
 
+fn attach_streams_new_output_and_the_exit(rt: Rt) {
+    let d = Daemon::start(rt);
+    let script = "echo before; trap 'echo bye; exit 8' TERM; \
+                  while true; do echo tick; sleep 0.05; done";
+    let id = d.run(&["-d"], &["sh", "-c", script]).ok();
+    poll("before to be logged", Duration::from_secs(5), || {
+        d.berth(&["logs", &id])
+            .stdout
+            .contains("before")
+            .then_some(())
+    });
+    let mut a = d
+        .cmd(&["attach", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(a.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first, "tick\n", "attach shows only output written after it");
+    d.berth(&["kill", "-s", "TERM", &id]).ok();
+    let st = poll("attach to end", Duration::from_secs(10), || {
+        a.try_wait().unwrap()
+    });
+    assert_eq!(st.code(), Some(8));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(rest.ends_with("bye\n"), "{rest:?}");
+    assert!(!rest.contains("before"));
+    // Attaching to a stopped container returns its code at once.
+    assert_eq!(d.berth(&["attach", &id]).code, 8);
+}
+
 fn logs_rotate_by_size(rt: Rt) {
     let d = Daemon::start(rt);
     let id = d
@@ -170,6 +204,7 @@ fn exec_exit_while_daemon_is_down(rt: Rt) {
 }
 
 both_runtimes!(
+    attach_streams_new_output_and_the_exit,
     exec_exit_while_daemon_is_down,
     dead_shim_means_unknown_exit_not_success,
     logs_follow_until_exit,
