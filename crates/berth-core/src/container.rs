@@ -58,6 +58,8 @@ pub struct ContainerConfig {
     pub log_max_size: u64,
     #[serde(default)]
     pub log_max_files: u32,
+    #[serde(default)]
+    pub restart: crate::restart::RestartPolicy,
 }
 
 pub const DEFAULT_STOP_TIMEOUT: u32 = 10;
@@ -94,6 +96,10 @@ pub struct ContainerRecord {
     pub finished_at: Option<String>,
     #[serde(default)]
     pub restart_count: u32,
+    /// Stopped or killed by the user: no restart policy undoes that (and
+    /// `unless-stopped` keeps it stopped across daemon restarts).
+    #[serde(default)]
+    pub manually_stopped: bool,
     #[serde(default)]
     pub execs: BTreeMap<String, ExecRecord>,
 }

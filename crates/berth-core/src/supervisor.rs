@@ -78,6 +78,8 @@ struct Ctr {
     /// undo it).
     stopping: bool,
     removing: bool,
+    /// The last delay before a policy restart (the backoff grows from it).
+    restart_delay: Option<Duration>,
 }
 
 /// What readers see without taking the container's lock.
@@ -117,6 +119,7 @@ impl Entry {
                 run,
                 stopping: false,
                 removing: false,
+                restart_delay: None,
             }),
             changed: watch::channel(0).0,
         })
@@ -310,6 +313,11 @@ impl Supervisor {
             }
             None => crate::id::short_id(&p.id).to_string(),
         };
+        if p.config.auto_remove && !p.config.restart.is_no() {
+            return Err(Error::InvalidArgument(
+                "--rm and a restart policy cannot be combined: choose one".into(),
+            ));
+        }
         let rec = ContainerRecord {
             id: p.id.clone(),
             name: name.clone(),
@@ -322,6 +330,7 @@ impl Supervisor {
             started_at: None,
             finished_at: None,
             restart_count: 0,
+            manually_stopped: false,
             execs: Default::default(),
         };
         let entry = Entry::new(rec.clone(), 1, None);
@@ -397,25 +406,7 @@ impl Supervisor {
         }
         match ctr.rec.state {
             State::Created => {}
-            State::Stopped => {
-                // A new run: create the init again.
-                let task = self
-                    .inner
-                    .runtime
-                    .create(CreateTask {
-                        id: ctr.rec.id.clone(),
-                        spec: ctr.rec.spec.clone(),
-                        log_max_size: ctr.rec.config.log_max_size,
-                        log_max_files: ctr.rec.config.log_max_files,
-                    })
-                    .await?;
-                ctr.run += 1;
-                ctr.task = Some(task.clone());
-                ctr.rec.pid = task.pid();
-                ctr.rec.state = State::Created;
-                ctr.rec.execs.clear();
-                self.spawn_watcher(entry.clone(), task, ctr.run);
-            }
+            State::Stopped => self.new_run(&entry, &mut ctr).await?,
             State::Running | State::Paused => {
                 // As Docker: starting a running container is a no-op.
                 let watch = ExitWatch {
@@ -426,11 +417,41 @@ impl Supervisor {
                 return Ok((ctr.rec.pid, watch));
             }
         }
+        // A start by the user: policies apply again, from a fresh backoff.
+        ctr.rec.manually_stopped = false;
+        ctr.restart_delay = None;
         let watch = ExitWatch {
             entry: entry.clone(),
             rx: entry.changed.subscribe(),
             run: ctr.run,
         };
+        self.start_task(&entry, &mut ctr).await?;
+        Ok((ctr.rec.pid, watch))
+    }
+
+    /// Create the init of a stopped container again: a new run.
+    async fn new_run(&self, entry: &Arc<Entry>, ctr: &mut Ctr) -> Result<()> {
+        let task = self
+            .inner
+            .runtime
+            .create(CreateTask {
+                id: ctr.rec.id.clone(),
+                spec: ctr.rec.spec.clone(),
+                log_max_size: ctr.rec.config.log_max_size,
+                log_max_files: ctr.rec.config.log_max_files,
+            })
+            .await?;
+        ctr.run += 1;
+        ctr.task = Some(task.clone());
+        ctr.rec.pid = task.pid();
+        ctr.rec.state = State::Created;
+        ctr.rec.execs.clear();
+        self.spawn_watcher(entry.clone(), task, ctr.run);
+        Ok(())
+    }
+
+    /// Start the created init of the current run and publish `start`.
+    async fn start_task(&self, entry: &Arc<Entry>, ctr: &mut Ctr) -> Result<()> {
         let task = ctr
             .task
             .clone()
@@ -444,7 +465,7 @@ impl Supervisor {
         ctr.rec.state = State::Running;
         ctr.rec.started_at = Some(now_rfc3339());
         ctr.stopping = false;
-        self.commit(&entry, &ctr, false)?;
+        self.commit(entry, ctr, false)?;
         self.publish(
             EventType::Start,
             EventInfo {
@@ -453,7 +474,89 @@ impl Supervisor {
                 ..info_of(&ctr.rec)
             },
         );
-        Ok((ctr.rec.pid, watch))
+        Ok(())
+    }
+
+    /// After a policy's backoff: run the container again, unless anything
+    /// happened meanwhile (a start, a stop, a removal). A restart that fails
+    /// is tried again with a longer delay while the policy allows.
+    async fn restart_after(self, entry: Arc<Entry>, run: u64, mut delay: Duration) {
+        loop {
+            tokio::time::sleep(delay).await;
+            let mut ctr = entry.ctr.lock().await;
+            if ctr.run != run
+                || ctr.removing
+                || ctr.rec.manually_stopped
+                || ctr.rec.state != State::Stopped
+            {
+                return;
+            }
+            ctr.rec.restart_count += 1;
+            let attempt = async {
+                self.new_run(&entry, &mut ctr).await?;
+                self.publish(
+                    EventType::Restart,
+                    EventInfo {
+                        process: INIT_PROCESS.into(),
+                        pid: ctr.rec.pid,
+                        ..info_of(&ctr.rec)
+                    },
+                );
+                self.start_task(&entry, &mut ctr).await
+            }
+            .await;
+            let Err(e) = attempt else {
+                info!(count = ctr.rec.restart_count, "restarted by policy");
+                return;
+            };
+            warn!(error = %e, "restart by policy failed");
+            if ctr.run != run {
+                // The new run was created and its init killed: its exit
+                // goes through the policy again.
+                return;
+            }
+            let failed = ExitStatus::unknown(e.to_string());
+            let _ = self.commit(&entry, &ctr, false);
+            if !ctr.rec.config.restart.should_restart(
+                &failed,
+                ctr.rec.restart_count,
+                ctr.rec.manually_stopped,
+            ) {
+                return;
+            }
+            delay = crate::restart::next_delay(Some(delay), Duration::ZERO);
+            ctr.restart_delay = Some(delay);
+        }
+    }
+
+    /// Apply the restart policy to an exit just recorded (under the lock).
+    fn maybe_restart(&self, entry: &Arc<Entry>, ctr: &mut Ctr, exit: &Exit) {
+        let policy = ctr.rec.config.restart;
+        if ctr.removing
+            || !policy.should_restart(
+                &exit.status,
+                ctr.rec.restart_count,
+                ctr.rec.manually_stopped,
+            )
+        {
+            return;
+        }
+        let ran_for = match (
+            ctr.rec.started_at.as_deref().map(humantime::parse_rfc3339),
+            humantime::parse_rfc3339(&exit.at),
+        ) {
+            (Some(Ok(start)), Ok(end)) => end.duration_since(start).unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        let delay = crate::restart::next_delay(ctr.restart_delay, ran_for);
+        ctr.restart_delay = Some(delay);
+        info!(?delay, %policy, "restarting by policy");
+        let span = tracing::info_span!("container", id = %entry.id);
+        tokio::spawn(
+            self.clone()
+                .restart_after(entry.clone(), ctr.run, delay)
+                .instrument(span),
+        );
     }
 
     /// Run a container to completion: create, start, wait for its exit
@@ -540,6 +643,12 @@ impl Supervisor {
         }
         let task = ctr.task.clone().ok_or_else(|| not_running(&ctr.rec))?;
         ctr.stopping = true;
+        // A kill meant to end the container is an explicit stop; a signal
+        // like HUP (reload) is not.
+        if matches!(signal, 2 | 9 | 15) || signal == ctr.rec.config.stop_signal {
+            ctr.rec.manually_stopped = true;
+            let _ = self.commit(&entry, &ctr, false);
+        }
         task.kill(signal, all).await?;
         if ctr.rec.state == State::Paused && signal == 9 {
             // A frozen process only dies once thawed.
@@ -566,6 +675,9 @@ impl Supervisor {
         let entry = self.lookup(key)?;
         let (task, mut watch, signal, timeout, paused) = {
             let mut ctr = entry.ctr.lock().await;
+            // An explicit stop, also of a container waiting to restart.
+            ctr.rec.manually_stopped = true;
+            let _ = self.commit(&entry, &ctr, false);
             if !ctr.rec.state.is_live() {
                 return ctr.rec.exit.clone().ok_or_else(|| not_running(&ctr.rec));
             }
@@ -912,6 +1024,7 @@ impl Supervisor {
                 },
             );
             info!(status = %exit.status.describe(), "exited");
+            self.maybe_restart(entry, &mut ctr, &exit);
             ctr.rec.config.auto_remove && !ctr.removing
         };
         if auto_remove {
@@ -961,8 +1074,22 @@ impl Supervisor {
             let id = rec.id.clone();
             let span = tracing::info_span!("container", id = %id);
             if !rec.state.is_live() {
+                let start = rec.config.restart.start_with_daemon(rec.manually_stopped);
                 let entry = Entry::new(rec, 1, None);
-                self.table_mut().insert(id, entry);
+                self.table_mut().insert(id, entry.clone());
+                if start {
+                    // As Docker after a reboot: `always` (and `unless-stopped`
+                    // unless stopped by hand) containers come back up.
+                    {
+                        let mut ctr = entry.ctr.lock().await;
+                        ctr.rec.manually_stopped = false;
+                    }
+                    tokio::spawn(
+                        self.clone()
+                            .restart_after(entry, 1, crate::restart::BACKOFF_START)
+                            .instrument(span),
+                    );
+                }
                 continue;
             }
             let restored = self

@@ -239,6 +239,7 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
         read_only: a.read_only,
         log_max_size,
         log_max_files: a.log_max_files.unwrap_or(0),
+        restart: a.restart.clone().unwrap_or_default(),
     })
 }
 

@@ -225,6 +225,9 @@ pub struct CreateArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Restart policy: no, always, on-failure[:MAX-RETRIES], unless-stopped.
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
     /// Signal that stop sends first.
     #[arg(long, value_name = "SIGNAL")]
     pub stop_signal: Option<String>,

@@ -12,7 +12,7 @@ use berth_core::event::{Event, EventType};
 use berth_core::exit::{parse_signal, Exit, ExitStatus};
 use berth_core::runtime::RuntimeErrorKind;
 use berth_core::spec::{self, SpecOptions};
-use berth_core::{CreateParams, Error, Supervisor};
+use berth_core::{CreateParams, Error, RestartPolicy, Supervisor};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -291,6 +291,10 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
         stop_timeout: r.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
         log_max_size: r.log_max_size,
         log_max_files: r.log_max_files,
+        restart: r
+            .restart
+            .parse::<RestartPolicy>()
+            .map_err(Status::invalid_argument)?,
     };
     Ok(CreateParams {
         id,

@@ -310,8 +310,18 @@ impl Daemon {
     }
 }
 
+/// The process exists and is not a zombie (an orphaned container process
+/// that was killed may wait a while for the host's init to reap it).
 pub fn pid_alive(pid: i64) -> bool {
-    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+    if pid <= 0 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err() {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the parenthesized command name.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z') | Some('X') | None)
 }
 
 /// Every cgroup directory of container `id` that still exists.

@@ -27,6 +27,7 @@ fn params(name: Option<&str>, args: &[&str]) -> CreateParams {
             stop_timeout: 10,
             log_max_size: 0,
             log_max_files: 0,
+            restart: Default::default(),
         },
     }
 }
@@ -451,4 +452,123 @@ async fn restore_reports_exec_exits_that_happened_while_away() {
             (EventType::Exit, Some(0)),
         ]
     );
+}
+
+fn with_policy(policy: &str) -> CreateParams {
+    let mut p = params(None, &["sh"]);
+    p.config.restart = policy.parse().unwrap();
+    p
+}
+
+/// Let the fake container's current run exit with `code` once it runs.
+async fn exit_when_running(sup: &Supervisor, rt: &FakeRuntime, id: &str, code: i32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while sup.inspect(id).unwrap().state != State::Running {
+        assert!(tokio::time::Instant::now() < deadline, "never ran again");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    rt.exit(id, ExitStatus::Exited { code });
+    // Until the exit is applied (the watcher runs asynchronously).
+    while sup.inspect(id).unwrap().state == State::Running {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn settled_stopped(sup: &Supervisor, id: &str) {
+    // Long enough for any pending backoff (time is paused: this is instant).
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(sup.inspect(id).unwrap().state, State::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_failure_restarts_up_to_its_limit() {
+    let (sup, rt, _) = setup();
+    let id = sup.create(with_policy("on-failure:2")).await.unwrap();
+    sup.start(&id).await.unwrap();
+    for _ in 0..3 {
+        exit_when_running(&sup, &rt, &id, 3).await;
+    }
+    settled_stopped(&sup, &id).await;
+    let rec = sup.inspect(&id).unwrap();
+    assert_eq!(rec.restart_count, 2);
+    assert_eq!(rec.exit.unwrap().status.code(), 3);
+    let k: Vec<EventType> = events_of(&sup, &id)
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    use EventType::*;
+    assert_eq!(
+        k,
+        vec![Create, Start, Exit, Restart, Start, Exit, Restart, Start, Exit]
+    );
+    // A clean exit is not a failure.
+    let id = sup.create(with_policy("on-failure")).await.unwrap();
+    sup.start(&id).await.unwrap();
+    exit_when_running(&sup, &rt, &id, 0).await;
+    settled_stopped(&sup, &id).await;
+    assert_eq!(sup.inspect(&id).unwrap().restart_count, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn always_restarts_until_stopped_and_backs_off() {
+    let (sup, rt, _) = setup();
+    let id = sup.create(with_policy("always")).await.unwrap();
+    sup.start(&id).await.unwrap();
+    let mut starts = vec![];
+    for _ in 0..4 {
+        exit_when_running(&sup, &rt, &id, 0).await;
+        let t0 = tokio::time::Instant::now();
+        while sup.inspect(&id).unwrap().state != State::Running {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        starts.push(t0.elapsed());
+    }
+    // 100 ms, 200 ms, 400 ms, 800 ms (within a few ms of polling).
+    for (i, d) in starts.iter().enumerate() {
+        let want = crate::restart::BACKOFF_START * 2u32.pow(i as u32);
+        assert!(
+            *d >= want && *d < want + Duration::from_millis(50),
+            "{starts:?}"
+        );
+    }
+    // An explicit stop is never undone by the policy.
+    sup.stop(&id, Some(Duration::from_millis(10)))
+        .await
+        .unwrap();
+    settled_stopped(&sup, &id).await;
+    assert!(sup.inspect(&id).unwrap().manually_stopped);
+    // Starting it again arms the policy again.
+    sup.start(&id).await.unwrap();
+    exit_when_running(&sup, &rt, &id, 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sup.inspect(&id).unwrap().state, State::Running);
+    sup.delete(&id, true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn removal_cancels_a_pending_restart() {
+    let (sup, rt, _) = setup();
+    let id = sup.create(with_policy("always")).await.unwrap();
+    sup.start(&id).await.unwrap();
+    exit_when_running(&sup, &rt, &id, 0).await;
+    // Stopped, waiting out the backoff: rm (no -f needed) cancels it.
+    while sup.inspect(&id).unwrap().exit.is_none() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    sup.delete(&id, false).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert!(rt.live().is_empty());
+    assert!(sup.inspect(&id).is_err());
+}
+
+#[tokio::test]
+async fn rm_and_restart_policy_do_not_mix() {
+    let (sup, _, _) = setup();
+    let mut p = with_policy("always");
+    p.config.auto_remove = true;
+    assert!(matches!(
+        sup.create(p).await,
+        Err(Error::InvalidArgument(_))
+    ));
 }
