@@ -286,11 +286,30 @@ impl Drop for Daemon {
 
 /// Now, as RFC 3339 UTC with nanoseconds (an `--until` that ends a replay).
 pub fn now_rfc3339() -> String {
+    rfc3339_in(0)
+}
+
+/// `secs` seconds from now, as RFC 3339 UTC with nanoseconds.
+pub fn rfc3339_in(secs: u64) -> String {
     let out = Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%NZ"])
+        .args([
+            "-u",
+            &format!("--date=+{secs} sec"),
+            "+%Y-%m-%dT%H:%M:%S.%NZ",
+        ])
         .output()
         .expect("run date");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The parent of a process: for a container's init, its shim.
+pub fn ppid_of(pid: i64) -> i64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 impl Daemon {

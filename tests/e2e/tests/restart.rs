@@ -14,25 +14,14 @@ fn types(d: &Daemon, id: &str) -> Vec<String> {
 /// Events of type `t` from `since` (exclusive) until `secs` seconds from
 /// now: a bounded wait for something that must not happen.
 fn none_within(d: &Daemon, since: u64, t: &str, secs: u64) -> bool {
-    let until = String::from_utf8(
-        std::process::Command::new("date")
-            .args([
-                "-u",
-                &format!("--date=+{secs} sec"),
-                "+%Y-%m-%dT%H:%M:%S.%NZ",
-            ])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let until = rfc3339_in(secs);
     let out = d
         .berth(&[
             "events",
             "--since",
             &since.to_string(),
             "--until",
-            until.trim(),
+            &until,
             "--filter",
             &format!("type={t}"),
         ])
@@ -109,14 +98,7 @@ fn always_comes_back_after_the_daemon(rt: Rt) {
         .run(&["-d", "--restart", "always"], &["sleep", "100"])
         .ok();
     let pid = d.inspect(&id)["pid"].as_i64().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let shim: i32 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let shim = ppid_of(pid) as i32;
     d.kill9();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shim),

@@ -6,17 +6,6 @@ use std::time::Duration;
 
 use berth_e2e::*;
 
-fn ppid_of(pid: i64) -> i64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// A shim killed with SIGKILL takes the exit status with it: the exit is
 /// reported as unknown (-1, CLI 125), never as success, and the container
 /// is still cleaned up completely.
@@ -175,29 +164,8 @@ fn exec_exit_while_daemon_is_down(rt: Rt) {
         exit_file.exists().then_some(())
     });
     d.restart();
-    let until = String::from_utf8(
-        std::process::Command::new("date")
-            .args(["-u", "+%Y-%m-%dT%H:%M:%S.%NZ"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let out = d
-        .berth(&[
-            "events",
-            "--since",
-            "0",
-            "--until",
-            until.trim(),
-            "--format",
-            "json",
-            "--filter",
-            "type=exec-exit",
-        ])
-        .ok();
-    let v: serde_json::Value =
-        serde_json::from_str(out.lines().next().expect("an exec-exit event")).unwrap();
+    let evs = d.events_json(&["--filter", "type=exec-exit"]);
+    let v = evs.first().expect("an exec-exit event");
     assert_eq!(v["process"], exec.as_str());
     assert_eq!(v["exit_code"], 6);
     d.berth(&["rm", "-f", &id]).ok();
