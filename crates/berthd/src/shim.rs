@@ -111,6 +111,16 @@ fn read_exit_file(path: &Path) -> Option<proto::ExitRecord> {
     }
 }
 
+/// Create `dir` if needed, with mode 0700.
+fn private_dir(dir: &Path) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_err("cannot set the mode of", dir, e)),
+        Err(e) => Err(io_err("cannot create", dir, e)),
+    }
+}
+
 fn now() -> String {
     proto::now_rfc3339()
 }
@@ -500,10 +510,12 @@ impl ShimRuntime {
         layout: &Layout,
         req: CreateTask,
     ) -> Result<Arc<dyn Task>, RuntimeError> {
+        // Logs and specs are root's alone: the container dirs' paths show
+        // in every shim's command line.
+        private_dir(&self.root.join("containers"))?;
+        private_dir(&self.runtime_root())?;
         std::fs::create_dir_all(layout.exec_dir())
             .map_err(|e| io_err("cannot create", &layout.exec_dir(), e))?;
-        std::fs::create_dir_all(self.runtime_root())
-            .map_err(|e| io_err("cannot create", &self.runtime_root(), e))?;
         // A previous run's leftovers would be mistaken for this run's.
         for stale in [layout.exit_file(), layout.socket()] {
             let _ = std::fs::remove_file(stale);
