@@ -62,8 +62,10 @@ struct Client {
 
 /// cgroup v1 OOM notifications: an eventfd registered on memory.oom_control.
 struct OomWatch {
-    efd: File,
-    _control: File,
+    /// cgroup v1: an eventfd registered on memory.oom_control (8-byte
+    /// counter reads); cgroup v2: an inotify watch on memory.events.
+    fd: File,
+    _control: Option<File>,
 }
 
 pub struct Shim {
@@ -216,16 +218,27 @@ fn memory_dirs(cgroup: &Path) -> [PathBuf; 3] {
 
 /// Register for cgroup v1 OOM notifications (`cgroup.event_control`).
 fn watch_oom(cgroup: &Path) -> Option<OomWatch> {
-    let dir = &memory_dirs(cgroup)[0];
-    let control = File::open(dir.join("memory.oom_control")).ok()?;
-    let efd = File::from(sys::eventfd().ok()?);
-    use std::os::fd::AsRawFd;
-    let line = format!("{} {}", efd.as_raw_fd(), control.as_raw_fd());
-    std::fs::write(dir.join("cgroup.event_control"), line).ok()?;
-    Some(OomWatch {
-        efd,
-        _control: control,
-    })
+    let [v1, unified, v2] = memory_dirs(cgroup);
+    if let Ok(control) = File::open(v1.join("memory.oom_control")) {
+        let efd = File::from(sys::eventfd().ok()?);
+        use std::os::fd::AsRawFd;
+        let line = format!("{} {}", efd.as_raw_fd(), control.as_raw_fd());
+        std::fs::write(v1.join("cgroup.event_control"), line).ok()?;
+        return Some(OomWatch {
+            fd: efd,
+            _control: Some(control),
+        });
+    }
+    // cgroup v2: memory.events changes when oom_kill is counted.
+    [unified, v2]
+        .iter()
+        .map(|d| d.join("memory.events"))
+        .find(|p| p.exists())
+        .and_then(|p| sys::inotify_modify(&p).ok())
+        .map(|fd| OomWatch {
+            fd: File::from(fd),
+            _control: None,
+        })
 }
 
 /// How many processes the OOM killer killed in the cgroup (v1 `oom_kill`
@@ -449,7 +462,7 @@ impl Shim {
                 }
             }
             if let Some(o) = &self.oom {
-                add(&mut fds, &mut tokens, o.efd.as_fd(), Token::Oom);
+                add(&mut fds, &mut tokens, o.fd.as_fd(), Token::Oom);
             }
             add(&mut fds, &mut tokens, self.sigfd.as_fd(), Token::Signal);
             // Wake up to expire idle clients, or to look for an OOM kill.
@@ -609,9 +622,10 @@ impl Shim {
     /// (the `oom_kill` counter grew), once per kill.
     fn on_oom(&mut self) {
         let Some(o) = self.oom.as_mut() else { return };
-        let mut count = [0u8; 8];
-        match o.efd.read(&mut count) {
-            Ok(8) => {
+        // Room for an eventfd counter or a batch of inotify events.
+        let mut buf = [0u8; 1024];
+        match o.fd.read(&mut buf) {
+            Ok(n) if n > 0 => {
                 // The notice can come before the kill is counted: look
                 // again for a little while.
                 self.oom_recheck = Some(Instant::now() + OOM_RECHECK);

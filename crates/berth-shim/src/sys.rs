@@ -87,6 +87,27 @@ pub fn eventfd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// An inotify descriptor watching `path` for modifications (cgroup v2's
+/// `memory.events` is "modified" when its counters change).
+pub fn inotify_modify(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
+    // SAFETY: plain syscall wrapper with integer arguments.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just handed us this fd; we are its only owner.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `fd` is a live inotify descriptor and `c` a NUL-terminated path
+    // that outlives the call.
+    if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
 /// Whether our child `pid` has exited, without reaping it (`WNOWAIT`): the
 /// pid stays ours, so signalling it afterwards cannot hit a stranger.
 pub fn has_exited(pid: Pid) -> bool {
@@ -195,5 +216,28 @@ pub fn trim_file_pages() {
         unsafe {
             libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    #[test]
+    fn inotify_sees_a_modification() {
+        let dir = std::env::temp_dir().join(format!("berth-shim-ino-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("memory.events");
+        std::fs::write(&path, "oom_kill 0\n").unwrap();
+        let mut f = std::fs::File::from(super::inotify_modify(&path).unwrap());
+        let mut buf = [0u8; 1024];
+        // Nothing yet: non-blocking read says so.
+        assert_eq!(
+            f.read(&mut buf).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
+        std::fs::write(&path, "oom_kill 1\n").unwrap();
+        assert!(f.read(&mut buf).unwrap() > 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -114,7 +114,11 @@ fn read_exit_file(path: &Path) -> Option<proto::ExitRecord> {
 /// Create `dir` if needed, with mode 0700.
 fn private_dir(dir: &Path) -> Result<(), RuntimeError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| io_err("cannot set the mode of", dir, e)),
         Err(e) => Err(io_err("cannot create", dir, e)),
