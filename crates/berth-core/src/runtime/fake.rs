@@ -70,6 +70,23 @@ impl FakeRuntime {
         );
     }
 
+    /// Make the init of `id` survive even SIGKILL (as a process stuck in the
+    /// kernel, D state).
+    pub fn make_unkillable(&self, id: &str) {
+        if let Some(t) = self.task(id) {
+            let mut g = t.inner();
+            g.ignore_term = true;
+            g.unkillable = true;
+        }
+    }
+
+    /// The signals sent to the init of `id` so far.
+    pub fn signals(&self, id: &str) -> Vec<i32> {
+        self.task(id)
+            .map(|t| t.inner().signals.clone())
+            .unwrap_or_default()
+    }
+
     /// Make the init of `id` ignore SIGTERM.
     pub fn ignore_sigterm(&self, id: &str) {
         if let Some(t) = self.task(id) {
@@ -98,6 +115,9 @@ struct TaskInner {
     paused: bool,
     exited: bool,
     ignore_term: bool,
+    unkillable: bool,
+    /// Every signal sent to the init, in order.
+    signals: Vec<i32>,
     execs: HashMap<String, i32>,
     tx: mpsc::UnboundedSender<TaskEvent>,
     rx: Option<mpsc::UnboundedReceiver<TaskEvent>>,
@@ -192,6 +212,8 @@ impl Runtime for FakeRuntime {
                 paused: false,
                 exited: false,
                 ignore_term: false,
+                unkillable: false,
+                signals: Vec::new(),
                 execs: HashMap::new(),
                 tx,
                 rx: Some(rx),
@@ -283,9 +305,10 @@ impl Task for FakeTask {
     }
 
     async fn kill(&self, signal: i32, _all: bool) -> Result<(), RuntimeError> {
-        let (exited, ignore_term) = {
-            let g = self.inner();
-            (g.exited, g.ignore_term)
+        let (exited, ignore_term, unkillable) = {
+            let mut g = self.inner();
+            g.signals.push(signal);
+            (g.exited, g.ignore_term, g.unkillable)
         };
         if exited {
             return Err(RuntimeError::new(
@@ -293,7 +316,7 @@ impl Task for FakeTask {
                 "process already exited",
             ));
         }
-        if signal == 9 || (signal == 15 && !ignore_term) {
+        if (signal == 9 && !unkillable) || (signal == 15 && !ignore_term) {
             self.finish(ExitStatus::Signaled { signal });
         }
         Ok(())

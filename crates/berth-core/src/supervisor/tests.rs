@@ -572,3 +572,51 @@ async fn rm_and_restart_policy_do_not_mix() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_wait_is_bounded_even_when_sigkill_fails() {
+    let (sup, rt, _) = setup();
+    let id = sup.create(params(None, &["sh"])).await.unwrap();
+    sup.start(&id).await.unwrap();
+    rt.make_unkillable(&id);
+    let t0 = tokio::time::Instant::now();
+    let err = sup
+        .stop(&id, Some(Duration::from_secs(1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    assert_eq!(t0.elapsed(), Duration::from_secs(1) + KILL_WAIT);
+    let err = sup.delete(&id, true).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    // Still there, still usable: nothing was half-removed.
+    assert_eq!(sup.inspect(&id).unwrap().state, State::Running);
+}
+
+/// A stop waiting out its deadline holds no lock: a kill of the same
+/// container goes through at once and ends the stop early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_lock_is_held_across_a_stop_deadline() {
+    let (sup, rt, _) = setup();
+    let id = sup.create(params(None, &["sh"])).await.unwrap();
+    sup.start(&id).await.unwrap();
+    rt.ignore_sigterm(&id);
+    let stopper = {
+        let (sup, id) = (sup.clone(), id.clone());
+        tokio::spawn(async move { sup.stop(&id, Some(Duration::from_secs(30))).await })
+    };
+    // Once the stop is waiting (its SIGTERM was ignored), other operations
+    // on the same container still go through.
+    let rt2 = rt.clone();
+    let id2 = id.clone();
+    settle(move || rt2.signals(&id2).contains(&15)).await;
+    tokio::time::timeout(Duration::from_secs(5), sup.kill(&id, 9, false))
+        .await
+        .expect("kill blocked by the stop")
+        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(5), stopper)
+        .await
+        .expect("stop did not end with the kill")
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.status.code(), 137);
+}
