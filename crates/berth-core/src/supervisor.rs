@@ -567,8 +567,10 @@ impl Supervisor {
         mut p: CreateParams,
         timeout: Option<Duration>,
     ) -> Result<Exit> {
-        // Removal is ours here; an auto-remove racing it would only fail.
+        // One run, removed by us: no auto-remove racing our removal, and no
+        // restart policy (a run to completion runs once).
         p.config.auto_remove = false;
+        p.config.restart = crate::restart::RestartPolicy::No;
         let id = self.create(p).await?;
         let result = async {
             let (_, mut watch) = self.start(&id).await?;
@@ -864,13 +866,15 @@ impl Supervisor {
                 )));
             }
         }
-        let ctr = entry.ctr.lock().await;
+        let mut ctr = entry.ctr.lock().await;
         if let Err(e) = self.inner.runtime.remove(&entry.id).await {
-            drop(ctr);
-            entry.ctr.lock().await.removing = false;
+            ctr.removing = false;
             return Err(e.into());
         }
-        self.inner.store.remove_container(&entry.id)?;
+        if let Err(e) = self.inner.store.remove_container(&entry.id) {
+            ctr.removing = false;
+            return Err(e.into());
+        }
         self.table_mut().remove(&entry.id);
         self.publish(EventType::Delete, info_of(&ctr.rec));
         // Wake anyone still waiting on this container.
