@@ -161,6 +161,22 @@ impl EventBus {
     /// and the event still goes out live: losing durability of one event is
     /// better than hiding a state change from every subscriber.
     pub fn publish(&self, kind: EventType, info: EventInfo) -> Event {
+        let (ev, _) = self.publish_with(kind, info, None, None, || {});
+        ev
+    }
+
+    /// As [`EventBus::publish`], writing the container's record (or its
+    /// removal) in the same durable write as the event; `before_live` runs
+    /// after the write and before anyone sees the event (so readers of the
+    /// state never lag behind it). Returns the store's verdict too.
+    pub fn publish_with(
+        &self,
+        kind: EventType,
+        info: EventInfo,
+        save: Option<&crate::container::ContainerRecord>,
+        remove: Option<&str>,
+        before_live: impl FnOnce(),
+    ) -> (Event, Result<(), crate::store::StoreError>) {
         let mut seq = self.inner.seq.lock().unwrap_or_else(|p| p.into_inner());
         *seq += 1;
         let ev = Event {
@@ -174,11 +190,13 @@ impl EventBus {
             exit_code: info.exit_code,
             missed: 0,
         };
-        if let Err(e) = self.inner.store.append_event(&ev) {
+        let written = self.inner.store.write_with_event(save, remove, &ev);
+        if let Err(e) = &written {
             tracing::error!(seq = ev.seq, container = %ev.container, error = %e, "cannot append event to the log");
         }
+        before_live();
         let _ = self.inner.tx.send(ev.clone());
-        ev
+        (ev, written)
     }
 
     /// The last sequence number published.

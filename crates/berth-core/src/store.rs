@@ -23,6 +23,22 @@ pub trait Store: Send + Sync + 'static {
     /// (first seq still in the log, last seq ever appended). With an empty
     /// log: (last + 1, last).
     fn event_bounds(&self) -> Result<(u64, u64), StoreError>;
+    /// Save a record (or remove one) and append the event that says so, as
+    /// one durable write where the store can. The default does them in turn.
+    fn write_with_event(
+        &self,
+        save: Option<&ContainerRecord>,
+        remove: Option<&str>,
+        ev: &Event,
+    ) -> Result<(), StoreError> {
+        if let Some(rec) = save {
+            self.save_container(rec)?;
+        }
+        if let Some(id) = remove {
+            self.remove_container(id)?;
+        }
+        self.append_event(ev)
+    }
 }
 
 /// An in-memory store for tests.

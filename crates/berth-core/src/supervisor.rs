@@ -300,6 +300,25 @@ impl Supervisor {
         res.map_err(Error::from)
     }
 
+    /// Persist the new state of a container and the event that says so in
+    /// one durable write; readers see the state before anyone sees the event.
+    fn commit_event(
+        &self,
+        entry: &Entry,
+        ctr: &Ctr,
+        exited: bool,
+        kind: EventType,
+        info: EventInfo,
+    ) -> Result<()> {
+        let (_, written) = self
+            .inner
+            .events
+            .publish_with(kind, info, Some(&ctr.rec), None, || {
+                entry.publish_snapshot(ctr, exited)
+            });
+        written.map_err(Error::from)
+    }
+
     fn publish(&self, kind: EventType, info: EventInfo) {
         self.inner.events.publish(kind, info);
     }
@@ -465,16 +484,12 @@ impl Supervisor {
         ctr.rec.state = State::Running;
         ctr.rec.started_at = Some(now_rfc3339());
         ctr.stopping = false;
-        self.commit(entry, ctr, false)?;
-        self.publish(
-            EventType::Start,
-            EventInfo {
-                process: INIT_PROCESS.into(),
-                pid: ctr.rec.pid,
-                ..info_of(&ctr.rec)
-            },
-        );
-        Ok(())
+        let info = EventInfo {
+            process: INIT_PROCESS.into(),
+            pid: ctr.rec.pid,
+            ..info_of(&ctr.rec)
+        };
+        self.commit_event(entry, ctr, false, EventType::Start, info)
     }
 
     /// After a policy's backoff: run the container again, unless anything
@@ -745,8 +760,7 @@ impl Supervisor {
         let task = ctr.task.clone().ok_or_else(|| not_running(&ctr.rec))?;
         task.pause().await?;
         ctr.rec.state = State::Paused;
-        self.commit(&entry, &ctr, false)?;
-        self.publish(EventType::Pause, info_of(&ctr.rec));
+        self.commit_event(&entry, &ctr, false, EventType::Pause, info_of(&ctr.rec))?;
         Ok(())
     }
 
@@ -762,8 +776,7 @@ impl Supervisor {
         let task = ctr.task.clone().ok_or_else(|| not_running(&ctr.rec))?;
         task.resume().await?;
         ctr.rec.state = State::Running;
-        self.commit(&entry, &ctr, false)?;
-        self.publish(EventType::Resume, info_of(&ctr.rec));
+        self.commit_event(&entry, &ctr, false, EventType::Resume, info_of(&ctr.rec))?;
         Ok(())
     }
 
@@ -805,13 +818,12 @@ impl Supervisor {
                 exit: None,
             },
         );
-        self.commit(&entry, &ctr, false)?;
         let ev = EventInfo {
             process: exec_id.clone(),
             pid,
             ..info_of(&ctr.rec)
         };
-        self.publish(EventType::ExecAdded, ev.clone());
+        self.commit_event(&entry, &ctr, false, EventType::ExecAdded, ev.clone())?;
         self.publish(EventType::ExecStarted, ev);
         Ok((exec_id, pid))
     }
@@ -871,12 +883,20 @@ impl Supervisor {
             ctr.removing = false;
             return Err(e.into());
         }
-        if let Err(e) = self.inner.store.remove_container(&entry.id) {
-            ctr.removing = false;
-            return Err(e.into());
+        let (_, written) = self.inner.events.publish_with(
+            EventType::Delete,
+            info_of(&ctr.rec),
+            None,
+            Some(&entry.id),
+            || {
+                self.table_mut().remove(&entry.id);
+            },
+        );
+        if let Err(e) = written {
+            // The files are gone; the record says so at the next start
+            // (no exit file, no shim: an unknown exit) or at the next rm.
+            warn!(error = %e, "cannot remove the container's record");
         }
-        self.table_mut().remove(&entry.id);
-        self.publish(EventType::Delete, info_of(&ctr.rec));
         // Wake anyone still waiting on this container.
         entry
             .removed
@@ -1015,18 +1035,15 @@ impl Supervisor {
             ctr.rec.finished_at = Some(exit.at.clone());
             ctr.rec.exit = Some(exit.clone());
             ctr.task = None;
-            if let Err(e) = self.commit(entry, &ctr, true) {
+            let info = EventInfo {
+                process: INIT_PROCESS.into(),
+                pid,
+                exit_code: Some(exit.status.code()),
+                ..info_of(&ctr.rec)
+            };
+            if let Err(e) = self.commit_event(entry, &ctr, true, EventType::Exit, info) {
                 warn!(error = %e, "cannot persist the exit");
             }
-            self.publish(
-                EventType::Exit,
-                EventInfo {
-                    process: INIT_PROCESS.into(),
-                    pid,
-                    exit_code: Some(exit.status.code()),
-                    ..info_of(&ctr.rec)
-                },
-            );
             info!(status = %exit.status.describe(), "exited");
             self.maybe_restart(entry, &mut ctr, &exit);
             ctr.rec.config.auto_remove && !ctr.removing

@@ -62,6 +62,63 @@ impl DbStore {
         Ok(Self { db, retention })
     }
 
+    /// Run `f` in one durable write transaction.
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        blocking(|| {
+            let tx = self.db.begin_write().map_err(err)?;
+            f(&tx)?;
+            tx.commit().map_err(err)
+        })
+    }
+
+    fn put_record(
+        &self,
+        tx: &redb::WriteTransaction,
+        rec: &ContainerRecord,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(rec).map_err(err)?;
+        tx.open_table(CONTAINERS)
+            .map_err(err)?
+            .insert(rec.id.as_str(), json.as_slice())
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn delete_record(&self, tx: &redb::WriteTransaction, id: &str) -> Result<(), StoreError> {
+        tx.open_table(CONTAINERS)
+            .map_err(err)?
+            .remove(id)
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Append an event, bound the log by count (a little at a time, right
+    /// here), and keep the high mark of sequence numbers.
+    fn put_event(&self, tx: &redb::WriteTransaction, ev: &Event) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(ev).map_err(err)?;
+        let mut t = tx.open_table(EVENTS).map_err(err)?;
+        t.insert(ev.seq, json.as_slice()).map_err(err)?;
+        let len = t.len().map_err(err)?;
+        if len > self.retention.max_events {
+            for _ in 0..(len - self.retention.max_events) {
+                if t.pop_first().map_err(err)?.is_none() {
+                    break;
+                }
+            }
+        }
+        let mut m = tx.open_table(META).map_err(err)?;
+        let last = m
+            .get("last_seq")
+            .map_err(err)?
+            .map(|g| g.value())
+            .unwrap_or(0);
+        m.insert("last_seq", last.max(ev.seq)).map_err(err)?;
+        Ok(())
+    }
+
     /// Drop events beyond the retention bounds, oldest first. Sequence
     /// numbers are never reused: `meta.last_seq` keeps the high mark.
     pub fn compact(&self) -> Result<u64, StoreError> {
@@ -114,53 +171,32 @@ impl Store for DbStore {
     }
 
     fn save_container(&self, rec: &ContainerRecord) -> Result<(), StoreError> {
-        blocking(|| {
-            let json = serde_json::to_vec(rec).map_err(err)?;
-            let tx = self.db.begin_write().map_err(err)?;
-            tx.open_table(CONTAINERS)
-                .map_err(err)?
-                .insert(rec.id.as_str(), json.as_slice())
-                .map_err(err)?;
-            tx.commit().map_err(err)
-        })
+        self.write(|tx| self.put_record(tx, rec))
     }
 
     fn remove_container(&self, id: &str) -> Result<(), StoreError> {
-        blocking(|| {
-            let tx = self.db.begin_write().map_err(err)?;
-            tx.open_table(CONTAINERS)
-                .map_err(err)?
-                .remove(id)
-                .map_err(err)?;
-            tx.commit().map_err(err)
-        })
+        self.write(|tx| self.delete_record(tx, id))
     }
 
     fn append_event(&self, ev: &Event) -> Result<(), StoreError> {
-        blocking(|| {
-            let json = serde_json::to_vec(ev).map_err(err)?;
-            let tx = self.db.begin_write().map_err(err)?;
-            {
-                let mut t = tx.open_table(EVENTS).map_err(err)?;
-                t.insert(ev.seq, json.as_slice()).map_err(err)?;
-                // Bound the log by count right here, a little at a time.
-                let len = t.len().map_err(err)?;
-                if len > self.retention.max_events {
-                    for _ in 0..(len - self.retention.max_events) {
-                        if t.pop_first().map_err(err)?.is_none() {
-                            break;
-                        }
-                    }
-                }
-                let mut m = tx.open_table(META).map_err(err)?;
-                let last = m
-                    .get("last_seq")
-                    .map_err(err)?
-                    .map(|g| g.value())
-                    .unwrap_or(0);
-                m.insert("last_seq", last.max(ev.seq)).map_err(err)?;
+        self.write(|tx| self.put_event(tx, ev))
+    }
+
+    /// One transaction, one fdatasync, for a state change and its event.
+    fn write_with_event(
+        &self,
+        save: Option<&ContainerRecord>,
+        remove: Option<&str>,
+        ev: &Event,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            if let Some(rec) = save {
+                self.put_record(tx, rec)?;
             }
-            tx.commit().map_err(err)
+            if let Some(id) = remove {
+                self.delete_record(tx, id)?;
+            }
+            self.put_event(tx, ev)
         })
     }
 
