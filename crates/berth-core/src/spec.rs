@@ -19,10 +19,11 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, LinuxDeviceCgroup,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder, Process, ProcessBuilder,
-    RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
+    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, Mount, MountBuilder, Process, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
 };
 use oci_spec::OciSpecError;
 
@@ -114,7 +115,7 @@ const MAX_SYMLINK_HOPS: u32 = 40;
 
 /// What the user asked for on the command line, plus what the daemon decides
 /// (`id`, `cgroups_path`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpecOptions {
     /// Absolute path of the root filesystem.
     pub rootfs: PathBuf,
@@ -138,6 +139,65 @@ pub struct SpecOptions {
     pub cgroups_path: String,
     /// Container id.
     pub id: String,
+    /// Resource limits (`--memory`, `--cpus`, `--pids-limit`).
+    pub limits: Limits,
+}
+
+/// Resource limits from the command line, as Docker's flags mean them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Memory limit in bytes (`--memory`); at least [`MIN_MEMORY`].
+    pub memory: Option<i64>,
+    /// CPUs' worth of time per period (`--cpus 1.5`).
+    pub cpus: Option<f64>,
+    /// Most processes at once (`--pids-limit`); -1 means no limit.
+    pub pids: Option<i64>,
+}
+
+/// The smallest memory limit accepted (Docker's: a runtime needs some).
+pub const MIN_MEMORY: i64 = 6 << 20;
+/// The CFS period the `--cpus` quota is a share of (100 ms, as Docker).
+const CPU_PERIOD: u64 = 100_000;
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// Apply the limits to `resources`.
+    pub fn apply(&self, resources: &mut LinuxResources) -> Result<(), SpecError> {
+        if let Some(m) = self.memory {
+            if m < MIN_MEMORY {
+                return Err(SpecError::InvalidLimit(format!(
+                    "--memory {m} is below the minimum of 6 MiB: give at least 6m"
+                )));
+            }
+            resources.set_memory(Some(LinuxMemoryBuilder::default().limit(m).build()?));
+        }
+        if let Some(c) = self.cpus {
+            if !(c > 0.0 && c.is_finite()) {
+                return Err(SpecError::InvalidLimit(format!(
+                    "--cpus {c} is not a positive number: give e.g. 0.5 or 2"
+                )));
+            }
+            let quota = (c * CPU_PERIOD as f64).round() as i64;
+            resources.set_cpu(Some(
+                LinuxCpuBuilder::default()
+                    .period(CPU_PERIOD)
+                    .quota(quota.max(1000))
+                    .build()?,
+            ));
+        }
+        if let Some(p) = self.pids {
+            if p == 0 || p < -1 {
+                return Err(SpecError::InvalidLimit(format!(
+                    "--pids-limit {p} is not valid: give a positive number, or -1 for no limit"
+                )));
+            }
+            resources.set_pids(Some(LinuxPidsBuilder::default().limit(p).build()?));
+        }
+        Ok(())
+    }
 }
 
 /// Why a spec could not be generated or adapted. Every message is one line
@@ -194,6 +254,9 @@ pub enum SpecError {
     /// The bundle's root filesystem is missing.
     #[error("bundle root filesystem {0:?} is not a directory: create it or fix \"root.path\" in config.json")]
     BundleRootfsMissing(PathBuf),
+    /// A resource limit is out of range.
+    #[error("{0}")]
+    InvalidLimit(String),
     /// An oci-spec builder refused a value (a bug in this module).
     #[error("internal error while building the OCI spec: {0}")]
     Build(#[from] OciSpecError),
@@ -233,9 +296,10 @@ pub fn generate(
         .readonly(opts.readonly_rootfs)
         .build()?;
 
-    let resources = LinuxResourcesBuilder::default()
+    let mut resources = LinuxResourcesBuilder::default()
         .devices(default_device_rules()?)
         .build()?;
+    opts.limits.apply(&mut resources)?;
 
     let mut linux = LinuxBuilder::default()
         .resources(resources)
@@ -1561,5 +1625,51 @@ nogroup:x:65534:
             ..Default::default()
         };
         assert!(exec_process(&base, &rel, None, None).is_err());
+    }
+
+    #[test]
+    fn limits_become_cgroup_resources() {
+        let mut opts = SpecOptions {
+            rootfs: PathBuf::from("/r"),
+            args: vec!["sh".into()],
+            cgroups_path: "/berth/x".into(),
+            id: "0123456789abcdef".into(),
+            ..Default::default()
+        };
+        opts.limits = Limits {
+            memory: Some(64 << 20),
+            cpus: Some(1.5),
+            pids: Some(100),
+        };
+        let spec = generate(&opts, None, None).unwrap();
+        let r = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
+        assert_eq!(r.memory().unwrap().limit(), Some(64 << 20));
+        assert_eq!(r.cpu().as_ref().unwrap().quota(), Some(150_000));
+        assert_eq!(r.cpu().as_ref().unwrap().period(), Some(100_000));
+        assert_eq!(r.pids().unwrap().limit(), 100);
+        for bad in [
+            Limits {
+                memory: Some(1 << 20),
+                ..Default::default()
+            },
+            Limits {
+                cpus: Some(0.0),
+                ..Default::default()
+            },
+            Limits {
+                cpus: Some(f64::NAN),
+                ..Default::default()
+            },
+            Limits {
+                pids: Some(0),
+                ..Default::default()
+            },
+        ] {
+            opts.limits = bad;
+            assert!(matches!(
+                generate(&opts, None, None),
+                Err(SpecError::InvalidLimit(_))
+            ));
+        }
     }
 }

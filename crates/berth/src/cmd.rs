@@ -216,6 +216,16 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
         let (k, v) = parse_kv(l, "--label")?;
         labels.insert(k, v);
     }
+    let memory = match &a.memory {
+        None => None,
+        Some(s) => Some(
+            format::parse_size(s)
+                .and_then(|n| i64::try_from(n).ok())
+                .ok_or_else(|| {
+                    Failure::own(format!("invalid --memory {s:?}: use a size like 64m or 1g"))
+                })?,
+        ),
+    };
     let log_max_size = match &a.log_max_size {
         None => 0,
         Some(s) => format::parse_size(s).filter(|n| *n > 0).ok_or_else(|| {
@@ -240,6 +250,9 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
         log_max_size,
         log_max_files: a.log_max_files.unwrap_or(0),
         restart: a.restart.clone().unwrap_or_default(),
+        memory,
+        cpus: a.cpus,
+        pids_limit: a.pids_limit,
     })
 }
 

@@ -225,6 +225,15 @@ pub struct CreateArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Memory limit (e.g. 64m, 1g; at least 6m).
+    #[arg(short, long, value_name = "BYTES")]
+    pub memory: Option<String>,
+    /// CPUs' worth of time the container may use (e.g. 0.5, 2).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Most processes at once (-1: no limit).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
     /// Restart policy: no, always, on-failure[:MAX-RETRIES], unless-stopped.
     #[arg(long, value_name = "POLICY")]
     pub restart: Option<String>,

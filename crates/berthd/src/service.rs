@@ -218,6 +218,11 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
     }
     let cgroups_path = format!("/berth/{id}");
+    let limits = spec::Limits {
+        memory: r.memory,
+        cpus: r.cpus,
+        pids: r.pids_limit,
+    };
     let (spec, source) = match r.source {
         Some(v1::create_request::Source::Rootfs(p)) => {
             let rootfs = PathBuf::from(&p);
@@ -248,12 +253,18 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
                 terminal: false,
                 cgroups_path: cgroups_path.clone(),
                 id: id.clone(),
+                limits,
             };
             let spec = spec::generate(&opts, passwd.as_deref(), group.as_deref())
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
             (spec, Source::Rootfs(rootfs))
         }
         Some(v1::create_request::Source::Bundle(b)) => {
+            if !limits.is_empty() {
+                return Err(Status::invalid_argument(
+                    "--memory, --cpus and --pids-limit do not apply to a --bundle: set linux.resources in its config.json",
+                ));
+            }
             let bundle = PathBuf::from(&b);
             let config = bundle.join("config.json");
             let spec = oci_spec::runtime::Spec::load(&config).map_err(|e| {

@@ -171,7 +171,76 @@ fn exec_exit_while_daemon_is_down(rt: Rt) {
     d.berth(&["rm", "-f", &id]).ok();
 }
 
+/// The file `name` of container `id`'s cgroup, in whichever hierarchy has it.
+fn cgroup_file(id: &str, name: &str) -> Option<String> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .ok()?
+        .flatten()
+        .map(|c| c.path().join("berth").join(id).join(name))
+        .chain(std::iter::once(
+            std::path::Path::new("/sys/fs/cgroup/berth")
+                .join(id)
+                .join(name),
+        ))
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+}
+
+fn limits_reach_the_cgroup_and_oom_is_reported(rt: Rt) {
+    let d = Daemon::start(rt);
+    let id = d
+        .run(
+            &[
+                "-d",
+                "--cpus",
+                "0.5",
+                "--pids-limit",
+                "5",
+                "--memory",
+                "64m",
+            ],
+            &["sleep", "100"],
+        )
+        .ok();
+    assert_eq!(cgroup_file(&id, "pids.max").as_deref(), Some("5"));
+    assert_eq!(
+        cgroup_file(&id, "cpu.cfs_quota_us").as_deref(),
+        Some("50000")
+    );
+    assert_eq!(
+        cgroup_file(&id, "memory.limit_in_bytes").as_deref(),
+        Some("67108864")
+    );
+    d.berth(&["rm", "-f", &id]).ok();
+
+    // The OOM killer ends a 64 MiB allocation under a 16 MiB limit.
+    let id = d
+        .run(
+            &["-d", "--memory", "16m"],
+            &["sh", "-c", "dd if=/dev/zero of=/dev/null bs=64M count=1"],
+        )
+        .ok();
+    assert_eq!(d.berth(&["wait", &id]).ok(), "137");
+    assert_eq!(d.inspect(&id)["oom_killed"], true);
+    let k: Vec<String> = d
+        .events_json(&["--filter", &format!("container={id}")])
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let oom = k.iter().position(|t| t == "oom").expect("an oom event");
+    let exit = k.iter().position(|t| t == "exit").unwrap();
+    assert!(oom < exit, "{k:?}");
+    d.berth(&["rm", &id]).ok();
+
+    let r = d.run(&["--rm", "--memory", "1m"], &["true"]);
+    assert_eq!(r.code, 125, "{r:?}");
+    assert!(r.stderr.contains("6 MiB"), "{r:?}");
+    let r = d.run(&["--rm", "--cpus", "-1"], &["true"]);
+    assert_eq!(r.code, 125, "{r:?}");
+}
+
 both_runtimes!(
+    limits_reach_the_cgroup_and_oom_is_reported,
     attach_streams_new_output_and_the_exit,
     exec_exit_while_daemon_is_down,
     dead_shim_means_unknown_exit_not_success,
