@@ -100,6 +100,9 @@ pub struct ContainerRecord {
     /// `unless-stopped` keeps it stopped across daemon restarts).
     #[serde(default)]
     pub manually_stopped: bool,
+    /// Stopped, and the restart policy will start it after its backoff.
+    #[serde(default)]
+    pub restarting: bool,
     #[serde(default)]
     pub execs: BTreeMap<String, ExecRecord>,
 }

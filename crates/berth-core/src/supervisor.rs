@@ -350,6 +350,7 @@ impl Supervisor {
             finished_at: None,
             restart_count: 0,
             manually_stopped: false,
+            restarting: false,
             execs: Default::default(),
         };
         let entry = Entry::new(rec.clone(), 1, None);
@@ -438,6 +439,7 @@ impl Supervisor {
         }
         // A start by the user: policies apply again, from a fresh backoff.
         ctr.rec.manually_stopped = false;
+        ctr.rec.restarting = false;
         ctr.restart_delay = None;
         let watch = ExitWatch {
             entry: entry.clone(),
@@ -507,6 +509,7 @@ impl Supervisor {
                 return;
             }
             ctr.rec.restart_count += 1;
+            ctr.rec.restarting = false;
             let attempt = async {
                 self.new_run(&entry, &mut ctr).await?;
                 self.publish(
@@ -539,6 +542,8 @@ impl Supervisor {
             ) {
                 return;
             }
+            ctr.rec.restarting = true;
+            let _ = self.commit(&entry, &ctr, false);
             delay = crate::restart::next_delay(Some(delay), Duration::ZERO);
             ctr.restart_delay = Some(delay);
         }
@@ -565,6 +570,8 @@ impl Supervisor {
         };
         let delay = crate::restart::next_delay(ctr.restart_delay, ran_for);
         ctr.restart_delay = Some(delay);
+        ctr.rec.restarting = true;
+        let _ = self.commit(entry, ctr, false);
         info!(?delay, %policy, "restarting by policy");
         let span = tracing::info_span!("container", id = %entry.id);
         tokio::spawn(
@@ -694,6 +701,7 @@ impl Supervisor {
             let mut ctr = entry.ctr.lock().await;
             // An explicit stop, also of a container waiting to restart.
             ctr.rec.manually_stopped = true;
+            ctr.rec.restarting = false;
             let _ = self.commit(&entry, &ctr, false);
             if !ctr.rec.state.is_live() {
                 return ctr.rec.exit.clone().ok_or_else(|| not_running(&ctr.rec));
@@ -1104,6 +1112,8 @@ impl Supervisor {
                     {
                         let mut ctr = entry.ctr.lock().await;
                         ctr.rec.manually_stopped = false;
+                        ctr.rec.restarting = true;
+                        entry.publish_snapshot(&ctr, false);
                     }
                     tokio::spawn(
                         self.clone()

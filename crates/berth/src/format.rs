@@ -46,6 +46,10 @@ pub fn status_text(c: &v1::Container) -> String {
             since(&c.started_at).map(human_duration).unwrap_or_default()
         ),
         "created" => "Created".into(),
+        "stopped" if c.restarting => match &c.exit {
+            Some(e) => format!("Restarting ({}) {}", e.exit_code, ago(&c.finished_at)),
+            None => "Restarting".into(),
+        },
         "stopped" => match &c.exit {
             Some(e) => format!("Exited ({}) {}", e.exit_code, ago(&c.finished_at)),
             None => "Exited".into(),
@@ -172,6 +176,7 @@ pub fn inspect_json(c: &v1::Container) -> Value {
         );
         m.insert("oom_killed".into(), json!(c.oom_killed));
         m.insert("restart_count".into(), json!(c.restart_count));
+        m.insert("restarting".into(), json!(c.restarting));
         m.insert("auto_remove".into(), json!(c.auto_remove));
         m.insert("labels".into(), json!(c.labels));
         m.insert("log_path".into(), json!(c.log_path));
@@ -283,6 +288,18 @@ mod tests {
         };
         assert_eq!(ps_json(&c)["exit_code"], json!(-1));
         assert!(status_text(&c).starts_with("Exited (-1)"));
+        let restarting = v1::Container {
+            state: "stopped".into(),
+            restarting: true,
+            exit: Some(v1::ExitStatus {
+                kind: v1::exit_status::Kind::Exited as i32,
+                exit_code: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(status_text(&restarting).starts_with("Restarting (3)"));
+        assert_eq!(inspect_json(&restarting)["restarting"], json!(true));
         let fresh = v1::Container {
             state: "created".into(),
             ..Default::default()

@@ -136,6 +136,7 @@ fn container_proto(rec: &ContainerRecord, log_path: &Path) -> v1::Container {
         log_path: log_path.display().to_string(),
         labels: rec.config.labels.clone().into_iter().collect(),
         auto_remove: rec.config.auto_remove,
+        restarting: rec.restarting,
     }
 }
 

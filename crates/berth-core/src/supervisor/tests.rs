@@ -538,6 +538,7 @@ async fn always_restarts_until_stopped_and_backs_off() {
         .unwrap();
     settled_stopped(&sup, &id).await;
     assert!(sup.inspect(&id).unwrap().manually_stopped);
+    assert!(!sup.inspect(&id).unwrap().restarting);
     // Starting it again arms the policy again.
     sup.start(&id).await.unwrap();
     exit_when_running(&sup, &rt, &id, 1).await;
@@ -556,6 +557,7 @@ async fn removal_cancels_a_pending_restart() {
     while sup.inspect(&id).unwrap().exit.is_none() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    assert!(sup.inspect(&id).unwrap().restarting);
     sup.delete(&id, false).await.unwrap();
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert!(rt.live().is_empty());
