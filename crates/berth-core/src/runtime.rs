@@ -89,8 +89,6 @@ pub enum Restored {
     Alive {
         task: Arc<dyn Task>,
         state: TaskState,
-        /// Exec ids the runtime still runs.
-        execs: Vec<String>,
     },
     /// It exited while the daemon was away (or its monitor is gone); the
     /// runtime has cleaned up.

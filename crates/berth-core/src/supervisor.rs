@@ -74,9 +74,6 @@ struct Ctr {
     /// runtime create. An exit is applied only to its own run, which guards
     /// against duplicate or stale exits by identity, not by time.
     run: u64,
-    /// An explicit stop or kill is in progress (restart policies will not
-    /// undo it).
-    stopping: bool,
     removing: bool,
     /// The last delay before a policy restart (the backoff grows from it).
     restart_delay: Option<Duration>,
@@ -93,6 +90,8 @@ struct Snapshot {
 
 struct Entry {
     id: String,
+    /// Names never change: lookups compare this, not a snapshot.
+    name: String,
     /// Set once the container has been deleted (then `changed` is bumped).
     removed: std::sync::atomic::AtomicBool,
     ctr: tokio::sync::Mutex<Ctr>,
@@ -107,6 +106,7 @@ impl Entry {
         let exited_run = if rec.state == State::Stopped { run } else { 0 };
         Arc::new(Entry {
             id: rec.id.clone(),
+            name: rec.name.clone(),
             removed: std::sync::atomic::AtomicBool::new(false),
             snap: Mutex::new(Snapshot {
                 rec: rec.clone(),
@@ -117,7 +117,6 @@ impl Entry {
                 rec,
                 task,
                 run,
-                stopping: false,
                 removing: false,
                 restart_delay: None,
             }),
@@ -266,7 +265,7 @@ impl Supervisor {
         if let Some(e) = table.get(key) {
             return Ok(e.clone());
         }
-        if let Some(e) = table.values().find(|e| e.snapshot().rec.name == key) {
+        if let Some(e) = table.values().find(|e| e.name == key) {
             return Ok(e.clone());
         }
         let mut found = table.iter().filter(|(id, _)| id.starts_with(key));
@@ -359,7 +358,7 @@ impl Supervisor {
         let mut ctr = entry.ctr.lock().await;
         {
             let mut table = self.table_mut();
-            if let Some(other) = table.values().find(|e| e.snapshot().rec.name == name) {
+            if let Some(other) = table.values().find(|e| e.name == name) {
                 return Err(Error::NameInUse(name, other.id.clone()));
             }
             if table.contains_key(&p.id) {
@@ -485,7 +484,6 @@ impl Supervisor {
         }
         ctr.rec.state = State::Running;
         ctr.rec.started_at = Some(now_rfc3339());
-        ctr.stopping = false;
         let info = EventInfo {
             process: INIT_PROCESS.into(),
             pid: ctr.rec.pid,
@@ -666,7 +664,6 @@ impl Supervisor {
             return Err(not_running(&ctr.rec));
         }
         let task = ctr.task.clone().ok_or_else(|| not_running(&ctr.rec))?;
-        ctr.stopping = true;
         // A kill meant to end the container is an explicit stop; a signal
         // like HUP (reload) is not.
         if matches!(signal, 2 | 9 | 15) || signal == ctr.rec.config.stop_signal {
@@ -709,7 +706,6 @@ impl Supervisor {
             let Some(task) = ctr.task.clone() else {
                 return Err(not_running(&ctr.rec));
             };
-            ctr.stopping = true;
             // A created init has not run the user's command: nothing to
             // shut down gracefully.
             let timeout = if ctr.rec.state == State::Created {
@@ -856,7 +852,6 @@ impl Supervisor {
             }
             ctr.removing = true;
             if ctr.rec.state.is_live() {
-                ctr.stopping = true;
                 ctr.task.clone().map(|t| {
                     (
                         t,
@@ -1130,7 +1125,7 @@ impl Supervisor {
                 .instrument(span.clone())
                 .await;
             match restored {
-                Restored::Alive { task, state, .. } => {
+                Restored::Alive { task, state } => {
                     let mut rec = rec;
                     rec.state = match state {
                         TaskState::Created => State::Created,

@@ -418,7 +418,7 @@ impl Runtime for ShimRuntime {
                 pid,
                 shim_pid,
                 state,
-                execs,
+                ..
             }) if state != proto::ShimState::Stopping => {
                 if version != proto::PROTOCOL_VERSION {
                     warn!(
@@ -433,7 +433,7 @@ impl Runtime for ShimRuntime {
                     _ => TaskState::Running,
                 };
                 match self.connect_task(id, pid, shim_pid).await {
-                    Ok(task) => return Restored::Alive { task, state, execs },
+                    Ok(task) => return Restored::Alive { task, state },
                     Err(e) => debug!(error = %e, "shim went away while reconnecting"),
                 }
             }

@@ -239,12 +239,7 @@ impl Runtime for FakeRuntime {
                         TaskState::Created
                     }
                 };
-                let execs = t.inner().execs.keys().cloned().collect();
-                Restored::Alive {
-                    task: t,
-                    state,
-                    execs,
-                }
+                Restored::Alive { task: t, state }
             }
             _ => Restored::Gone(Exit {
                 status: ExitStatus::unknown("no such task"),
