@@ -112,6 +112,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// `known` (e.g. created by a daemon that died before recording it).
     /// Returns the ids removed.
     async fn collect_orphans(&self, known: &[String]) -> Vec<String>;
+    /// End whatever still runs for a container recorded as stopped (a new
+    /// run a daemon created and died before recording). Idempotent.
+    async fn end_stale(&self, _id: &str) {}
 }
 
 /// A created container's init and its exec'd processes.

@@ -199,6 +199,8 @@ struct Inner {
     store: Arc<dyn Store>,
     events: EventBus,
     table: RwLock<HashMap<String, Arc<Entry>>>,
+    /// Set when the daemon shuts down: no policy restarts from then on.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 /// The table of containers. Cheap to clone.
@@ -234,6 +236,7 @@ impl Supervisor {
                 store,
                 events,
                 table: RwLock::new(HashMap::new()),
+                shutting_down: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -390,7 +393,15 @@ impl Supervisor {
         };
         ctr.rec.pid = task.pid();
         ctr.task = Some(task.clone());
-        if let Err(e) = self.commit(&entry, &ctr, false) {
+        // The record and its `create` event in one write: a crash leaves
+        // both or neither (then the container is an orphan, removed at the
+        // next start).
+        let info = EventInfo {
+            process: INIT_PROCESS.into(),
+            pid: ctr.rec.pid,
+            ..info_of(&ctr.rec)
+        };
+        if let Err(e) = self.commit_event(&entry, &ctr, false, EventType::Create, info) {
             // Without a record the container would be invisible after a
             // restart: tear it down and report the original error.
             let _ = task.kill(9, true).await;
@@ -399,14 +410,6 @@ impl Supervisor {
             let _ = self.inner.runtime.remove(&p.id).await;
             return Err(e);
         }
-        self.publish(
-            EventType::Create,
-            EventInfo {
-                process: INIT_PROCESS.into(),
-                pid: ctr.rec.pid,
-                ..info_of(&ctr.rec)
-            },
-        );
         self.spawn_watcher(entry.clone(), task, ctr.run);
         span.in_scope(|| info!(name = %name, "created"));
         Ok(p.id)
@@ -503,6 +506,7 @@ impl Supervisor {
                 || ctr.removing
                 || ctr.rec.manually_stopped
                 || ctr.rec.state != State::Stopped
+                || self.is_shutting_down()
             {
                 return;
             }
@@ -551,6 +555,7 @@ impl Supervisor {
     fn maybe_restart(&self, entry: &Arc<Entry>, ctr: &mut Ctr, exit: &Exit) {
         let policy = ctr.rec.config.restart;
         if ctr.removing
+            || self.is_shutting_down()
             || !policy.should_restart(
                 &exit.status,
                 ctr.rec.restart_count,
@@ -694,12 +699,66 @@ impl Supervisor {
     /// then SIGKILL, bounded. Already stopped is success.
     pub async fn stop(&self, key: &str, timeout: Option<Duration>) -> Result<Exit> {
         let entry = self.lookup(key)?;
+        self.stop_entry(entry, timeout, true).await
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        self.inner
+            .shutting_down
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The daemon is going away: no policy restarts from now on. With
+    /// `stop_containers`, every live container is stopped (its stop signal,
+    /// its deadline, then SIGKILL), all at once, and this returns when they
+    /// have exited. That is not an explicit stop: policies apply again
+    /// when the daemon comes back. Returns how many were stopped.
+    pub async fn shutdown(&self, stop_containers: bool) -> usize {
+        self.inner
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if !stop_containers {
+            return 0;
+        }
+        let live: Vec<Arc<Entry>> = self
+            .table()
+            .values()
+            .filter(|e| e.snapshot().rec.state.is_live())
+            .cloned()
+            .collect();
+        let n = live.len();
+        let mut set = tokio::task::JoinSet::new();
+        for entry in live {
+            let this = self.clone();
+            let span = tracing::info_span!("container", id = %entry.id);
+            set.spawn(
+                async move {
+                    match this.stop_entry(entry, None, false).await {
+                        Ok(exit) => info!(status = %exit.status.describe(), "stopped on shutdown"),
+                        Err(e) => warn!(error = %e, "cannot stop on shutdown"),
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        while set.join_next().await.is_some() {}
+        n
+    }
+
+    async fn stop_entry(
+        &self,
+        entry: Arc<Entry>,
+        timeout: Option<Duration>,
+        manual: bool,
+    ) -> Result<Exit> {
         let (task, mut watch, signal, timeout, paused) = {
             let mut ctr = entry.ctr.lock().await;
-            // An explicit stop, also of a container waiting to restart.
-            ctr.rec.manually_stopped = true;
-            ctr.rec.restarting = false;
-            let _ = self.commit(&entry, &ctr, false);
+            if manual {
+                // An explicit stop, also of a container waiting to restart.
+                ctr.rec.manually_stopped = true;
+                ctr.rec.restarting = false;
+                let _ = self.commit(&entry, &ctr, false);
+            }
             if !ctr.rec.state.is_live() {
                 return ctr.rec.exit.clone().ok_or_else(|| not_running(&ctr.rec));
             }
@@ -881,11 +940,11 @@ impl Supervisor {
                 )));
             }
         }
-        let mut ctr = entry.ctr.lock().await;
-        if let Err(e) = self.inner.runtime.remove(&entry.id).await {
-            ctr.removing = false;
-            return Err(e.into());
-        }
+        let ctr = entry.ctr.lock().await;
+        // The record goes first (with its `delete` event, in one write),
+        // then the files: a crash in between leaves files no record knows
+        // of, which the next start removes as an orphan. The other order
+        // would leave a record whose files are gone.
         let (_, written) = self.inner.events.publish_with(
             EventType::Delete,
             info_of(&ctr.rec),
@@ -896,10 +955,15 @@ impl Supervisor {
             },
         );
         if let Err(e) = written {
-            // The files are gone; the record says so at the next start
-            // (no exit file, no shim: an unknown exit) or at the next rm.
+            // Still gone from the table; the next start finds the record
+            // and, without a shim or exit file, reports an unknown exit.
             warn!(error = %e, "cannot remove the container's record");
         }
+        if let Err(e) = self.inner.runtime.remove(&entry.id).await {
+            // The record is gone: the next start removes the files.
+            warn!(error = %e, "cannot remove the container's files; the next start will");
+        }
+        drop(ctr);
         // Wake anyone still waiting on this container.
         entry
             .removed
@@ -979,26 +1043,27 @@ impl Supervisor {
         if !rec.running || rec.pid != pid {
             return; // a duplicate: this process's exit was applied already
         }
-        self.apply_exec_exit(&mut ctr, exec_id, pid, exit);
-        let _ = self.commit(entry, &ctr, false);
+        self.apply_exec_exit(entry, &mut ctr, exec_id, pid, exit);
     }
 
-    /// Record an exec's exit and publish its `exec-exit` (under the lock).
-    fn apply_exec_exit(&self, ctr: &mut Ctr, exec_id: String, pid: i32, exit: Exit) {
+    /// Record an exec's exit and publish its `exec-exit` (under the lock),
+    /// in one durable write: a crash leaves both or neither, so the exit
+    /// is applied again at restore only if its event was never written.
+    fn apply_exec_exit(&self, entry: &Entry, ctr: &mut Ctr, exec_id: String, pid: i32, exit: Exit) {
         let code = exit.status.code();
         if let Some(e) = ctr.rec.execs.get_mut(&exec_id) {
             e.running = false;
             e.exit = Some(exit);
         }
-        self.publish(
-            EventType::ExecExit,
-            EventInfo {
-                process: exec_id,
-                pid,
-                exit_code: Some(code),
-                ..info_of(&ctr.rec)
-            },
-        );
+        let info = EventInfo {
+            process: exec_id,
+            pid,
+            exit_code: Some(code),
+            ..info_of(&ctr.rec)
+        };
+        if let Err(e) = self.commit_event(entry, ctr, false, EventType::ExecExit, info) {
+            warn!(error = %e, "cannot persist an exec's exit");
+        }
     }
 
     async fn on_init_exit(&self, entry: &Arc<Entry>, run: u64, pid: i32, exit: Exit) {
@@ -1009,9 +1074,14 @@ impl Supervisor {
             }
             // Execs the runtime did not report are gone with the init; their
             // exit is unknown, and still gets its event, before the init's.
-            let mut lost = Vec::new();
-            for e in ctr.rec.execs.values_mut().filter(|e| e.running) {
-                e.running = false;
+            let lost: Vec<(String, i32)> = ctr
+                .rec
+                .execs
+                .values()
+                .filter(|e| e.running)
+                .map(|e| (e.id.clone(), e.pid))
+                .collect();
+            for (exec_id, exec_pid) in lost {
                 let unknown = Exit {
                     status: ExitStatus::unknown(
                         "its exit was not reported before the container stopped",
@@ -1019,19 +1089,7 @@ impl Supervisor {
                     at: exit.at.clone(),
                     oom_killed: false,
                 };
-                lost.push((e.id.clone(), e.pid, unknown.status.code()));
-                e.exit = Some(unknown);
-            }
-            for (exec_id, exec_pid, code) in lost {
-                self.publish(
-                    EventType::ExecExit,
-                    EventInfo {
-                        process: exec_id,
-                        pid: exec_pid,
-                        exit_code: Some(code),
-                        ..info_of(&ctr.rec)
-                    },
-                );
+                self.apply_exec_exit(entry, &mut ctr, exec_id, exec_pid, unknown);
             }
             ctr.rec.state = State::Stopped;
             ctr.rec.pid = 0;
@@ -1069,16 +1127,11 @@ impl Supervisor {
             .filter(|e| e.running)
             .map(|e| (e.id.clone(), e.pid))
             .collect();
-        let mut changed = false;
         for (exec_id, pid) in running {
             let Some(exit) = self.inner.runtime.exec_exit(&entry.id, &exec_id).await else {
                 continue;
             };
-            self.apply_exec_exit(&mut ctr, exec_id, pid, exit);
-            changed = true;
-        }
-        if changed {
-            let _ = self.commit(entry, &ctr, false);
+            self.apply_exec_exit(entry, &mut ctr, exec_id, pid, exit);
         }
         drop(ctr);
     }
@@ -1098,7 +1151,18 @@ impl Supervisor {
             let id = rec.id.clone();
             let span = tracing::info_span!("container", id = %id);
             if !rec.state.is_live() {
-                let start = rec.config.restart.start_with_daemon(rec.manually_stopped);
+                self.inner
+                    .runtime
+                    .end_stale(&id)
+                    .instrument(span.clone())
+                    .await;
+                // Policies that start with the daemon, and a restart the
+                // last daemon had decided on but not done (killed while the
+                // container waited out its backoff).
+                let start = rec.config.restart.start_with_daemon(rec.manually_stopped)
+                    || (rec.restarting && !rec.manually_stopped);
+                let mut rec = rec;
+                rec.restarting = false;
                 let entry = Entry::new(rec, 1, None);
                 self.table_mut().insert(id, entry.clone());
                 if start {
@@ -1127,7 +1191,8 @@ impl Supervisor {
             match restored {
                 Restored::Alive { task, state } => {
                     let mut rec = rec;
-                    rec.state = match state {
+                    let was = rec.state;
+                    let now = match state {
                         TaskState::Created => State::Created,
                         TaskState::Running => State::Running,
                         TaskState::Paused => State::Paused,
@@ -1139,8 +1204,36 @@ impl Supervisor {
                     // here is then dropped by the pid guard.
                     self.settle_execs(&entry).await;
                     {
-                        let ctr = entry.ctr.lock().await;
-                        let _ = self.commit(&entry, &ctr, false);
+                        // A change the last daemon made but died before
+                        // recording (a start, pause or resume): record it
+                        // now, with the event it owes.
+                        let mut ctr = entry.ctr.lock().await;
+                        ctr.rec.state = now;
+                        let owed = match (was, now) {
+                            (State::Created, State::Running | State::Paused) => {
+                                if ctr.rec.started_at.is_none() {
+                                    ctr.rec.started_at = Some(now_rfc3339());
+                                }
+                                Some(EventType::Start)
+                            }
+                            (State::Running, State::Paused) => Some(EventType::Pause),
+                            (State::Paused, State::Running) => Some(EventType::Resume),
+                            _ => None,
+                        };
+                        let saved = match owed {
+                            Some(kind) => {
+                                let mut info = info_of(&ctr.rec);
+                                if kind == EventType::Start {
+                                    info.process = INIT_PROCESS.into();
+                                    info.pid = ctr.rec.pid;
+                                }
+                                self.commit_event(&entry, &ctr, false, kind, info)
+                            }
+                            None => self.commit(&entry, &ctr, false),
+                        };
+                        if let Err(e) = saved {
+                            span.in_scope(|| warn!(error = %e, "cannot save the restored state"));
+                        }
                     }
                     self.spawn_watcher(entry, task, 1);
                     span.in_scope(|| info!("reconnected"));

@@ -47,6 +47,11 @@ struct Args {
     /// Drop events older than this from the event log (e.g. 7d, 12h).
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     events_max_age: Duration,
+    /// On SIGTERM or SIGINT, stop every running container (its stop signal,
+    /// then SIGKILL after its stop timeout) before exiting. Without it they
+    /// keep running and the next berthd adopts them (live restore).
+    #[arg(long)]
+    stop_containers_on_exit: bool,
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
@@ -204,17 +209,51 @@ async fn run(args: Args) -> Result<()> {
 
     let listener = bind_socket(&args.socket).await?;
     info!(root = %root.display(), socket = %args.socket.display(), runtime = %runtime_name, "berthd ready");
-    let service = service::Service::new(sup, root, runtime_name);
-    let served = tonic::transport::Server::builder()
+    let service = service::Service::new(sup.clone(), root, runtime_name);
+    let stop_containers = args.stop_containers_on_exit;
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    // On SIGTERM: no more policy restarts; with --stop-containers-on-exit,
+    // stop every container (clients still see their exits); then stop
+    // serving.
+    let shutdown = async move {
+        shutdown_signal().await;
+        info!(stop_containers, "shutting down");
+        let n = sup.shutdown(stop_containers).await;
+        if stop_containers {
+            info!(stopped = n, "containers stopped");
+        }
+        let _ = drained_tx.send(());
+    };
+    let server = tonic::transport::Server::builder()
         .add_service(ContainersServer::new(service))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
-        .await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+    tokio::pin!(server);
+    // Streams that never end by themselves (events -f, wait on a running
+    // container, logs -f) would hold a graceful shutdown forever: give
+    // them a moment once shutdown began, then go.
+    let served = tokio::select! {
+        r = &mut server => Some(r),
+        () = async {
+            let _ = drained_rx.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => None,
+    };
     let _ = std::fs::remove_file(&args.socket);
-    served.context("the API server failed")?;
-    // Containers keep running under their shims; the next berthd adopts them.
+    match served {
+        Some(r) => r.context("the API server failed")?,
+        None => warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "clients still connected at shutdown; closing their streams"
+        ),
+    }
+    // Unless stopped above, containers keep running under their shims;
+    // the next berthd adopts them.
     info!("berthd stopped");
     Ok(())
 }
+
+/// How long a shutting-down daemon lets open API streams finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

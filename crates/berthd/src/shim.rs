@@ -167,6 +167,24 @@ impl ShimRuntime {
         }
     }
 
+    /// End a shim (and its container) that no record owns any more, e.g.
+    /// created by a daemon that died before recording it, then clean up.
+    async fn end_stale_shim(&self, layout: &Layout) {
+        // A live shim tears its container down on SIGKILL of the init.
+        let kill = proto::Request::Kill {
+            signal: 9,
+            all: true,
+            process: None,
+        };
+        if request(&layout.socket(), &kill).await.is_ok() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while layout.socket().exists() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.cleanup(layout).await;
+    }
+
     async fn spawn_shim(&self, layout: &Layout) -> Result<proto::Ready, RuntimeError> {
         let shim_log = std::fs::OpenOptions::new()
             .create(true)
@@ -322,8 +340,20 @@ async fn subscribe(socket: &Path) -> Result<BufReader<UnixStream>, RuntimeError>
     }
 }
 
+/// The process exists and has not exited (a zombie has: a SIGKILLed shim
+/// waits as one until whoever inherited it reaps it).
 fn process_alive(pid: i32) -> bool {
-    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    if pid <= 0 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesized command name.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z') | Some('X') | None)
 }
 
 /// Forward a shim's events until the init's exit. If the connection ends
@@ -477,25 +507,21 @@ impl Runtime for ShimRuntime {
                 continue;
             }
             let layout = self.layout(&id);
-            // A live shim tears its container down on SIGKILL of the init.
-            let kill = proto::Request::Kill {
-                signal: 9,
-                all: true,
-                process: None,
-            };
-            if request(&layout.socket(), &kill).await.is_ok() {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                while layout.socket().exists() && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            self.cleanup(&layout).await;
+            self.end_stale_shim(&layout).await;
             if let Err(e) = std::fs::remove_dir_all(&layout.dir) {
                 warn!(id = %id, error = %e, "cannot remove an orphaned container's files");
             }
             removed.push(id);
         }
         removed
+    }
+
+    async fn end_stale(&self, id: &str) {
+        let layout = self.layout(id);
+        if layout.socket().exists() {
+            warn!(id, "a stopped container still has a shim; ending it");
+            self.end_stale_shim(&layout).await;
+        }
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
@@ -520,6 +546,12 @@ impl ShimRuntime {
         private_dir(&self.runtime_root())?;
         std::fs::create_dir_all(layout.exec_dir())
             .map_err(|e| io_err("cannot create", &layout.exec_dir(), e))?;
+        // A shim of an earlier run can still be there when a daemon died
+        // between creating a new run and recording it: end it first.
+        if layout.socket().exists() {
+            warn!(id = %req.id, "a shim of an earlier run is still there; ending it");
+            self.end_stale_shim(layout).await;
+        }
         // A previous run's leftovers would be mistaken for this run's.
         for stale in [layout.exit_file(), layout.socket()] {
             let _ = std::fs::remove_file(stale);

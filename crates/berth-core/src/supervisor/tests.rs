@@ -622,3 +622,54 @@ async fn no_lock_is_held_across_a_stop_deadline() {
         .unwrap();
     assert_eq!(exit.status.code(), 137);
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_without_an_explicit_stop_and_holds_policies() {
+    let (sup, rt, _) = setup();
+    let a = sup.create(with_policy("unless-stopped")).await.unwrap();
+    sup.start(&a).await.unwrap();
+    let b = sup.create(params(None, &["sh"])).await.unwrap();
+    sup.start(&b).await.unwrap();
+    rt.ignore_sigterm(&b);
+    assert_eq!(sup.shutdown(true).await, 2);
+    for id in [&a, &b] {
+        let rec = sup.inspect(id).unwrap();
+        assert_eq!(rec.state, State::Stopped);
+        assert!(!rec.manually_stopped, "a shutdown is not an explicit stop");
+    }
+    assert_eq!(sup.inspect(&b).unwrap().exit.unwrap().status.code(), 137);
+    // No policy restart while the daemon goes away.
+    settled_stopped(&sup, &a).await;
+    assert_eq!(sup.inspect(&a).unwrap().restart_count, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn restore_resumes_a_restart_the_last_daemon_owed() {
+    let rt = FakeRuntime::new();
+    let store = Arc::new(MemStore::default());
+    let id = {
+        let sup = Supervisor::new(Arc::new(rt.clone()), store.clone()).unwrap();
+        let id = sup.create(with_policy("on-failure")).await.unwrap();
+        sup.start(&id).await.unwrap();
+        // The daemon "dies" while the container waits out its backoff.
+        sup.shutdown(false).await;
+        rt.exit(&id, ExitStatus::Exited { code: 2 });
+        while sup.inspect(&id).unwrap().state != State::Stopped {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        id
+    };
+    let mut rec = store.load_containers().unwrap().pop().unwrap();
+    assert_eq!(rec.state, State::Stopped);
+    rec.restarting = true;
+    store.save_container(&rec).unwrap();
+    let sup = Supervisor::new(Arc::new(rt.clone()), store.clone()).unwrap();
+    sup.restore().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while sup.inspect(&id).unwrap().state != State::Running {
+        assert!(tokio::time::Instant::now() < deadline, "not restarted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(sup.inspect(&id).unwrap().restart_count, 1);
+    sup.delete(&id, true).await.unwrap();
+}
