@@ -240,6 +240,31 @@ impl Daemon {
         }
     }
 
+    /// The daemon's pid (0 when it is not running).
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// SIGTERM the daemon by the pid we started and wait (bounded) for it
+    /// to exit; returns its exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() >= deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("berthd did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Start the daemon again on the same root.
     pub fn restart(&mut self) {
         self.kill9();
@@ -400,4 +425,33 @@ macro_rules! both_runtimes {
             $( #[test] fn $name() { super::$name($crate::Rt::Runc) } )*
         }
     };
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time as berth writes it
+/// (`2026-01-02T03:04:05.123456789Z`).
+pub fn rfc3339_secs(t: &str) -> f64 {
+    let (date, time) = t.trim_end_matches('Z').split_once('T').expect("rfc3339");
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().expect("date")).collect();
+    let (y, m, day) = (d[0], d[1], d[2]);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let mut parts = time.split(':');
+    let h: f64 = parts.next().expect("h").parse().expect("h");
+    let mi: f64 = parts.next().expect("m").parse().expect("m");
+    let s: f64 = parts.next().expect("s").parse().expect("s");
+    days as f64 * 86_400.0 + h * 3600.0 + mi * 60.0 + s
+}
+
+/// Seconds since the epoch, now.
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
 }
