@@ -114,6 +114,14 @@ fn start(config: &Path) -> i32 {
         Err(e) => return fail(0, e),
     };
     let scratch = scratch_dir(config);
+    // Hold shim.json locked for our whole life (the lock passes to our
+    // forks): berthd knows a shim is still at work on this container,
+    // even before its socket exists, and removes the container's files
+    // only while it holds the lock itself.
+    let lock = match lock_config(config) {
+        Ok(l) => l,
+        Err(e) => return fail(0, e),
+    };
     if let Err(e) = sys::daemonize() {
         return fail(0, format!("detach: {e}"));
     }
@@ -168,7 +176,29 @@ fn start(config: &Path) -> i32 {
         let _ = sys::redirect(&null, 1);
     }
     debug_assert_eq!(shim.shim_pid(), shim_pid);
-    shim.run()
+    let code = shim.run();
+    drop(lock);
+    code
+}
+
+/// Lock `config` (shim.json) exclusively, and refuse a container whose
+/// files berthd removed meanwhile (an orphan of a daemon that died while
+/// we started).
+fn lock_config(config: &Path) -> Result<nix::fcntl::Flock<File>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let file = File::open(config).map_err(|e| format!("open {}: {e}", config.display()))?;
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("lock {}: {e}", config.display()))?;
+    let meta = lock
+        .metadata()
+        .map_err(|e| format!("stat {}: {e}", config.display()))?;
+    if meta.nlink() == 0 {
+        return Err(format!(
+            "{} was removed: the container is gone",
+            config.display()
+        ));
+    }
+    Ok(lock)
 }
 
 fn cleanup(config: &Path) -> i32 {

@@ -169,20 +169,44 @@ impl ShimRuntime {
 
     /// End a shim (and its container) that no record owns any more, e.g.
     /// created by a daemon that died before recording it, then clean up.
-    async fn end_stale_shim(&self, layout: &Layout) {
+    /// A shim still creating its container is given the time a create may
+    /// take, then told to kill it. Returns the container's lock (its shim
+    /// and every fork of it are gone) to hold while removing its files, or
+    /// `None` when the shim would not go.
+    async fn end_stale_shim(&self, layout: &Layout) -> Option<ShimLock> {
         // A live shim tears its container down on SIGKILL of the init.
         let kill = proto::Request::Kill {
             signal: 9,
             all: true,
             process: None,
         };
-        if request(&layout.socket(), &kill).await.is_ok() {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while layout.socket().exists() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        let deadline = tokio::time::Instant::now() + CREATE_TIMEOUT;
+        loop {
+            if let Some(lock) = ShimLock::try_take(layout) {
+                self.cleanup(layout).await;
+                return Some(lock);
             }
+            if request(&layout.socket(), &kill).await.is_ok() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(dir = %layout.dir.display(), "a shim holds the container and does not answer");
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.cleanup(layout).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(lock) = ShimLock::try_take(layout) {
+                self.cleanup(layout).await;
+                return Some(lock);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(dir = %layout.dir.display(), "the shim did not exit after SIGKILL of its container");
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn spawn_shim(&self, layout: &Layout) -> Result<proto::Ready, RuntimeError> {
@@ -258,6 +282,28 @@ impl ShimRuntime {
             shim_pid,
         ));
         Ok(task)
+    }
+}
+
+/// The lock a shim holds on its `shim.json` for its whole life (its forks
+/// inherit it). Taken by berthd, it proves no shim works on the container.
+struct ShimLock(#[allow(dead_code)] Option<nix::fcntl::Flock<std::fs::File>>);
+
+impl ShimLock {
+    /// The lock, or `None` while a shim holds it. No shim.json: nothing
+    /// can hold it.
+    fn try_take(layout: &Layout) -> Option<ShimLock> {
+        let Ok(file) = std::fs::File::open(layout.config()) else {
+            return Some(ShimLock(None));
+        };
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Some(ShimLock(Some(lock))),
+            Err(_) => None,
+        }
+    }
+
+    fn held(layout: &Layout) -> bool {
+        Self::try_take(layout).is_none()
     }
 }
 
@@ -470,10 +516,11 @@ impl Runtime for ShimRuntime {
             Ok(_) => {}
             Err(e) => debug!(error = %e, "no shim to reconnect to"),
         }
-        // Let a shim that is tearing down finish writing its exit file.
+        // Let a shim that is tearing down finish writing its exit file. A
+        // shim that holds no lock is gone: no wait.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while !layout.exit_file().exists()
-            && layout.socket().exists()
+            && ShimLock::held(&layout)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -507,10 +554,14 @@ impl Runtime for ShimRuntime {
                 continue;
             }
             let layout = self.layout(&id);
-            self.end_stale_shim(&layout).await;
+            let Some(lock) = self.end_stale_shim(&layout).await else {
+                continue; // kept for the next start
+            };
+            // Under the lock: a shim starting now finds its files gone.
             if let Err(e) = std::fs::remove_dir_all(&layout.dir) {
                 warn!(id = %id, error = %e, "cannot remove an orphaned container's files");
             }
+            drop(lock);
             removed.push(id);
         }
         removed
@@ -518,9 +569,9 @@ impl Runtime for ShimRuntime {
 
     async fn end_stale(&self, id: &str) {
         let layout = self.layout(id);
-        if layout.socket().exists() {
+        if layout.socket().exists() || ShimLock::held(&layout) {
             warn!(id, "a stopped container still has a shim; ending it");
-            self.end_stale_shim(&layout).await;
+            drop(self.end_stale_shim(&layout).await);
         }
     }
 
@@ -548,9 +599,13 @@ impl ShimRuntime {
             .map_err(|e| io_err("cannot create", &layout.exec_dir(), e))?;
         // A shim of an earlier run can still be there when a daemon died
         // between creating a new run and recording it: end it first.
-        if layout.socket().exists() {
+        if layout.socket().exists() || ShimLock::held(layout) {
             warn!(id = %req.id, "a shim of an earlier run is still there; ending it");
-            self.end_stale_shim(layout).await;
+            if self.end_stale_shim(layout).await.is_none() {
+                return Err(RuntimeError::other(
+                    "a shim of an earlier run of this container does not go away",
+                ));
+            }
         }
         // A previous run's leftovers would be mistaken for this run's.
         for stale in [layout.exit_file(), layout.socket()] {
