@@ -111,9 +111,33 @@ fn ten_containers_and_three_exits_while_down(rt: Rt) {
         d.restart();
     }
 
-    // A running container is still stoppable, with its true code.
+    // logs -f and wait follow an adopted container to its end; it is
+    // still stoppable, with its true code.
+    let mut follow = d
+        .cmd(&["logs", "-f", &live[0]])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(follow.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert_eq!(first, "hello-0\n");
+    let waiter = d
+        .cmd(&["wait", &live[0]])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     d.berth(&["kill", &live[0]]).ok();
-    assert_eq!(d.berth(&["wait", &live[0]]).ok(), "137");
+    let out = waiter.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "137");
+    let st = poll("logs -f to end", Duration::from_secs(10), || {
+        follow.try_wait().unwrap()
+    });
+    assert!(st.success());
     for id in pids.keys() {
         d.berth(&["rm", "-f", id]).ok();
     }
@@ -467,7 +491,7 @@ fn iterations() -> usize {
     std::env::var("BERTH_CRASH_ITERATIONS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(6)
+        .unwrap_or(15)
 }
 
 /// Exit codes a container of each kind may truly have: `t` traps TERM
@@ -550,11 +574,15 @@ fn check_world(d: &Daemon, seen: &BTreeSet<String>, round: usize) {
             .map(|(id, _)| id)
             .collect();
     for (pid, id) in &w.shims {
-        assert!(
-            live.contains(id),
-            "round {round}: shim {pid} of {id}, which is not live ({:?})",
-            w.db.get(id)
-        );
+        if !live.contains(id) {
+            // Its container just stopped: the shim exits right after it
+            // reported the exit.
+            poll(
+                "a stopped container's shim to exit",
+                Duration::from_secs(10),
+                || (!pid_alive(*pid)).then_some(()),
+            );
+        }
     }
     let runtime = d.state_dir().join("runtime");
     for id in seen {
@@ -579,11 +607,24 @@ fn check_world(d: &Daemon, seen: &BTreeSet<String>, round: usize) {
         let state = c["state"].as_str().unwrap_or_default();
         let pid = c["pid"].as_i64().unwrap_or(0);
         match state {
-            "running" | "paused" => {
-                assert!(
-                    pid_alive(pid),
-                    "round {round}: {id} is {state} but pid {pid} is gone"
+            "running" | "paused" if !pid_alive(pid) => {
+                // It exited since we listed (a `q` container ends by
+                // itself): its exit must be recorded, promptly and true.
+                let c = poll(
+                    "a gone init to be recorded",
+                    Duration::from_secs(10),
+                    || {
+                        let c = d.inspect(id);
+                        (c["state"] == "stopped").then_some(c)
+                    },
                 );
+                let code = c["exit_code"].as_i64();
+                assert!(
+                    code.is_some_and(|x| codes_for(name).contains(&x)),
+                    "round {round}: {name} {id} stopped with {code:?}: {c}"
+                );
+            }
+            "running" | "paused" => {
                 assert!(
                     w.shims.iter().any(|(_, s)| s == id),
                     "round {round}: {id} is {state} without a shim"
@@ -600,8 +641,30 @@ fn check_world(d: &Daemon, seen: &BTreeSet<String>, round: usize) {
     }
     // Events: per container, one exit per start (one fewer while it runs),
     // one exec-exit per exec-added of a stopped container, never twice.
+    // A `q` container may end between reading the log and the states:
+    // read both again until they agree (a real disagreement stays).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let Err(last) = check_events(d) else {
+            return;
+        };
+        assert!(Instant::now() < deadline, "round {round}: {last}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn check_events(d: &Daemon) -> Result<(), String> {
+    macro_rules! check {
+        ($cond:expr, $($fmt:tt)*) => {
+            if !$cond {
+                return Err(format!($($fmt)*));
+            }
+        };
+    }
+    let events = d.events_json(&[]);
+    let db = world(d).db;
     let mut per: HashMap<String, Vec<Value>> = HashMap::new();
-    for e in d.events_json(&[]) {
+    for e in events {
         per.entry(e["container"].as_str().unwrap_or_default().to_string())
             .or_default()
             .push(e);
@@ -609,53 +672,53 @@ fn check_world(d: &Daemon, seen: &BTreeSet<String>, round: usize) {
     for (id, evs) in &per {
         let count = |t: &str| evs.iter().filter(|e| e["type"] == t).count();
         let (starts, exits, deletes) = (count("start"), count("exit"), count("delete"));
-        assert!(deletes <= 1, "round {round}: {id} deleted {deletes} times");
-        let state = w.db.get(id).and_then(|c| c["state"].as_str());
+        check!(deletes <= 1, "{id} deleted {deletes} times");
+        let state = db.get(id).and_then(|c| c["state"].as_str());
         match state {
-            Some("running") | Some("paused") => assert_eq!(
-                exits + 1,
-                starts,
-                "round {round}: {id} running: {starts} starts, {exits} exits"
+            Some("running") | Some("paused") => check!(
+                exits + 1 == starts,
+                "{id} running: {starts} starts, {exits} exits"
             ),
-            Some("created") => assert_eq!(exits, starts, "round {round}: {id}"),
+            Some("created") => check!(
+                exits == starts,
+                "{id} created: {starts} starts, {exits} exits"
+            ),
             // A stopped container, or a deleted one: every run ended once
             // (a created-never-started run ends with an exit too).
-            _ => assert!(
+            _ => check!(
                 exits == starts || exits == starts + 1,
-                "round {round}: {id}: {starts} starts, {exits} exits: {evs:?}"
+                "{id}: {starts} starts, {exits} exits: {evs:?}"
             ),
         }
         let mut exec_exits = BTreeSet::new();
         for e in evs.iter().filter(|e| e["type"] == "exec-exit") {
             let p = e["process"].as_str().unwrap_or_default().to_string();
-            assert!(
-                exec_exits.insert(p.clone()),
-                "round {round}: exec-exit of {p} twice"
-            );
+            check!(exec_exits.insert(p.clone()), "exec-exit of {p} twice");
             let code = e["exit_code"].as_i64();
-            assert!(
+            check!(
                 matches!(code, Some(5) | Some(-1) | Some(137)),
-                "round {round}: exec {p} of {id} exited {code:?}"
+                "exec {p} of {id} exited {code:?}"
             );
         }
         if state.is_none() || state == Some("stopped") {
             for e in evs.iter().filter(|e| e["type"] == "exec-added") {
                 let p = e["process"].as_str().unwrap_or_default();
-                assert!(
+                check!(
                     exec_exits.contains(p),
-                    "round {round}: exec {p} of {id} never reported its exit"
+                    "exec {p} of {id} never reported its exit"
                 );
             }
         }
         for e in evs.iter().filter(|e| e["type"] == "exit") {
             let name = e["name"].as_str().unwrap_or_default();
             let code = e["exit_code"].as_i64();
-            assert!(
+            check!(
                 code.is_some_and(|x| codes_for(name).contains(&x)),
-                "round {round}: exit of {name} {id} with {code:?}"
+                "exit of {name} {id} with {code:?}"
             );
         }
     }
+    Ok(())
 }
 
 /// Spawn a CLI command in the background (its outcome does not matter:
