@@ -288,9 +288,11 @@ fn always_survives_a_daemon_restart(rt: Rt) {
 }
 
 /// What a reboot does to a daemon's world: every shim and container
-/// process gone (killed by the pids we read), runtime state (a tmpfs in
-/// real life) and the shims' sockets gone, cgroups gone.
-fn simulate_reboot(d: &mut Daemon, running: &[&str]) {
+/// process gone (killed by the pids we read) and their cgroups with them.
+/// berth's root is on disk, so its files stay, runtime state and stale
+/// shim sockets included; with `wipe_run` they go too, as they would if
+/// they lived on a tmpfs.
+fn simulate_reboot(d: &mut Daemon, running: &[&str], wipe_run: bool) {
     let procs: Vec<(i64, i64)> = running
         .iter()
         .map(|id| {
@@ -308,6 +310,14 @@ fn simulate_reboot(d: &mut Daemon, running: &[&str]) {
             (!pid_alive(pid) && !pid_alive(shim)).then_some(())
         });
     }
+    for id in running {
+        for cg in cgroup_leftovers(id) {
+            remove_cgroup(&cg);
+        }
+    }
+    if !wipe_run {
+        return;
+    }
     let runtime = d.state_dir().join("runtime");
     if let Ok(entries) = std::fs::read_dir(&runtime) {
         for e in entries.flatten() {
@@ -316,9 +326,6 @@ fn simulate_reboot(d: &mut Daemon, running: &[&str]) {
     }
     for id in running {
         let _ = std::fs::remove_file(d.state_dir().join("containers").join(id).join("shim.sock"));
-        for cg in cgroup_leftovers(id) {
-            remove_cgroup(&cg);
-        }
     }
 }
 
@@ -340,6 +347,11 @@ fn remove_cgroup(dir: &Path) {
 /// come back; a stopped `unless-stopped` one stays stopped; one without a
 /// policy is stopped with an unknown exit.
 fn policies_after_a_host_reboot(rt: Rt) {
+    reboot(rt, false);
+    reboot(rt, true);
+}
+
+fn reboot(rt: Rt, wipe_run: bool) {
     let mut d = Daemon::start(rt);
     let always = d
         .run(&["-d", "--restart", "always"], &["sleep", "1000"])
@@ -355,7 +367,7 @@ fn policies_after_a_host_reboot(rt: Rt) {
     assert_eq!(d.state_of(&held), "stopped");
     let old = [pid_of(&d, &always), pid_of(&d, &unless)];
 
-    simulate_reboot(&mut d, &[&always, &unless, &plain]);
+    simulate_reboot(&mut d, &[&always, &unless, &plain], wipe_run);
     d.restart();
 
     for id in [&always, &unless] {
