@@ -191,6 +191,9 @@ async fn run(args: Args) -> Result<()> {
         RuntimeKind::Cli { path } => path.display().to_string(),
     };
     let runtime = Arc::new(shim::ShimRuntime::new(root.clone(), shim, kind));
+    runtime
+        .forget_previous_boot()
+        .context("cannot compare the boot id with the last run's")?;
     let sup = berth_core::Supervisor::new(runtime, store.clone())?;
     sup.restore().await.context("cannot restore containers")?;
 

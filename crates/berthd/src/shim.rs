@@ -146,6 +146,47 @@ impl ShimRuntime {
         self.root.join("runtime")
     }
 
+    /// Before restore: if the host rebooted since the last berthd ran on
+    /// this root (`<root>/boot_id` differs from the kernel's), every shim
+    /// and container of that boot is gone, but their runtime state and
+    /// sockets are still on disk. Remove them, so nothing acts on the pids
+    /// they name (which may belong to other processes now). Returns whether
+    /// a reboot was seen.
+    pub fn forget_previous_boot(&self) -> std::io::Result<bool> {
+        let now = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?;
+        let now = now.trim();
+        let file = self.root.join("boot_id");
+        let before = std::fs::read_to_string(&file).ok();
+        let rebooted = before.as_deref().is_some_and(|b| b.trim() != now);
+        if rebooted {
+            warn!(
+                "the host rebooted since berthd last ran: removing the runtime state of that boot"
+            );
+            if let Ok(entries) = std::fs::read_dir(self.runtime_root()) {
+                for e in entries.flatten() {
+                    let path = e.path();
+                    let res = if path.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                    if let Err(e) = res {
+                        warn!(path = %path.display(), error = %e, "cannot remove stale runtime state");
+                    }
+                }
+            }
+            if let Ok(entries) = std::fs::read_dir(self.root.join("containers")) {
+                for e in entries.flatten() {
+                    let _ = std::fs::remove_file(e.path().join("shim.sock"));
+                }
+            }
+        }
+        if before.as_deref().map(str::trim) != Some(now) {
+            proto::write_atomic(&file, format!("{now}\n").as_bytes())?;
+        }
+        Ok(rebooted)
+    }
+
     /// Run `berth-shim cleanup` for a container whose shim is gone: kills
     /// what is left of it and removes its cgroups and runtime state.
     async fn cleanup(&self, layout: &Layout) {

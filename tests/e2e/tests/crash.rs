@@ -316,6 +316,11 @@ fn simulate_reboot(d: &mut Daemon, running: &[&str], wipe_run: bool) {
         }
     }
     if !wipe_run {
+        // The next berthd runs in another boot: it must not trust the
+        // runtime state left on disk (its pids may be anyone's now).
+        let boot_id = d.state_dir().join("boot_id");
+        assert!(boot_id.exists(), "berthd records the boot it runs in");
+        std::fs::write(&boot_id, "00000000-0000-0000-0000-000000000000\n").unwrap();
         return;
     }
     let runtime = d.state_dir().join("runtime");
@@ -369,6 +374,9 @@ fn reboot(rt: Rt, wipe_run: bool) {
 
     simulate_reboot(&mut d, &[&always, &unless, &plain], wipe_run);
     d.restart();
+    if !wipe_run {
+        assert!(d.daemon_log().contains("the host rebooted"));
+    }
 
     for id in [&always, &unless] {
         poll(
