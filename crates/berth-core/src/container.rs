@@ -60,6 +60,9 @@ pub struct ContainerConfig {
     pub log_max_files: u32,
     #[serde(default)]
     pub restart: crate::restart::RestartPolicy,
+    /// The init's stdin stays open for attached clients (`-i`).
+    #[serde(default)]
+    pub open_stdin: bool,
 }
 
 pub const DEFAULT_STOP_TIMEOUT: u32 = 10;

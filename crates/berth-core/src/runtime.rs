@@ -54,6 +54,8 @@ pub struct CreateTask {
     pub spec: oci_spec::runtime::Spec,
     pub log_max_size: u64,
     pub log_max_files: u32,
+    /// Keep the init's stdin open for attached clients (`-i`).
+    pub open_stdin: bool,
 }
 
 /// A process to run in a container.
@@ -61,6 +63,53 @@ pub struct CreateTask {
 pub struct ExecTask {
     pub exec_id: String,
     pub process: oci_spec::runtime::Process,
+    /// Attach to the process as it starts (nothing of its output is missed);
+    /// its stdin is open only when attached with `stdin`.
+    pub attach: Option<AttachOptions>,
+}
+
+/// How a client attaches to a process's stdio.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttachOptions {
+    /// The client writes the process's stdin (which must have been opened).
+    pub stdin: bool,
+}
+
+/// Which of a process's output streams a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// A chunk of a process's output, as it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub stream: OutputStream,
+    pub data: Vec<u8>,
+}
+
+/// What an attached client sends to a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachInput {
+    Stdin(Vec<u8>),
+    /// The client's stdin ended: close the process's (not a terminal's).
+    CloseStdin,
+    /// The client's terminal changed size.
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
+}
+
+/// A live connection to a process's stdio. `output` ends once the
+/// process's output has ended and all of it was delivered; dropping both
+/// halves detaches without affecting the process. A client that stops
+/// reading `output` holds the process back for a bounded time, then is
+/// cut off.
+pub struct AttachIo {
+    pub input: mpsc::Sender<AttachInput>,
+    pub output: mpsc::Receiver<Output>,
 }
 
 /// What a task reports, in order. The stream ends with exactly one `Exit`
@@ -128,8 +177,11 @@ pub trait Task: Send + Sync {
     async fn kill_exec(&self, exec_id: &str, signal: i32) -> Result<(), RuntimeError>;
     async fn pause(&self) -> Result<(), RuntimeError>;
     async fn resume(&self) -> Result<(), RuntimeError>;
-    /// Start a process in the container; returns its pid.
-    async fn exec(&self, req: ExecTask) -> Result<i32, RuntimeError>;
+    /// Start a process in the container; returns its pid, and its stdio
+    /// when `req.attach` asked for it.
+    async fn exec(&self, req: ExecTask) -> Result<(i32, Option<AttachIo>), RuntimeError>;
+    /// Connect to the stdio of the init ([`INIT_PROCESS`]) or of an exec.
+    async fn attach(&self, process: &str, opts: AttachOptions) -> Result<AttachIo, RuntimeError>;
     /// The ordered event stream; there is one, handed out once.
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<TaskEvent>>;
 }

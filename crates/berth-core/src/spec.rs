@@ -410,6 +410,10 @@ pub struct ExecOptions {
     pub cwd: Option<String>,
     /// `-u` for the exec; default: the container's user.
     pub user: Option<String>,
+    /// `-t`: a pseudo-terminal (and `TERM=xterm` unless the environment
+    /// sets `TERM`), of this size (rows, columns) when known.
+    pub terminal: bool,
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// The process for `exec`: the container's own process (environment, user,
@@ -424,8 +428,16 @@ pub fn exec_process(
     validate_args(&opts.args)?;
     let mut process = base.clone();
     process.set_args(Some(opts.args.clone()));
-    process.set_terminal(Some(false));
+    process.set_terminal(Some(opts.terminal));
     process.set_console_size(None);
+    if let (true, Some((rows, cols))) = (opts.terminal, opts.console_size) {
+        process.set_console_size(Some(
+            oci_spec::runtime::BoxBuilder::default()
+                .height(u64::from(rows))
+                .width(u64::from(cols))
+                .build()?,
+        ));
+    }
     if let Some(cwd) = &opts.cwd {
         if !cwd.starts_with('/') || cwd.contains('\0') {
             return Err(SpecError::RelativeCwd(cwd.clone()));
@@ -460,6 +472,9 @@ pub fn exec_process(
             Some(slot) => slot.clone_from(entry),
             None => env.push(entry.clone()),
         }
+    }
+    if opts.terminal && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_string());
     }
     process.set_env(Some(env));
     Ok(process)
@@ -1605,11 +1620,33 @@ nogroup:x:65534:
                 env: vec!["A=2".into(), "B=3".into()],
                 cwd: None,
                 user: Some("nobody".into()),
+                ..Default::default()
             },
             Some(passwd),
             None,
         )
         .unwrap();
+        assert_eq!(p.terminal(), Some(false));
+        let tty = exec_process(
+            &base,
+            &ExecOptions {
+                args: vec!["sh".into()],
+                terminal: true,
+                console_size: Some((40, 120)),
+                ..Default::default()
+            },
+            Some(passwd),
+            None,
+        )
+        .unwrap();
+        assert_eq!(tty.terminal(), Some(true));
+        let size = tty.console_size().unwrap();
+        assert_eq!((size.height(), size.width()), (40, 120));
+        assert!(tty
+            .env()
+            .clone()
+            .unwrap()
+            .contains(&"TERM=xterm".to_string()));
         assert_eq!(p.args().clone().unwrap(), vec!["id".to_string()]);
         assert_eq!(p.cwd(), &PathBuf::from("/srv"));
         assert_eq!(p.user().uid(), 65534);

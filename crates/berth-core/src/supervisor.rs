@@ -23,7 +23,8 @@ use crate::container::{ContainerConfig, ContainerRecord, ExecRecord, State};
 use crate::event::{now_rfc3339, EventBus, EventInfo, EventType};
 use crate::exit::{Exit, ExitStatus};
 use crate::runtime::{
-    CreateTask, ExecTask, Restored, Runtime, RuntimeError, Task, TaskEvent, TaskState, INIT_PROCESS,
+    AttachInput, AttachIo, AttachOptions, CreateTask, ExecTask, Restored, Runtime, RuntimeError,
+    Task, TaskEvent, TaskState, INIT_PROCESS,
 };
 use crate::store::{Store, StoreError};
 
@@ -381,6 +382,7 @@ impl Supervisor {
                 spec: rec.spec.clone(),
                 log_max_size: rec.config.log_max_size,
                 log_max_files: rec.config.log_max_files,
+                open_stdin: rec.config.open_stdin,
             })
             .instrument(span.clone())
             .await;
@@ -418,6 +420,19 @@ impl Supervisor {
     /// Start a created container, or run a stopped one again. Returns the
     /// init's pid and a watch for this run's exit.
     pub async fn start(&self, key: &str) -> Result<(i32, ExitWatch)> {
+        self.start_attached(key, None)
+            .await
+            .map(|(pid, watch, _)| (pid, watch))
+    }
+
+    /// [`Supervisor::start`], attached to the init's stdio before it runs
+    /// when `attach` is given (with the terminal size to set first, if
+    /// any), so that not a byte of its output is missed.
+    pub async fn start_attached(
+        &self,
+        key: &str,
+        attach: Option<(AttachOptions, Option<(u16, u16)>)>,
+    ) -> Result<(i32, ExitWatch, Option<AttachIo>)> {
         let entry = self.lookup(key)?;
         let mut ctr = entry.ctr.lock().await;
         if ctr.removing {
@@ -436,9 +451,17 @@ impl Supervisor {
                     rx: entry.changed.subscribe(),
                     run: ctr.run,
                 };
-                return Ok((ctr.rec.pid, watch));
+                let io = match attach {
+                    Some((opts, size)) => Some(Self::attach_task(&ctr, opts, size).await?),
+                    None => None,
+                };
+                return Ok((ctr.rec.pid, watch, io));
             }
         }
+        let io = match attach {
+            Some((opts, size)) => Some(Self::attach_task(&ctr, opts, size).await?),
+            None => None,
+        };
         // A start by the user: policies apply again, from a fresh backoff.
         ctr.rec.manually_stopped = false;
         ctr.rec.restarting = false;
@@ -449,7 +472,21 @@ impl Supervisor {
             run: ctr.run,
         };
         self.start_task(&entry, &mut ctr).await?;
-        Ok((ctr.rec.pid, watch))
+        Ok((ctr.rec.pid, watch, io))
+    }
+
+    /// Attach to the init of `ctr`'s current task; set the terminal size first.
+    async fn attach_task(
+        ctr: &Ctr,
+        opts: AttachOptions,
+        size: Option<(u16, u16)>,
+    ) -> Result<AttachIo> {
+        let task = ctr.task.clone().ok_or_else(|| not_running(&ctr.rec))?;
+        let io = task.attach(INIT_PROCESS, opts).await?;
+        if let Some((rows, cols)) = size {
+            let _ = io.input.send(AttachInput::Resize { rows, cols }).await;
+        }
+        Ok(io)
     }
 
     /// Create the init of a stopped container again: a new run.
@@ -462,6 +499,7 @@ impl Supervisor {
                 spec: ctr.rec.spec.clone(),
                 log_max_size: ctr.rec.config.log_max_size,
                 log_max_files: ctr.rec.config.log_max_files,
+                open_stdin: ctr.rec.config.open_stdin,
             })
             .await?;
         ctr.run += 1;
@@ -849,6 +887,37 @@ impl Supervisor {
         key: &str,
         process: oci_spec::runtime::Process,
     ) -> Result<(String, i32)> {
+        self.exec_attached(key, process, None)
+            .await
+            .map(|(id, pid, _)| (id, pid))
+    }
+
+    /// Connect to the stdio of a live container's init or of one of its
+    /// running execs.
+    pub async fn attach(&self, key: &str, process: &str, opts: AttachOptions) -> Result<AttachIo> {
+        let entry = self.lookup(key)?;
+        let ctr = entry.ctr.lock().await;
+        if !ctr.rec.state.is_live() {
+            return Err(Error::InvalidState(format!(
+                "container {} is not running: start it first",
+                ctr.rec.name
+            )));
+        }
+        if process != INIT_PROCESS && !ctr.rec.execs.get(process).is_some_and(|e| e.running) {
+            return Err(Error::ProcessNotFound(ctr.rec.name.clone(), process.into()));
+        }
+        let task = ctr.task.clone().ok_or_else(|| not_running(&ctr.rec))?;
+        Ok(task.attach(process, opts).await?)
+    }
+
+    /// [`Supervisor::exec`], attached to the process from its start when
+    /// `attach` is given.
+    pub async fn exec_attached(
+        &self,
+        key: &str,
+        process: oci_spec::runtime::Process,
+        attach: Option<AttachOptions>,
+    ) -> Result<(String, i32, Option<AttachIo>)> {
         let entry = self.lookup(key)?;
         let mut ctr = entry.ctr.lock().await;
         if ctr.rec.state != State::Running {
@@ -865,10 +934,11 @@ impl Supervisor {
             [..16]
             .to_string();
         let args = process.args().clone().unwrap_or_default();
-        let pid = task
+        let (pid, io) = task
             .exec(ExecTask {
                 exec_id: exec_id.clone(),
                 process,
+                attach,
             })
             .await?;
         ctr.rec.execs.insert(
@@ -888,7 +958,7 @@ impl Supervisor {
         };
         self.commit_event(&entry, &ctr, false, EventType::ExecAdded, ev.clone())?;
         self.publish(EventType::ExecStarted, ev);
-        Ok((exec_id, pid))
+        Ok((exec_id, pid, io))
     }
 
     /// Remove a container. A running one needs `force` (it is killed first).

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{FcntlArg, OFlag};
 use nix::unistd::Pid;
 
-use crate::{sys, validate_id, Backend, OciError, Stdio, CREATE_TIMEOUT, OP_TIMEOUT};
+use crate::{sys, validate_id, Backend, Io, OciError, Stdio, CREATE_TIMEOUT, OP_TIMEOUT};
 
 /// An OCI runtime command line.
 #[derive(Debug)]
@@ -223,18 +223,32 @@ fn os(s: impl Into<OsString>) -> OsString {
     s.into()
 }
 
+/// `--console-socket PATH` for a terminal (the runtime's own stdio then
+/// stays ours: null and a pipe for its errors); the fds for pipes.
+fn console_args(io: Io, args: &mut Vec<OsString>) -> Option<Stdio> {
+    match io {
+        Io::Pipes(stdio) => Some(stdio),
+        Io::Console(path) => {
+            args.push(os("--console-socket"));
+            args.push(os(path));
+            None
+        }
+    }
+}
+
 impl Backend for Cli {
-    fn create(&self, id: &str, bundle: &Path, stdio: Stdio) -> Result<i32, OciError> {
+    fn create(&self, id: &str, bundle: &Path, io: Io) -> Result<i32, OciError> {
         validate_id(id)?;
         let pid_file = self.scratch_file("create", "pid")?;
-        let args = [
+        let mut args = vec![
             os("--bundle"),
             os(bundle),
             os("--pid-file"),
             os(&pid_file.0),
-            os(id),
         ];
-        self.run("create", &args, Some(stdio), CREATE_TIMEOUT)?;
+        let stdio = console_args(io, &mut args);
+        args.push(os(id));
+        self.run("create", &args, stdio, CREATE_TIMEOUT)?;
         self.read_pid("create", &pid_file)
     }
 
@@ -267,7 +281,7 @@ impl Backend for Cli {
         &self,
         id: &str,
         process: &oci_spec::runtime::Process,
-        stdio: Stdio,
+        io: Io,
     ) -> Result<i32, OciError> {
         validate_id(id)?;
         let spec = self.scratch_file("exec", "json")?;
@@ -276,15 +290,16 @@ impl Backend for Cli {
         std::fs::write(&spec.0, json)
             .map_err(|e| OciError::other(format!("{} exec failed: process: {e}", self.name)))?;
         let pid_file = self.scratch_file("exec", "pid")?;
-        let args = [
+        let mut args = vec![
             os("--detach"),
             os("--pid-file"),
             os(&pid_file.0),
             os("--process"),
             os(&spec.0),
-            os(id),
         ];
-        self.run("exec", &args, Some(stdio), CREATE_TIMEOUT)?;
+        let stdio = console_args(io, &mut args);
+        args.push(os(id));
+        self.run("exec", &args, stdio, CREATE_TIMEOUT)?;
         self.read_pid("exec", &pid_file)
     }
 

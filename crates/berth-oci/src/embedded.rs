@@ -33,7 +33,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::sys::{self, Forked};
-use crate::{validate_id, Backend, ErrorKind, OciError, Stdio, CREATE_TIMEOUT, OP_TIMEOUT};
+use crate::{validate_id, Backend, ErrorKind, Io, OciError, CREATE_TIMEOUT, OP_TIMEOUT};
 
 /// libcontainer, called from a forked single-threaded helper per operation.
 ///
@@ -306,12 +306,27 @@ fn lc<T>(what: &str, r: Result<T, libcontainer::error::LibcontainerError>) -> Re
     r.map_err(|e| lc_error(what, &e))
 }
 
-fn stdio_fds(stdio: &Stdio) -> [RawFd; 3] {
-    [
-        stdio.stdin.as_raw_fd(),
-        stdio.stdout.as_raw_fd(),
-        stdio.stderr.as_raw_fd(),
-    ]
+/// The fds a helper hands to the new process (none for a terminal).
+fn stdio_fds(io: &Io) -> Vec<RawFd> {
+    match io {
+        Io::Pipes(s) => vec![
+            s.stdin.as_raw_fd(),
+            s.stdout.as_raw_fd(),
+            s.stderr.as_raw_fd(),
+        ],
+        Io::Console(_) => Vec::new(),
+    }
+}
+
+/// Put `io` on a builder: the pipes, or the console socket.
+fn with_io(builder: ContainerBuilder, io: Io) -> ContainerBuilder {
+    match io {
+        Io::Pipes(s) => builder
+            .with_stdin(s.stdin)
+            .with_stdout(s.stdout)
+            .with_stderr(s.stderr),
+        Io::Console(path) => builder.with_console_socket(Some(path)),
+    }
 }
 
 fn base_builder(id: &str, root: &Path, what: &str) -> Result<ContainerBuilder, OciError> {
@@ -325,20 +340,17 @@ fn load(dir: &Path, what: &str) -> Result<Container, OciError> {
 }
 
 impl Backend for Embedded {
-    fn create(&self, id: &str, bundle: &Path, stdio: Stdio) -> Result<i32, OciError> {
+    fn create(&self, id: &str, bundle: &Path, io: Io) -> Result<i32, OciError> {
         validate_id(id)?;
         let root = self.root.clone();
         let bundle = bundle.to_path_buf();
-        let keep = stdio_fds(&stdio);
+        let keep = stdio_fds(&io);
         self.helper("create", CREATE_TIMEOUT, &keep, move || {
             std::fs::create_dir_all(&root)
                 .map_err(|e| OciError::other(format!("create failed: {}: {e}", root.display())))?;
             let container = lc(
                 "create",
-                base_builder(id, &root, "create")?
-                    .with_stdin(stdio.stdin)
-                    .with_stdout(stdio.stdout)
-                    .with_stderr(stdio.stderr)
+                with_io(base_builder(id, &root, "create")?, io)
                     .as_init(&bundle)
                     .with_systemd(false)
                     .with_detach(true)
@@ -402,13 +414,13 @@ impl Backend for Embedded {
         &self,
         id: &str,
         process: &oci_spec::runtime::Process,
-        stdio: Stdio,
+        io: Io,
     ) -> Result<i32, OciError> {
         self.container_dir(id)?;
         let json = serde_json::to_vec(process)
             .map_err(|e| OciError::other(format!("exec failed: process: {e}")))?;
         let root = self.root.clone();
-        let keep = stdio_fds(&stdio);
+        let keep = stdio_fds(&io);
         self.helper("exec", CREATE_TIMEOUT, &keep, move || {
             // The tenant builder reads the process from a file: hand it an
             // anonymous one, so nothing is left on disk.
@@ -427,10 +439,7 @@ impl Backend for Embedded {
             let path = format!("/proc/self/fd/{}", memfd.as_raw_fd());
             let pid = lc(
                 "exec",
-                base_builder(id, &root, "exec")?
-                    .with_stdin(stdio.stdin)
-                    .with_stdout(stdio.stdout)
-                    .with_stderr(stdio.stderr)
+                with_io(base_builder(id, &root, "exec")?, io)
                     .as_tenant()
                     .with_detach(true)
                     .with_process(Some(path))

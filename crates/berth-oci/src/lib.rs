@@ -50,6 +50,18 @@ pub struct Stdio {
     pub stderr: OwnedFd,
 }
 
+/// Where a new process's stdio goes.
+#[derive(Debug)]
+pub enum Io {
+    /// Plain fds (pipes), consumed by the backend.
+    Pipes(Stdio),
+    /// A terminal (`process.terminal` is true in the spec): the runtime
+    /// creates a pty, makes its slave the process's stdio and sends the
+    /// master over the unix socket listening at this path (SCM_RIGHTS), as
+    /// `runc --console-socket` does. The path must fit a sockaddr_un.
+    Console(std::path::PathBuf),
+}
+
 /// What kind of failure an [`OciError`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -106,9 +118,9 @@ impl OciError {
 /// Every call is bounded in time ([`CREATE_TIMEOUT`], [`OP_TIMEOUT`]).
 pub trait Backend {
     /// Create the container `id` from the bundle (its `config.json`), with the
-    /// init's stdio on `stdio`, and return the init's pid. The init waits for
+    /// init's stdio on `io`, and return the init's pid. The init waits for
     /// [`Backend::start`] before it runs the user's process.
-    fn create(&self, id: &str, bundle: &Path, stdio: Stdio) -> Result<i32, OciError>;
+    fn create(&self, id: &str, bundle: &Path, io: Io) -> Result<i32, OciError>;
     /// Let the created init run the user's process.
     fn start(&self, id: &str) -> Result<(), OciError>;
     /// Send `signal` to the init, or with `all` to every process in the container.
@@ -117,14 +129,10 @@ pub trait Backend {
     fn pause(&self, id: &str) -> Result<(), OciError>;
     /// Thaw a paused container.
     fn resume(&self, id: &str) -> Result<(), OciError>;
-    /// Run `process` in the running container with its stdio on `stdio`;
+    /// Run `process` in the running container with its stdio on `io`;
     /// returns its pid.
-    fn exec(
-        &self,
-        id: &str,
-        process: &oci_spec::runtime::Process,
-        stdio: Stdio,
-    ) -> Result<i32, OciError>;
+    fn exec(&self, id: &str, process: &oci_spec::runtime::Process, io: Io)
+        -> Result<i32, OciError>;
     /// Remove the container's cgroups and runtime state. With `force`, kill
     /// whatever still runs in it first. A container the runtime does not know
     /// gives an error of kind [`ErrorKind::NotFound`].

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the types below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Process id of the init process in requests and events.
 pub const INIT_PROCESS: &str = "init";
@@ -81,6 +81,11 @@ pub struct ShimConfig {
     pub exec_dir: PathBuf,
     /// The shim's own diagnostics go here (its stderr).
     pub shim_log: PathBuf,
+    /// Keep the init's stdin open for attached clients (`-i`); otherwise it
+    /// reads EOF at once. (Whether it has a terminal is `process.terminal`
+    /// in the bundle.)
+    #[serde(default)]
+    pub open_stdin: bool,
 }
 
 /// The one line the shim writes on its ready pipe.
@@ -149,13 +154,35 @@ pub enum Request {
     Pause,
     Resume,
     /// Run a process in the container. `process` is an OCI `process` object
-    /// (args, env, cwd, user, ...). Output goes to `<exec_dir>/<exec_id>.log`.
+    /// (args, env, cwd, user, terminal, ...). Output goes to
+    /// `<exec_dir>/<exec_id>.log`. With `attach`, the connection becomes the
+    /// process's attach stream after the `Response::Started`, registered
+    /// before the process runs, so not a byte of its output is missed.
     Exec {
         exec_id: String,
         process: serde_json::Value,
+        #[serde(default)]
+        attach: Option<AttachOptions>,
     },
     /// Keep this connection and stream [`ShimEvent`]s on it.
     Subscribe,
+    /// After the `Response::Ok` this connection carries [`frame`]s: the
+    /// process's output to the client, stdin, stdin EOF and resizes from it.
+    /// The shim closes it once the process's output has ended and been sent.
+    Attach {
+        /// `init` or an exec id.
+        process: String,
+        #[serde(flatten)]
+        options: AttachOptions,
+    },
+}
+
+/// How a client attaches to a process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachOptions {
+    /// The client may write to the process's stdin (which must be open).
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 /// The state the shim reports in [`Response::Hello`].
@@ -229,6 +256,73 @@ pub enum ShimEvent {
     Exit(ExitRecord),
     /// The OOM killer acted in the container.
     Oom,
+}
+
+/// The framing of an attach connection: a 1-byte kind, a 4-byte big-endian
+/// payload length, the payload. Kinds from the shim: [`frame::STDOUT`],
+/// [`frame::STDERR`]; to it: [`frame::STDIN`], [`frame::CLOSE_STDIN`] (no
+/// payload), [`frame::RESIZE`] (rows, cols: two big-endian u16).
+pub mod frame {
+    use std::io;
+
+    pub const STDIN: u8 = 0;
+    pub const STDOUT: u8 = 1;
+    pub const STDERR: u8 = 2;
+    pub const CLOSE_STDIN: u8 = 3;
+    pub const RESIZE: u8 = 4;
+    pub const HEADER: usize = 5;
+    /// The largest payload either side accepts.
+    pub const MAX_PAYLOAD: usize = 1 << 20;
+
+    /// Append one frame to `out`.
+    pub fn encode(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
+        out.push(kind);
+        // Payloads are bounded by MAX_PAYLOAD at every call site.
+        out.extend_from_slice(
+            &u32::try_from(payload.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
+        out.extend_from_slice(payload);
+    }
+
+    /// The payload of a RESIZE frame.
+    pub fn resize(rows: u16, cols: u16) -> [u8; 4] {
+        let [r0, r1] = rows.to_be_bytes();
+        let [c0, c1] = cols.to_be_bytes();
+        [r0, r1, c0, c1]
+    }
+
+    /// Rows and columns from a RESIZE payload.
+    pub fn parse_resize(payload: &[u8]) -> Option<(u16, u16)> {
+        match payload {
+            [r0, r1, c0, c1] => Some((
+                u16::from_be_bytes([*r0, *r1]),
+                u16::from_be_bytes([*c0, *c1]),
+            )),
+            _ => None,
+        }
+    }
+
+    /// The first complete frame in `buf`: its kind, payload range and total
+    /// length. `Ok(None)` when more bytes are needed; an error for a length
+    /// over [`MAX_PAYLOAD`] (the peer is broken: drop the connection).
+    pub fn decode(buf: &[u8]) -> io::Result<Option<(u8, std::ops::Range<usize>)>> {
+        if buf.len() < HEADER {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("attach frame of {len} bytes"),
+            ));
+        }
+        if buf.len() < HEADER + len {
+            return Ok(None);
+        }
+        Ok(Some((buf[0], HEADER..HEADER + len)))
+    }
 }
 
 /// Serialize `msg` as one JSON line.
@@ -356,6 +450,48 @@ mod tests {
             Request::Kill {
                 signal: 9,
                 all: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let mut buf = Vec::new();
+        frame::encode(frame::STDOUT, b"hello", &mut buf);
+        frame::encode(frame::RESIZE, &frame::resize(24, 80), &mut buf);
+        frame::encode(frame::CLOSE_STDIN, b"", &mut buf);
+        assert!(frame::decode(&buf[..4]).unwrap().is_none());
+        assert!(frame::decode(&buf[..7]).unwrap().is_none());
+        let (k, r) = frame::decode(&buf).unwrap().unwrap();
+        assert_eq!((k, &buf[r.clone()]), (frame::STDOUT, &b"hello"[..]));
+        let rest = &buf[r.end..];
+        let (k, r) = frame::decode(rest).unwrap().unwrap();
+        assert_eq!(k, frame::RESIZE);
+        assert_eq!(frame::parse_resize(&rest[r.clone()]), Some((24, 80)));
+        let (k, r) = frame::decode(&rest[r.end..]).unwrap().unwrap();
+        assert_eq!((k, r.len()), (frame::CLOSE_STDIN, 0));
+        let huge = [frame::STDIN, 0xff, 0xff, 0xff, 0xff];
+        assert!(frame::decode(&huge).is_err());
+    }
+
+    #[test]
+    fn attach_request_shape() {
+        let mut buf = Vec::new();
+        let req = Request::Attach {
+            process: INIT_PROCESS.into(),
+            options: AttachOptions { stdin: true },
+        };
+        write_line(&mut buf, &req).unwrap();
+        assert_eq!(
+            String::from_utf8(buf.clone()).unwrap(),
+            "{\"op\":\"attach\",\"process\":\"init\",\"stdin\":true}\n"
+        );
+        let back: Request = read_line(&mut &buf[..]).unwrap().unwrap();
+        assert!(matches!(
+            back,
+            Request::Attach {
+                options: AttachOptions { stdin: true },
                 ..
             }
         ));

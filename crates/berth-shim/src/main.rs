@@ -21,6 +21,7 @@ use berth_shim_proto::{ErrorKind, Ready, RuntimeKind, ShimConfig, ShimError};
 
 mod crilog;
 mod shim;
+mod stdio;
 mod sys;
 
 /// One line of diagnostics on the shim's stderr (the `shim_log`).

@@ -6,17 +6,17 @@
 //! helpers safe (they fork this process) and keeps the shim tiny.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use berth_oci::{Backend, OciError, Stdio};
+use berth_oci::{Backend, Io, OciError};
 use berth_shim_proto::{
-    ErrorKind, ExitRecord, Request, Response, ShimConfig, ShimError, ShimEvent, ShimState,
-    WireExit, INIT_PROCESS, MAX_LINE, PROTOCOL_VERSION,
+    frame, AttachOptions, ErrorKind, ExitRecord, Request, Response, ShimConfig, ShimError,
+    ShimEvent, ShimState, WireExit, INIT_PROCESS, MAX_LINE, PROTOCOL_VERSION,
 };
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
@@ -24,6 +24,7 @@ use nix::sys::signalfd::SignalFd;
 use nix::unistd::Pid;
 
 use crate::crilog::CriLog;
+use crate::stdio::{self, ConsoleSocket, Input};
 use crate::{diag, sys};
 
 const STREAMS: [&str; 2] = ["stdout", "stderr"];
@@ -40,17 +41,128 @@ const MAX_CLIENTS: usize = 64;
 /// How long to look for the OOM kill after an OOM notice.
 const OOM_RECHECK: Duration = Duration::from_secs(2);
 /// One read per pipe event is at most this big.
-const READ_BUF: usize = 16 * 1024;
+const READ_BUF: usize = 64 * 1024;
+/// How long a runtime may take to send a terminal after create or exec.
+const TTY_TIMEOUT: Duration = Duration::from_secs(10);
+/// An attached client this far behind holds back the process's output (the
+/// process blocks on a full pipe, as it would on a slow disk)...
+const ATTACH_HIGH: usize = 1 << 20;
+/// ...but one that has taken nothing for this long is dropped: a client
+/// that went away must not block the container.
+const ATTACH_STALL: Duration = Duration::from_secs(10);
+/// How long after a process exited its attached clients still get output
+/// from whatever it left running with its stdout (`sh -c 'daemon &'`).
+const ATTACH_LINGER: Duration = Duration::from_millis(500);
+/// Stop reading clients' stdin while a process has this much unread.
+const STDIN_HIGH: usize = 256 * 1024;
+/// At most this many attached clients at once.
+const MAX_ATTACHED: usize = 64;
 
 /// A process the shim watches: the init or an exec.
 struct Proc {
     /// `init` or the exec id.
     id: String,
     pid: Pid,
-    /// Read ends of stdout and stderr (nonblocking); `None` after EOF.
+    /// Read ends of stdout and stderr (nonblocking); `None` after EOF. With
+    /// a terminal, stdout is the pty master and there is no stderr.
     outs: [Option<File>; 2],
+    /// Where attached clients' stdin goes, when it is open.
+    input: Option<Input>,
+    /// The pty master, for resizes, when the process has a terminal.
+    console: Option<File>,
     log: CriLog,
     exited: bool,
+    /// When it exited: its attached clients are let go a moment later even
+    /// if a process it left behind still holds its output open.
+    exited_at: Option<Instant>,
+}
+
+/// The shim's ends of a new process's stdio.
+struct ProcIo {
+    outs: [Option<File>; 2],
+    input: Option<Input>,
+    console: Option<File>,
+}
+
+impl ProcIo {
+    /// A terminal: output, input and resizes all go through the master.
+    fn console(master: File, open_stdin: bool, size: Option<(u16, u16)>) -> io::Result<Self> {
+        if let Some((rows, cols)) = size {
+            sys::set_winsize(&master, rows, cols)?;
+        }
+        let input = if open_stdin {
+            Some(Input::new(master.try_clone()?, true))
+        } else {
+            None
+        };
+        Ok(Self {
+            outs: [Some(master.try_clone()?), None],
+            input,
+            console: Some(master),
+        })
+    }
+}
+
+/// A client attached to a process's stdio (see [`berth_shim_proto::frame`]).
+struct Attached {
+    stream: UnixStream,
+    /// `init` or an exec id.
+    process: String,
+    /// It may write the process's stdin.
+    stdin: bool,
+    /// Bytes of a frame not complete yet.
+    rbuf: Vec<u8>,
+    /// Frames queued for the client, written from `wpos`.
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// When the client last took bytes (or had nothing queued).
+    progress: Instant,
+}
+
+impl Attached {
+    fn queued(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    fn queue(&mut self, kind: u8, data: &[u8]) {
+        if self.queued() == 0 {
+            self.wbuf.clear();
+            self.wpos = 0;
+            self.progress = Instant::now();
+        }
+        for chunk in data.chunks(frame::MAX_PAYLOAD) {
+            frame::encode(kind, chunk, &mut self.wbuf);
+        }
+    }
+
+    /// Write what is queued without blocking; false when the client is gone.
+    fn flush(&mut self) -> bool {
+        while self.wpos < self.wbuf.len() {
+            match self.stream.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.wpos += n;
+                    self.progress = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        self.wbuf.clear();
+        self.wpos = 0;
+        if self.wbuf.capacity() > ATTACH_HIGH {
+            self.wbuf = Vec::new();
+        }
+        true
+    }
+}
+
+/// What a connection becomes after its request is answered.
+enum After {
+    Close,
+    Subscribe,
+    Attach { process: String, stdin: bool },
 }
 
 /// A connection that has not sent its request line yet.
@@ -78,6 +190,7 @@ pub struct Shim {
     listener: UnixListener,
     clients: Vec<Option<Client>>,
     subscribers: Vec<Option<UnixStream>>,
+    attached: Vec<Option<Attached>>,
     sigfd: SignalFd,
     /// The container's cgroup (`linux.cgroupsPath`), when absolute.
     cgroup: Option<PathBuf>,
@@ -101,8 +214,11 @@ enum Token {
     Oom,
     /// Output of the init (`None`) or of `execs[i]`, stream 0/1.
     Out(Option<usize>, usize),
+    /// The init's (`None`) or `execs[i]`'s input can take more bytes.
+    Input(Option<usize>),
     Client(usize),
     Subscriber(usize),
+    Attached(usize),
 }
 
 fn other(context: &str) -> impl Fn(io::Error) -> ShimError + '_ {
@@ -117,27 +233,6 @@ fn shim_error(e: OciError) -> ShimError {
         berth_oci::ErrorKind::NotFound | berth_oci::ErrorKind::Other => ErrorKind::Other,
     };
     ShimError::new(kind, e.message)
-}
-
-/// Pipes for a new process: the child's ends for the backend, and our
-/// nonblocking read ends of stdout and stderr. Stdin's write end is closed
-/// at once: the process reads EOF.
-fn make_stdio() -> io::Result<(Stdio, [Option<File>; 2])> {
-    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from);
-    let (stdin, stdin_w) = pipe()?;
-    drop(stdin_w);
-    let (out_r, stdout) = pipe()?;
-    let (err_r, stderr) = pipe()?;
-    sys::set_nonblocking(&out_r)?;
-    sys::set_nonblocking(&err_r)?;
-    Ok((
-        Stdio {
-            stdin,
-            stdout,
-            stderr,
-        },
-        [Some(File::from(out_r)), Some(File::from(err_r))],
-    ))
 }
 
 /// Decode a raw wait status.
@@ -155,8 +250,15 @@ fn wire_exit(status: i32) -> Option<WireExit> {
     }
 }
 
-/// Read what `proc`'s stream `i` has (at most `max_reads` reads) into its log.
-fn pump(proc: &mut Proc, i: usize, buf: &mut [u8], max_reads: usize) {
+/// Read what `proc`'s stream `i` has (at most `max_reads` reads) into its
+/// log and to the clients attached to it.
+fn pump(
+    proc: &mut Proc,
+    i: usize,
+    buf: &mut [u8],
+    max_reads: usize,
+    attached: &mut [Option<Attached>],
+) {
     for _ in 0..max_reads {
         let Some(f) = proc.outs[i].as_mut() else {
             return;
@@ -166,9 +268,26 @@ fn pump(proc: &mut Proc, i: usize, buf: &mut [u8], max_reads: usize) {
                 proc.outs[i] = None;
                 return;
             }
-            Ok(n) => proc.log.write(STREAMS[i], &buf[..n]),
+            Ok(n) => {
+                let data = &buf[..n];
+                proc.log.write(STREAMS[i], data);
+                let kind = if i == 0 { frame::STDOUT } else { frame::STDERR };
+                for slot in attached.iter_mut() {
+                    if let Some(a) = slot.as_mut().filter(|a| a.process == proc.id) {
+                        a.queue(kind, data);
+                        if !a.flush() {
+                            *slot = None;
+                        }
+                    }
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A pty master reads EIO once every slave fd is closed: its EOF.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) && proc.console.is_some() => {
+                proc.outs[i] = None;
+                return;
+            }
             Err(e) => {
                 diag(format_args!("read {} {}: {e}", proc.id, STREAMS[i]));
                 proc.outs[i] = None;
@@ -178,13 +297,47 @@ fn pump(proc: &mut Proc, i: usize, buf: &mut [u8], max_reads: usize) {
     }
 }
 
-/// What the shim needs from the bundle's spec: `linux.cgroupsPath` (when an
-/// absolute cgroupfs path) and whether the container has a pid namespace of
-/// its own (not joined by path).
-fn bundle_facts(bundle: &Path) -> (Option<PathBuf>, bool) {
+/// Write what is buffered for `proc`'s input; drop the input when finished.
+fn flush_input(proc: &mut Proc) {
+    if let Some(input) = proc.input.as_mut() {
+        if !input.flush() {
+            proc.input = None;
+        }
+    }
+}
+
+/// What the shim needs from the bundle's spec.
+struct BundleFacts {
+    /// `linux.cgroupsPath`, when an absolute cgroupfs path.
+    cgroup: Option<PathBuf>,
+    /// The container has a pid namespace of its own (not joined by path).
+    own_pid_ns: bool,
+    /// `process.terminal`.
+    terminal: bool,
+    /// `process.consoleSize` (rows, columns).
+    console_size: Option<(u16, u16)>,
+}
+
+/// `consoleSize` of an OCI process object, as (rows, columns).
+fn console_size(process: Option<&serde_json::Value>) -> Option<(u16, u16)> {
+    let size = process?.get("consoleSize")?;
+    let dim = |k: &str| {
+        size.get(k)
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|v| u16::try_from(v).ok())
+    };
+    Some((dim("height")?, dim("width")?))
+}
+
+fn bundle_facts(bundle: &Path) -> BundleFacts {
     let spec: Option<serde_json::Value> = std::fs::read(bundle.join("config.json"))
         .ok()
         .and_then(|text| serde_json::from_slice(&text).ok());
+    let process = spec.as_ref().and_then(|s| s.get("process"));
+    let terminal = process
+        .and_then(|p| p.get("terminal"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
     let linux = spec.as_ref().and_then(|s| s.get("linux"));
     let cgroup = linux
         .and_then(|l| l.get("cgroupsPath"))
@@ -203,7 +356,12 @@ fn bundle_facts(bundle: &Path) -> (Option<PathBuf>, bool) {
                         .is_empty()
             })
         });
-    (cgroup, own_pid_ns)
+    BundleFacts {
+        cgroup,
+        own_pid_ns,
+        terminal,
+        console_size: console_size(process),
+    }
 }
 
 /// Where the memory controller keeps the cgroup `rel`, v1 first.
@@ -351,8 +509,35 @@ impl Shim {
         let log = CriLog::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_files)
             .map_err(other("open log"))?;
         std::fs::create_dir_all(&cfg.exec_dir).map_err(other("create exec dir"))?;
-        let (stdio, outs) = make_stdio().map_err(other("stdio pipes"))?;
-        let pid = match backend.create(&cfg.id, &cfg.bundle, stdio) {
+        let facts = bundle_facts(&cfg.bundle);
+        let console = if facts.terminal {
+            Some(ConsoleSocket::new().map_err(other("console socket"))?)
+        } else {
+            None
+        };
+        let (io, mut pio) = match &console {
+            Some(sock) => (
+                Io::Console(sock.path().to_path_buf()),
+                ProcIo {
+                    outs: [None, None],
+                    input: None,
+                    console: None,
+                },
+            ),
+            None => {
+                let (stdio, outs, stdin) =
+                    stdio::pipes(cfg.open_stdin).map_err(other("stdio pipes"))?;
+                (
+                    Io::Pipes(stdio),
+                    ProcIo {
+                        outs,
+                        input: stdin.map(|f| Input::new(f, false)),
+                        console: None,
+                    },
+                )
+            }
+        };
+        let pid = match backend.create(&cfg.id, &cfg.bundle, io) {
             Ok(pid) => pid,
             Err(e) => {
                 undo_create(&*backend, &cfg, &sigfd);
@@ -360,6 +545,18 @@ impl Shim {
             }
         };
         // Anything failing from here on must undo the create too.
+        if let Some(sock) = console {
+            let got = sock
+                .receive(Instant::now() + TTY_TIMEOUT)
+                .and_then(|m| ProcIo::console(m, cfg.open_stdin, facts.console_size));
+            match got {
+                Ok(p) => pio = p,
+                Err(e) => {
+                    undo_create(&*backend, &cfg, &sigfd);
+                    return Err(other("terminal")(e));
+                }
+            }
+        }
         let bound = (|| {
             remove_socket(&cfg.socket);
             if let Some(dir) = cfg.socket.parent() {
@@ -377,7 +574,9 @@ impl Shim {
                 return Err(other("bind socket")(e));
             }
         };
-        let (cgroup, own_pid_ns) = bundle_facts(&cfg.bundle);
+        let BundleFacts {
+            cgroup, own_pid_ns, ..
+        } = facts;
         let oom = cgroup.as_deref().and_then(watch_oom);
         Ok(Self {
             shim_pid: i32::try_from(std::process::id()).unwrap_or(0),
@@ -385,14 +584,18 @@ impl Shim {
             init: Proc {
                 id: INIT_PROCESS.into(),
                 pid: Pid::from_raw(pid),
-                outs,
+                outs: pio.outs,
+                input: pio.input,
+                console: pio.console,
                 log,
                 exited: false,
+                exited_at: None,
             },
             execs: Vec::new(),
             listener,
             clients: Vec::new(),
             subscribers: Vec::new(),
+            attached: Vec::new(),
             sigfd,
             cgroup,
             own_pid_ns,
@@ -433,16 +636,26 @@ impl Shim {
         let mut tokens = Vec::new();
         let ready: Vec<(Token, PollFlags)> = {
             let mut fds = Vec::new();
-            for (i, out) in self.init.outs.iter().enumerate() {
-                if let Some(f) = out {
-                    add(&mut fds, &mut tokens, f.as_fd(), Token::Out(None, i));
-                }
-            }
-            for (e, p) in self.execs.iter().enumerate() {
-                for (i, out) in p.outs.iter().enumerate() {
-                    if let Some(f) = out {
-                        add(&mut fds, &mut tokens, f.as_fd(), Token::Out(Some(e), i));
+            let held = |id: &str| {
+                self.attached
+                    .iter()
+                    .flatten()
+                    .any(|a| a.process == id && a.queued() > ATTACH_HIGH)
+            };
+            let procs = std::iter::once((None, &self.init))
+                .chain(self.execs.iter().enumerate().map(|(e, p)| (Some(e), p)));
+            for (e, p) in procs {
+                // A client far behind holds the output back (backpressure).
+                if !held(&p.id) {
+                    for (i, out) in p.outs.iter().enumerate() {
+                        if let Some(f) = out {
+                            add(&mut fds, &mut tokens, f.as_fd(), Token::Out(e, i));
+                        }
                     }
+                }
+                if let Some(input) = p.input.as_ref().filter(|i| i.pending() > 0) {
+                    fds.push(PollFd::new(input.fd().as_fd(), PollFlags::POLLOUT));
+                    tokens.push(Token::Input(e));
                 }
             }
             add(
@@ -461,14 +674,40 @@ impl Shim {
                     add(&mut fds, &mut tokens, s.as_fd(), Token::Subscriber(i));
                 }
             }
+            for (i, a) in self.attached.iter().enumerate() {
+                let Some(a) = a else { continue };
+                // Stop taking stdin while the process does not read it.
+                let full = self
+                    .proc_ref(&a.process)
+                    .and_then(|p| p.input.as_ref())
+                    .is_some_and(|inp| inp.pending() > STDIN_HIGH);
+                let mut flags = PollFlags::empty();
+                if !full {
+                    flags |= PollFlags::POLLIN;
+                }
+                if a.queued() > 0 {
+                    flags |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(a.stream.as_fd(), flags));
+                tokens.push(Token::Attached(i));
+            }
             if let Some(o) = &self.oom {
                 add(&mut fds, &mut tokens, o.fd.as_fd(), Token::Oom);
             }
             add(&mut fds, &mut tokens, self.sigfd.as_fd(), Token::Signal);
-            // Wake up to expire idle clients, or to look for an OOM kill.
+            // Wake up to expire idle clients and stalled attached ones, or
+            // to look for an OOM kill.
+            let lingering = self.attached.iter().flatten().any(|a| {
+                self.proc_ref(&a.process)
+                    .is_some_and(|p| p.exited && p.outs.iter().any(Option::is_some))
+            });
             let timeout = if self.oom_recheck.is_some() {
                 PollTimeout::from(50u16)
-            } else if !self.clients.is_empty() {
+            } else if lingering {
+                PollTimeout::from(100u16)
+            } else if !self.clients.is_empty()
+                || self.attached.iter().flatten().any(|a| a.queued() > 0)
+            {
                 PollTimeout::from(1000u16)
             } else {
                 PollTimeout::NONE
@@ -495,13 +734,20 @@ impl Shim {
         };
         let mut busy = false;
         for (token, revents) in ready {
-            busy |= !matches!(token, Token::Out(..));
+            busy |= !matches!(token, Token::Out(..) | Token::Input(_) | Token::Attached(_));
             match token {
-                Token::Out(None, i) => pump(&mut self.init, i, &mut self.buf, 4),
-                Token::Out(Some(e), i) => pump(&mut self.execs[e], i, &mut self.buf, 4),
+                Token::Out(None, i) => {
+                    pump(&mut self.init, i, &mut self.buf, 4, &mut self.attached);
+                }
+                Token::Out(Some(e), i) => {
+                    pump(&mut self.execs[e], i, &mut self.buf, 4, &mut self.attached);
+                }
+                Token::Input(None) => flush_input(&mut self.init),
+                Token::Input(Some(e)) => flush_input(&mut self.execs[e]),
                 Token::Listener => self.accept(),
                 Token::Client(i) => self.on_client(i),
                 Token::Subscriber(i) => self.on_subscriber(i, revents),
+                Token::Attached(i) => self.on_attached(i, revents),
                 Token::Oom => self.on_oom(),
                 Token::Signal => self.on_signals(),
             }
@@ -518,11 +764,148 @@ impl Shim {
                 *c = None;
             }
         }
+        self.settle_attached(now);
         self.clients.retain(Option::is_some);
         self.subscribers.retain(Option::is_some);
+        self.attached.retain(Option::is_some);
         self.execs
             .retain(|p| !(p.exited && p.outs.iter().all(Option::is_none)));
         busy
+    }
+
+    /// The init or the exec `id`, if the shim still has it.
+    fn proc_ref(&self, id: &str) -> Option<&Proc> {
+        if id == INIT_PROCESS {
+            return Some(&self.init);
+        }
+        self.execs.iter().find(|p| p.id == id)
+    }
+
+    fn proc_mut(&mut self, id: &str) -> Option<&mut Proc> {
+        if id == INIT_PROCESS {
+            return Some(&mut self.init);
+        }
+        self.execs.iter_mut().find(|p| p.id == id)
+    }
+
+    /// Close attached clients whose process's output has ended once
+    /// everything is sent, and drop the ones that stalled.
+    fn settle_attached(&mut self, now: Instant) {
+        for i in 0..self.attached.len() {
+            let Some(a) = self.attached[i].as_ref() else {
+                continue;
+            };
+            let ended = self.proc_ref(&a.process).is_none_or(|p| {
+                p.outs.iter().all(Option::is_none)
+                    || p.exited_at.is_some_and(|t| now - t > ATTACH_LINGER)
+            });
+            if ended && a.queued() == 0 {
+                self.attached[i] = None;
+            } else if a.queued() > ATTACH_HIGH && now - a.progress > ATTACH_STALL {
+                diag(format_args!(
+                    "dropping a client attached to {}: it took nothing for {}s",
+                    a.process,
+                    ATTACH_STALL.as_secs()
+                ));
+                self.attached[i] = None;
+            }
+        }
+    }
+
+    /// An attached client is readable (frames, or it went away) or
+    /// writable (queued output can go).
+    fn on_attached(&mut self, i: usize, revents: PollFlags) {
+        if revents.contains(PollFlags::POLLOUT) {
+            if let Some(a) = self.attached[i].as_mut() {
+                if !a.flush() {
+                    self.attached[i] = None;
+                    return;
+                }
+            }
+        }
+        if !revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            return;
+        }
+        let Some(a) = self.attached[i].as_mut() else {
+            return;
+        };
+        let mut chunk = [0u8; 16 * 1024];
+        let mut gone = false;
+        loop {
+            match a.stream.read(&mut chunk) {
+                Ok(0) => {
+                    gone = true;
+                    break;
+                }
+                Ok(n) => {
+                    a.rbuf.extend_from_slice(&chunk[..n]);
+                    if a.rbuf.len() > frame::HEADER + frame::MAX_PAYLOAD {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    gone = true;
+                    break;
+                }
+            }
+        }
+        let rbuf = std::mem::take(&mut a.rbuf);
+        let (process, may_write) = (a.process.clone(), a.stdin);
+        let mut used = 0;
+        let mut broken = false;
+        loop {
+            match frame::decode(&rbuf[used..]) {
+                Ok(Some((kind, range))) => {
+                    let payload = &rbuf[used + range.start..used + range.end];
+                    self.on_frame(&process, may_write, kind, payload);
+                    used += range.end;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    diag(format_args!("client attached to {process}: {e}"));
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        if gone || broken {
+            self.attached[i] = None;
+        } else if let Some(a) = self.attached[i].as_mut() {
+            a.rbuf = rbuf[used..].to_vec();
+        }
+    }
+
+    /// One frame from an attached client.
+    fn on_frame(&mut self, process: &str, may_write: bool, kind: u8, payload: &[u8]) {
+        let Some(p) = self.proc_mut(process) else {
+            return;
+        };
+        match kind {
+            frame::STDIN if may_write => {
+                if let Some(input) = p.input.as_mut() {
+                    input.push(payload);
+                }
+                flush_input(p);
+            }
+            frame::CLOSE_STDIN if may_write => {
+                if let Some(input) = p.input.as_mut() {
+                    input.close();
+                }
+                flush_input(p);
+            }
+            frame::RESIZE => {
+                if let (Some(console), Some((rows, cols))) =
+                    (p.console.as_ref(), frame::parse_resize(payload))
+                {
+                    if let Err(e) = sys::set_winsize(console, rows, cols) {
+                        diag(format_args!("resize {process}: {e}"));
+                    }
+                }
+            }
+            _ => {} // stdin from a client not allowed to write it, or unknown
+        }
     }
 
     fn accept(&mut self) {
@@ -576,7 +959,7 @@ impl Shim {
         let mut stream = client.stream;
         let request: io::Result<Option<Request>> =
             berth_shim_proto::read_line(&mut &client.buf[..]);
-        let (response, subscribe) = match request {
+        let (response, after) = match request {
             Ok(Some(req)) => self.handle(req),
             Ok(None) => return,
             Err(e) => (
@@ -584,15 +967,32 @@ impl Shim {
                     ErrorKind::Other,
                     format!("bad request: {e}"),
                 )),
-                false,
+                After::Close,
             ),
         };
         let sent = stream
             .set_nonblocking(false)
             .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
             .and_then(|()| berth_shim_proto::write_line(&mut stream, &response));
-        if sent.is_ok() && subscribe {
-            self.subscribers.push(Some(stream));
+        if sent.is_err() {
+            return;
+        }
+        match after {
+            After::Close => {}
+            After::Subscribe => self.subscribers.push(Some(stream)),
+            After::Attach { process, stdin } => {
+                if stream.set_nonblocking(true).is_ok() {
+                    self.attached.push(Some(Attached {
+                        stream,
+                        process,
+                        stdin,
+                        rbuf: Vec::new(),
+                        wbuf: Vec::new(),
+                        wpos: 0,
+                        progress: Instant::now(),
+                    }));
+                }
+            }
         }
     }
 
@@ -679,6 +1079,7 @@ impl Shim {
             let at = berth_shim_proto::now_rfc3339();
             if pid == self.init.pid {
                 self.init.exited = true;
+                self.init.exited_at = Some(Instant::now());
                 self.init_exit = Some((exit, at));
             } else if let Some(i) = self.execs.iter().position(|p| p.pid == pid && !p.exited) {
                 self.exec_exited(i, exit, at);
@@ -694,8 +1095,9 @@ impl Shim {
     fn exec_exited(&mut self, i: usize, exit: WireExit, at: String) {
         let p = &mut self.execs[i];
         p.exited = true;
+        p.exited_at = Some(Instant::now());
         for s in 0..2 {
-            pump(p, s, &mut self.buf, 64);
+            pump(p, s, &mut self.buf, 64, &mut self.attached);
         }
         p.log.sync();
         let record = ExitRecord {
@@ -732,7 +1134,7 @@ impl Shim {
         }
     }
 
-    fn handle(&mut self, req: Request) -> (Response, bool) {
+    fn handle(&mut self, req: Request) -> (Response, After) {
         let result = match req {
             Request::Hello => Ok(Response::Hello {
                 version: PROTOCOL_VERSION,
@@ -746,7 +1148,19 @@ impl Shim {
                     .map(|p| p.id.clone())
                     .collect(),
             }),
-            Request::Subscribe => return (Response::Ok, true),
+            Request::Subscribe => return (Response::Ok, After::Subscribe),
+            Request::Attach { process, options } => {
+                return match self.attach_check(&process) {
+                    Ok(()) => (
+                        Response::Ok,
+                        After::Attach {
+                            process,
+                            stdin: options.stdin,
+                        },
+                    ),
+                    Err(e) => (Response::Error(e), After::Close),
+                };
+            }
             Request::Start => self.start().map(|()| Response::Ok),
             Request::Kill {
                 signal,
@@ -757,11 +1171,48 @@ impl Shim {
                 .map(|()| Response::Ok),
             Request::Pause => self.pause(true).map(|()| Response::Ok),
             Request::Resume => self.pause(false).map(|()| Response::Ok),
-            Request::Exec { exec_id, process } => self
-                .exec(&exec_id, process)
-                .map(|pid| Response::Started { pid }),
+            Request::Exec {
+                exec_id,
+                process,
+                attach,
+            } => {
+                return match self.exec(&exec_id, process, attach) {
+                    Ok(pid) => {
+                        let after = match attach {
+                            Some(AttachOptions { stdin }) => After::Attach {
+                                process: exec_id,
+                                stdin,
+                            },
+                            None => After::Close,
+                        };
+                        (Response::Started { pid }, after)
+                    }
+                    Err(e) => (Response::Error(e), After::Close),
+                };
+            }
         };
-        (result.unwrap_or_else(Response::Error), false)
+        (result.unwrap_or_else(Response::Error), After::Close)
+    }
+
+    /// Whether a client may attach to `process` now.
+    fn attach_check(&self, process: &str) -> Result<(), ShimError> {
+        if self.attached.iter().flatten().count() >= MAX_ATTACHED {
+            return Err(ShimError::new(
+                ErrorKind::Other,
+                format!("too many attached clients (at most {MAX_ATTACHED})"),
+            ));
+        }
+        match self.proc_ref(process) {
+            Some(p) if !p.exited && p.outs.iter().any(Option::is_some) => Ok(()),
+            Some(_) => Err(ShimError::new(
+                ErrorKind::InvalidState,
+                format!("process {process} has ended its output"),
+            )),
+            None => Err(ShimError::new(
+                ErrorKind::NotFound,
+                format!("no process {process:?}"),
+            )),
+        }
     }
 
     fn invalid_state(&self, what: &str) -> ShimError {
@@ -828,7 +1279,12 @@ impl Shim {
         Ok(())
     }
 
-    fn exec(&mut self, exec_id: &str, process: serde_json::Value) -> Result<i32, ShimError> {
+    fn exec(
+        &mut self,
+        exec_id: &str,
+        process: serde_json::Value,
+        attach: Option<AttachOptions>,
+    ) -> Result<i32, ShimError> {
         validate_exec_id(exec_id)?;
         if self.execs.iter().any(|p| p.id == exec_id) {
             return Err(ShimError::new(
@@ -839,28 +1295,19 @@ impl Shim {
         if self.state != ShimState::Running {
             return Err(self.invalid_state("exec"));
         }
+        let size = console_size(Some(&process));
         let process: berth_oci::oci_spec::runtime::Process = serde_json::from_value(process)
             .map_err(|e| ShimError::new(ErrorKind::Other, format!("invalid process: {e}")))?;
-        if process.terminal() == Some(true) {
-            return Err(ShimError::new(
-                ErrorKind::Other,
-                "exec with a terminal is not supported",
-            ));
-        }
+        let terminal = process.terminal() == Some(true);
+        // Stdin is open only for a client that will write it.
+        let open_stdin = attach.is_some_and(|a| a.stdin);
         let log_path = self.cfg.exec_dir.join(format!("{exec_id}.log"));
         let exit_path = self.cfg.exec_dir.join(format!("{exec_id}.exit"));
         let _ = std::fs::remove_file(&exit_path);
         let log = CriLog::open(&log_path, self.cfg.log_max_size, self.cfg.log_max_files)
             .map_err(other("open exec log"))?;
-        let started = make_stdio()
-            .map_err(other("stdio pipes"))
-            .and_then(|(stdio, outs)| {
-                self.backend
-                    .exec(&self.cfg.id, &process, stdio)
-                    .map(|pid| (pid, outs))
-                    .map_err(shim_error)
-            });
-        let (pid, outs) = match started {
+        let started = self.spawn_exec(&process, terminal, open_stdin, size);
+        let (pid, pio) = match started {
             Ok(v) => v,
             Err(e) => {
                 // Nothing ran: leave no empty log behind.
@@ -872,11 +1319,62 @@ impl Shim {
         self.execs.push(Proc {
             id: exec_id.to_owned(),
             pid: Pid::from_raw(pid),
-            outs,
+            outs: pio.outs,
+            input: pio.input,
+            console: pio.console,
             log,
             exited: false,
+            exited_at: None,
         });
         Ok(pid)
+    }
+
+    /// Run `process` with its stdio on pipes or a terminal.
+    fn spawn_exec(
+        &mut self,
+        process: &berth_oci::oci_spec::runtime::Process,
+        terminal: bool,
+        open_stdin: bool,
+        size: Option<(u16, u16)>,
+    ) -> Result<(i32, ProcIo), ShimError> {
+        if !terminal {
+            let (stdio, outs, stdin) = stdio::pipes(open_stdin).map_err(other("stdio pipes"))?;
+            let pid = self
+                .backend
+                .exec(&self.cfg.id, process, Io::Pipes(stdio))
+                .map_err(shim_error)?;
+            let input = stdin.map(|f| Input::new(f, false));
+            return Ok((
+                pid,
+                ProcIo {
+                    outs,
+                    input,
+                    console: None,
+                },
+            ));
+        }
+        let sock = ConsoleSocket::new().map_err(other("console socket"))?;
+        let pid = self
+            .backend
+            .exec(
+                &self.cfg.id,
+                process,
+                Io::Console(sock.path().to_path_buf()),
+            )
+            .map_err(shim_error)?;
+        let got = sock
+            .receive(Instant::now() + TTY_TIMEOUT)
+            .and_then(|m| ProcIo::console(m, open_stdin, size));
+        match got {
+            Ok(pio) => Ok((pid, pio)),
+            Err(e) => {
+                // It runs without a terminal anyone holds: kill it (it is
+                // our child, reaped by the loop; its pid cannot be reused
+                // before that).
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                Err(other("terminal")(e))
+            }
+        }
     }
 
     /// The init exited: kill what is left, report the execs, drain the
@@ -923,7 +1421,9 @@ impl Shim {
             }
         }
 
-        self.drain_outputs(Instant::now() + DRAIN_TIMEOUT);
+        let drained = Instant::now() + DRAIN_TIMEOUT;
+        self.drain_outputs(drained);
+        self.flush_attached(drained);
         self.init.log.sync();
         for p in &mut self.execs {
             p.log.sync();
@@ -956,6 +1456,38 @@ impl Shim {
         self.broadcast(&ShimEvent::Exit(record));
         remove_socket(&self.cfg.socket);
         0
+    }
+
+    /// Send attached clients what is queued for them, until `deadline`; then
+    /// close them all (their processes' output has ended).
+    fn flush_attached(&mut self, deadline: Instant) {
+        loop {
+            for slot in &mut self.attached {
+                if slot.as_mut().is_some_and(|a| !a.flush() || a.queued() == 0) {
+                    *slot = None;
+                }
+            }
+            self.attached.retain(Option::is_some);
+            if self.attached.is_empty() {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                diag(format_args!(
+                    "attached clients did not take all the output in time"
+                ));
+                self.attached.clear();
+                return;
+            }
+            let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            let mut fds: Vec<PollFd<'_>> = self
+                .attached
+                .iter()
+                .flatten()
+                .map(|a| PollFd::new(a.stream.as_fd(), PollFlags::POLLOUT))
+                .collect();
+            let _ = nix::poll::poll(&mut fds, PollTimeout::from(ms));
+        }
     }
 
     /// Read every open pipe until EOF or `deadline` (a process that escaped
@@ -1003,8 +1535,12 @@ impl Shim {
             };
             for t in ready {
                 match t {
-                    Token::Out(None, i) => pump(&mut self.init, i, &mut self.buf, 16),
-                    Token::Out(Some(e), i) => pump(&mut self.execs[e], i, &mut self.buf, 16),
+                    Token::Out(None, i) => {
+                        pump(&mut self.init, i, &mut self.buf, 16, &mut self.attached);
+                    }
+                    Token::Out(Some(e), i) => {
+                        pump(&mut self.execs[e], i, &mut self.buf, 16, &mut self.attached);
+                    }
                     _ => {}
                 }
             }

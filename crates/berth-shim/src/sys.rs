@@ -219,6 +219,66 @@ pub fn trim_file_pages() {
     }
 }
 
+/// Receive one fd sent with SCM_RIGHTS on `stream` (the runtime sends the
+/// pty master this way; any bytes beside it, e.g. runc's "/dev/ptmx", are
+/// ignored). Blocks until a message arrives: the caller polls first.
+pub fn recv_fd(stream: &std::os::unix::net::UnixStream) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut data = [0u8; 256];
+    let mut iov = [io::IoSliceMut::new(&mut data)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    let mut received = Vec::new();
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            received.extend(fds);
+        }
+    }
+    // SAFETY: the kernel just installed these fds in our table for us; each
+    // is owned exactly once here.
+    let mut owned: Vec<OwnedFd> = received
+        .into_iter()
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
+    if owned.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the console socket message carried no fd",
+        ));
+    }
+    // One fd is expected; extra ones are closed by dropping them.
+    Ok(owned.swap_remove(0))
+}
+
+/// Set a terminal's window size (`TIOCSWINSZ` on the pty master); the
+/// foreground process group gets SIGWINCH from the kernel.
+pub fn set_winsize(fd: &impl AsRawFd, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` through the pointer, which is
+    // valid for the duration of the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Make a pipe's buffer `size` bytes (best effort: fewer wake-ups for a
+/// fast writer; the kernel caps it at /proc/sys/fs/pipe-max-size).
+pub fn set_pipe_size(fd: &impl AsRawFd, size: i32) {
+    let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Read;

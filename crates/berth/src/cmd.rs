@@ -7,7 +7,7 @@ use std::path::Path;
 use berth_api::{v1, ContainersClient};
 use tonic::transport::Channel;
 
-use crate::format;
+use crate::{format, tty};
 use crate::{Cli, Cmd, CmdResult, CreateArgs, ExecArgs, Failure, RunArgs};
 
 type Client = ContainersClient<Channel>;
@@ -25,18 +25,29 @@ pub async fn run(cli: Cli) -> CmdResult {
             println!("{id}");
             Ok(0)
         }
-        Cmd::Start { attach, ids } => start(&mut client, attach, ids).await,
+        Cmd::Start {
+            attach,
+            interactive,
+            detach_keys,
+            ids,
+        } => start(&mut client, attach, interactive, &detach_keys, ids).await,
         Cmd::Exec(args) => exec(&mut client, args).await,
-        Cmd::Attach { id } => attach(&mut client, &id, false, "").await,
+        Cmd::Attach {
+            no_stdin,
+            detach_keys,
+            sig_proxy,
+            id,
+        } => attach_existing(&mut client, id, !no_stdin, &detach_keys, sig_proxy).await,
         Cmd::Ps { all, quiet, format } => ps(&mut client, all, quiet, &format).await,
         Cmd::Inspect { ids } => inspect(&mut client, ids).await,
         Cmd::Logs {
             follow,
             tail,
             since,
+            until,
             timestamps,
             id,
-        } => logs(&mut client, id, follow, tail, since, timestamps).await,
+        } => logs(&mut client, id, follow, tail, since, until, timestamps).await,
         Cmd::Kill { signal, ids } => {
             each(ids, |id| {
                 let mut c = client.clone();
@@ -253,6 +264,8 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
         memory,
         cpus: a.cpus,
         pids_limit: a.pids_limit,
+        interactive: a.interactive,
+        tty: a.tty,
     })
 }
 
@@ -265,7 +278,10 @@ fn output_discarded() -> bool {
 }
 
 async fn run_container(client: &mut Client, args: RunArgs) -> CmdResult {
-    if args.create.rm && !args.detach && output_discarded() {
+    let detach_keys = tty::parse_detach_keys(&args.detach_keys).map_err(Failure::own)?;
+    let c = &args.create;
+    check_terminal(c.tty, c.interactive && !args.detach)?;
+    if args.create.rm && !args.detach && !c.interactive && !c.tty && output_discarded() {
         // Nothing to show: let the daemon run it to completion, which also
         // tears it down however it ends (even if this CLI is killed).
         let req = create_request(&args.create)?;
@@ -281,11 +297,33 @@ async fn run_container(client: &mut Client, args: RunArgs) -> CmdResult {
         println!("{id}");
         return Ok(0);
     }
-    let code = attach(client, &id, true, "").await;
+    let spec = AttachSpec {
+        setup: v1::AttachSetup {
+            id: id.clone(),
+            start: true,
+            stdin: c.interactive,
+            ..Default::default()
+        },
+        tty: c.tty,
+        detach_keys,
+        sig_proxy: true,
+    };
+    let code = attach(client, spec).await;
     if code.is_err() {
         cleanup_failed(client, &id, args.create.rm).await;
     }
     code
+}
+
+/// `-it` needs a terminal to read from, as Docker insists.
+fn check_terminal(tty: bool, stdin: bool) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    if tty && stdin && !std::io::stdin().is_terminal() {
+        return Err(Failure::own(
+            "the input device is not a TTY: drop -t to pipe stdin, or run from a terminal",
+        ));
+    }
+    Ok(())
 }
 
 /// A container whose start failed is removed when --rm asked for it.
@@ -328,54 +366,150 @@ fn exit_code_of(e: &v1::ExitStatus) -> CmdResult {
     Ok(u8::try_from(e.exit_code).unwrap_or(255))
 }
 
-/// Stream a process's output until it exits; forward SIGINT/SIGTERM/SIGHUP
-/// to the container (as `docker run`'s sig-proxy).
-async fn attach(client: &mut Client, id: &str, start: bool, process: &str) -> CmdResult {
+/// What to attach to and how.
+struct AttachSpec {
+    setup: v1::AttachSetup,
+    /// The process has a terminal.
+    tty: bool,
+    detach_keys: Vec<u8>,
+    /// Forward SIGINT/SIGTERM/SIGHUP (without a terminal only).
+    sig_proxy: bool,
+}
+
+/// Why the input side stopped.
+enum InputEnd {
+    Detached,
+}
+
+/// Attach to a process: stream stdin to it (when asked), its output to
+/// ours, resizes of our terminal to its, until it exits; exit with its
+/// code. The detach keys end the session and leave it running. Without a
+/// terminal, SIGINT/SIGTERM/SIGHUP are forwarded (`docker run`'s sig-proxy).
+async fn attach(client: &mut Client, spec: AttachSpec) -> CmdResult {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut stream = client
-        .attach(v1::AttachRequest {
-            id: id.to_string(),
-            start,
-            process: process.to_string(),
+    let AttachSpec {
+        mut setup,
+        tty,
+        detach_keys,
+        sig_proxy,
+    } = spec;
+    let id = setup.id.clone();
+    let stdin = setup.stdin;
+    if tty {
+        setup.size = tty::size().map(|(rows, cols)| v1::TtySize {
+            rows: rows.into(),
+            cols: cols.into(),
+        });
+    }
+    let (in_tx, in_rx) = tokio::sync::mpsc::channel::<v1::AttachInput>(16);
+    let _ = in_tx
+        .send(v1::AttachInput {
+            kind: Some(v1::attach_input::Kind::Setup(setup)),
         })
+        .await;
+    // Raw before the process runs, so not a keystroke is echoed twice;
+    // restored when this function returns, however it returns.
+    let _raw = if tty && stdin {
+        tty::RawMode::enable()
+    } else {
+        None
+    };
+    let mut stream = client
+        .attach(tokio_stream::wrappers::ReceiverStream::new(in_rx))
         .await?
         .into_inner();
-    let mut sigs = Vec::new();
-    for (kind, name) in [
-        (SignalKind::interrupt(), "INT"),
-        (SignalKind::terminate(), "TERM"),
-        (SignalKind::hangup(), "HUP"),
-    ] {
-        if let Ok(s) = signal(kind) {
-            sigs.push((s, name));
-        }
-    }
-    loop {
-        let next = {
-            let recv = futures_recv(&mut sigs);
-            tokio::select! {
-                m = stream.message() => Some(m),
-                name = recv => {
-                    // Forwarded to the process we are attached to (the init,
-                    // or the exec), as `docker run`'s sig-proxy.
-                    let _ = client
-                        .clone()
-                        .kill(v1::KillRequest {
-                            id: id.to_string(),
-                            signal: name.to_string(),
-                            all: false,
-                            process: process.to_string(),
+
+    // stdin: forwarded until its end (which closes the process's stdin) or
+    // the detach keys.
+    let (end_tx, mut end_rx) = tokio::sync::mpsc::channel::<InputEnd>(1);
+    if stdin {
+        let mut reader = tty::stdin_reader();
+        let tx = in_tx.clone();
+        // Only a terminal's keystrokes are scanned (as Docker): piped
+        // stdin is data, any byte of it may be ctrl-p.
+        let keys = if tty { detach_keys } else { Vec::new() };
+        let mut scanner = tty::DetachScanner::new(keys);
+        tokio::spawn(async move {
+            while let Some(chunk) = reader.recv().await {
+                let Some(data) = chunk else {
+                    let _ = tx
+                        .send(v1::AttachInput {
+                            kind: Some(v1::attach_input::Kind::CloseStdin(true)),
                         })
                         .await;
-                    None
+                    return;
+                };
+                let (data, detach) = scanner.scan(&data);
+                if !data.is_empty() {
+                    let msg = v1::AttachInput {
+                        kind: Some(v1::attach_input::Kind::Stdin(data)),
+                    };
+                    if tx.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                if detach {
+                    let _ = end_tx.send(InputEnd::Detached).await;
+                    return;
                 }
             }
+        });
+    }
+
+    let mut sigs = Vec::new();
+    if sig_proxy && !tty {
+        for (kind, name) in [
+            (SignalKind::interrupt(), "INT"),
+            (SignalKind::terminate(), "TERM"),
+            (SignalKind::hangup(), "HUP"),
+        ] {
+            if let Ok(s) = signal(kind) {
+                sigs.push((s, name));
+            }
+        }
+    }
+    let mut winch = if tty {
+        signal(SignalKind::window_change()).ok()
+    } else {
+        None
+    };
+    // The process signals go to: the init, or the exec once started.
+    let mut process = String::new();
+    loop {
+        let msg = tokio::select! {
+            m = stream.message() => m,
+            name = futures_recv(&mut sigs), if !sigs.is_empty() => {
+                let _ = client
+                    .clone()
+                    .kill(v1::KillRequest {
+                        id: id.clone(),
+                        signal: name.to_string(),
+                        all: false,
+                        process: process.clone(),
+                    })
+                    .await;
+                continue;
+            }
+            Some(()) = async { winch.as_mut()?.recv().await } => {
+                if let Some((rows, cols)) = tty::size() {
+                    let _ = in_tx
+                        .send(v1::AttachInput {
+                            kind: Some(v1::attach_input::Kind::Resize(v1::TtySize {
+                                rows: rows.into(),
+                                cols: cols.into(),
+                            })),
+                        })
+                        .await;
+                }
+                continue;
+            }
+            Some(InputEnd::Detached) = end_rx.recv() => return Ok(0),
         };
-        let Some(msg) = next else { continue };
         match msg {
             Ok(Some(v1::AttachResponse { kind: Some(kind) })) => match kind {
                 v1::attach_response::Kind::Output(e) => write_output(&e),
                 v1::attach_response::Kind::Exit(e) => return exit_code_of(&e),
+                v1::attach_response::Kind::Started(s) => process = s.exec_id,
             },
             Ok(Some(v1::AttachResponse { kind: None })) => {}
             Ok(None) => {
@@ -386,6 +520,46 @@ async fn attach(client: &mut Client, id: &str, start: bool, process: &str) -> Cm
             Err(s) => return Err(s.into()),
         }
     }
+}
+
+/// `berth attach`: stdin when the container keeps it open, a terminal when
+/// it has one.
+async fn attach_existing(
+    client: &mut Client,
+    id: String,
+    want_stdin: bool,
+    detach_keys: &str,
+    sig_proxy: bool,
+) -> CmdResult {
+    let detach_keys = tty::parse_detach_keys(detach_keys).map_err(Failure::own)?;
+    let c = client
+        .inspect(v1::InspectRequest { id: id.clone() })
+        .await?
+        .into_inner()
+        .container
+        .ok_or_else(|| Failure::own("berthd returned no container"))?;
+    if c.state != "running" && c.state != "paused" {
+        return Err(Failure::new(
+            1,
+            format!(
+                "container {} is {}: you cannot attach to it; start it first (berth start -ai {})",
+                c.name, c.state, c.name
+            ),
+        ));
+    }
+    let stdin = want_stdin && c.interactive;
+    check_terminal(c.tty, stdin)?;
+    let spec = AttachSpec {
+        setup: v1::AttachSetup {
+            id: c.id,
+            stdin,
+            ..Default::default()
+        },
+        tty: c.tty,
+        detach_keys,
+        sig_proxy,
+    };
+    attach(client, spec).await
 }
 
 /// The name of whichever of `sigs` arrives first.
@@ -401,12 +575,38 @@ async fn futures_recv(sigs: &mut [(tokio::signal::unix::Signal, &'static str)]) 
     .await
 }
 
-async fn start(client: &mut Client, attach_out: bool, ids: Vec<String>) -> CmdResult {
-    if attach_out {
+async fn start(
+    client: &mut Client,
+    attach_out: bool,
+    interactive: bool,
+    detach_keys: &str,
+    ids: Vec<String>,
+) -> CmdResult {
+    if attach_out || interactive {
         if ids.len() != 1 {
-            return Err(Failure::own("start -a takes exactly one container"));
+            return Err(Failure::own("start -a/-i takes exactly one container"));
         }
-        return attach(client, &ids[0], true, "").await;
+        let detach_keys = tty::parse_detach_keys(detach_keys).map_err(Failure::own)?;
+        let c = client
+            .inspect(v1::InspectRequest { id: ids[0].clone() })
+            .await?
+            .into_inner()
+            .container
+            .ok_or_else(|| Failure::own("berthd returned no container"))?;
+        let stdin = interactive && c.interactive;
+        check_terminal(c.tty, stdin)?;
+        let spec = AttachSpec {
+            setup: v1::AttachSetup {
+                id: c.id,
+                start: true,
+                stdin,
+                ..Default::default()
+            },
+            tty: c.tty,
+            detach_keys,
+            sig_proxy: true,
+        };
+        return attach(client, spec).await;
     }
     each(ids, |id| {
         let mut c = client.clone();
@@ -416,21 +616,35 @@ async fn start(client: &mut Client, attach_out: bool, ids: Vec<String>) -> CmdRe
 }
 
 async fn exec(client: &mut Client, a: ExecArgs) -> CmdResult {
-    let resp = client
-        .exec(v1::ExecRequest {
-            id: a.id.clone(),
-            args: a.command,
-            env: a.env.iter().filter_map(|e| env_entry(e)).collect(),
-            workdir: a.workdir.unwrap_or_default(),
-            user: a.user.unwrap_or_default(),
-        })
-        .await?
-        .into_inner();
+    let detach_keys = tty::parse_detach_keys(&a.detach_keys).map_err(Failure::own)?;
+    let stdin = a.interactive && !a.detach;
+    check_terminal(a.tty, stdin)?;
+    let req = v1::ExecRequest {
+        id: a.id.clone(),
+        args: a.command,
+        env: a.env.iter().filter_map(|e| env_entry(e)).collect(),
+        workdir: a.workdir.unwrap_or_default(),
+        user: a.user.unwrap_or_default(),
+        tty: a.tty,
+        interactive: stdin,
+    };
     if a.detach {
+        let resp = client.exec(req).await?.into_inner();
         println!("{}", resp.exec_id);
         return Ok(0);
     }
-    attach(client, &a.id, false, &resp.exec_id).await
+    let spec = AttachSpec {
+        setup: v1::AttachSetup {
+            id: a.id,
+            stdin,
+            exec: Some(req),
+            ..Default::default()
+        },
+        tty: a.tty,
+        detach_keys,
+        sig_proxy: true,
+    };
+    attach(client, spec).await
 }
 
 async fn ps(client: &mut Client, all: bool, quiet: bool, fmt: &str) -> CmdResult {
@@ -479,6 +693,7 @@ async fn logs(
     follow: bool,
     tail: Option<u64>,
     since: Option<String>,
+    until: Option<String>,
     timestamps: bool,
 ) -> CmdResult {
     let mut stream = client
@@ -488,6 +703,8 @@ async fn logs(
             follow,
             tail,
             since: since.unwrap_or_default(),
+            until: until.unwrap_or_default(),
+            timestamps,
         })
         .await?
         .into_inner();

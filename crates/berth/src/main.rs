@@ -8,6 +8,7 @@
 
 mod cmd;
 mod format;
+mod tty;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,14 +98,33 @@ pub enum Cmd {
         /// Attach: stream the output and exit with the container's code.
         #[arg(short, long)]
         attach: bool,
+        /// Attach stdin too (the container must have been created with -i).
+        #[arg(short, long)]
+        interactive: bool,
+        /// Keys that detach, leaving the container running.
+        #[arg(long, value_name = "KEYS", default_value = tty::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
     },
     /// Run a command in a running container.
     Exec(ExecArgs),
-    /// Stream a running container's output until it exits; exit with its
-    /// code. SIGINT/SIGTERM/SIGHUP are forwarded (no stdin yet).
-    Attach { id: String },
+    /// Connect to a running container's stdin, stdout and stderr until it
+    /// exits; exit with its code. ctrl-p ctrl-q detaches and leaves it
+    /// running. Without a terminal, SIGINT/SIGTERM/SIGHUP are forwarded.
+    Attach {
+        /// Do not attach stdin.
+        #[arg(long)]
+        no_stdin: bool,
+        /// Keys that detach, leaving the container running ("" for none).
+        #[arg(long, value_name = "KEYS", default_value = tty::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
+        /// Forward SIGINT, SIGTERM and SIGHUP to the container (non-terminal
+        /// containers only: with a terminal, ^C is a keystroke).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        sig_proxy: bool,
+        id: String,
+    },
     /// List containers.
     Ps {
         /// Show all containers (by default only running and paused ones).
@@ -133,6 +153,9 @@ pub enum Cmd {
         /// Only output since this time (RFC 3339, e.g. 2026-01-02T15:04:05Z).
         #[arg(long, value_name = "TIME")]
         since: Option<String>,
+        /// Only output before this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
         /// Prefix each line with its RFC 3339 timestamp.
         #[arg(short, long)]
         timestamps: bool,
@@ -255,6 +278,14 @@ pub struct CreateArgs {
     /// Rotated log files to keep.
     #[arg(long, value_name = "N")]
     pub log_max_files: Option<u32>,
+    /// Keep stdin open: attached clients write it (`run -i` streams this
+    /// shell's stdin; its end closes the container's).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the container a terminal (one output stream; with -i this
+    /// shell's terminal goes raw and is restored on exit).
+    #[arg(short, long)]
+    pub tty: bool,
     /// The command and its arguments.
     #[arg(
         trailing_var_arg = true,
@@ -269,6 +300,9 @@ pub struct RunArgs {
     /// Run in the background and print the id.
     #[arg(short, long)]
     pub detach: bool,
+    /// Keys that detach, leaving the container running ("" for none).
+    #[arg(long, value_name = "KEYS", default_value = tty::DEFAULT_DETACH_KEYS)]
+    pub detach_keys: String,
     #[command(flatten)]
     pub create: CreateArgs,
 }
@@ -278,6 +312,16 @@ pub struct ExecArgs {
     /// Run in the background and print the exec id.
     #[arg(short, long)]
     pub detach: bool,
+    /// Stream this shell's stdin to the process (its end closes the
+    /// process's stdin).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the process a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Keys that detach, leaving the process running ("" for none).
+    #[arg(long, value_name = "KEYS", default_value = tty::DEFAULT_DETACH_KEYS)]
+    pub detach_keys: String,
     /// Set an environment variable (K=V).
     #[arg(short, long = "env", value_name = "K=V")]
     pub env: Vec<String>,

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -76,25 +76,35 @@ pub struct Filter {
     pub since: Option<SystemTime>,
     /// Only the records of the last N lines.
     pub tail: Option<usize>,
+    /// Only records at or before this time.
+    pub until: Option<SystemTime>,
 }
 
 impl Filter {
-    fn keep(&self, r: &Record) -> bool {
-        match self.since {
-            None => true,
-            Some(since) => humantime::parse_rfc3339(&r.time).map_or(true, |t| t >= since),
+    pub fn keep(&self, r: &Record) -> bool {
+        if self.since.is_none() && self.until.is_none() {
+            return true;
         }
+        let Ok(t) = humantime::parse_rfc3339(&r.time) else {
+            return true;
+        };
+        self.since.is_none_or(|since| t >= since) && self.until.is_none_or(|until| t <= until)
     }
 }
 
 /// Every complete record in one file.
+#[cfg(test)]
 pub fn read_all_file(file: &Path) -> std::io::Result<Vec<Record>> {
+    match File::open(file) {
+        Ok(f) => read_all(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every complete record from an open log file.
+pub fn read_all(f: File) -> std::io::Result<Vec<Record>> {
     let mut out = Vec::new();
-    let f = match File::open(file) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e),
-    };
     let mut reader = BufReader::new(f);
     let mut line = Vec::new();
     loop {
@@ -110,6 +120,41 @@ pub fn read_all_file(file: &Path) -> std::io::Result<Vec<Record>> {
             out.push(r);
         }
     }
+    Ok(out)
+}
+
+/// Open the files of the log older than the one with inode `live`, oldest
+/// first. An entry is `None` when the listing was caught mid-rotation (a
+/// file renamed or gone under it): call again.
+pub fn open_older(path: &Path, live: u64) -> std::io::Result<Vec<Option<File>>> {
+    let mut out = Vec::new();
+    let mut seen = Vec::new();
+    for p in log_files(path) {
+        let f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                out.push(None);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let ino = f.metadata()?.ino();
+        seen.push((p, ino));
+        if ino == live {
+            // Nothing moved while the files were opened: every path still
+            // names the same file.
+            let moved = seen
+                .iter()
+                .any(|(p, ino)| std::fs::metadata(p).map(|m| m.ino()).ok() != Some(*ino));
+            if moved {
+                out.push(None);
+            }
+            return Ok(out);
+        }
+        out.push(Some(f));
+    }
+    // The live file was not met: it was renamed under the listing.
+    out.push(None);
     Ok(out)
 }
 
@@ -139,7 +184,7 @@ pub fn apply_filter(mut records: Vec<Record>, filter: &Filter) -> Vec<Record> {
 
 /// Read every record now in the log files (rotated ones first), filtered.
 #[cfg(test)]
-pub fn read_all(path: &Path, filter: &Filter) -> std::io::Result<Vec<Record>> {
+pub fn read_log(path: &Path, filter: &Filter) -> std::io::Result<Vec<Record>> {
     let mut out = Vec::new();
     for file in log_files(path) {
         out.extend(read_all_file(&file)?);
@@ -172,7 +217,9 @@ impl Follower {
     }
 
     /// Start at the current end of the live file.
+    #[cfg(test)]
     pub fn at_end(path: &Path) -> std::io::Result<Self> {
+        use std::io::{Seek, SeekFrom};
         let mut f = File::open(path)?;
         f.seek(SeekFrom::End(0))?;
         Self::new(path, f)
@@ -183,6 +230,11 @@ impl Follower {
         Self::new(path, File::open(path)?)
     }
 
+    /// The inode of the file being read.
+    pub fn inode(&self) -> u64 {
+        self.ino
+    }
+
     /// The live log file this follows.
     pub fn path(&self) -> &Path {
         &self.path
@@ -190,17 +242,39 @@ impl Follower {
 
     /// Open every file of the log newer than the newest one held.
     fn track(&mut self) {
-        let files: Vec<(PathBuf, u64)> = log_files(&self.path)
-            .into_iter()
-            .filter_map(|p| std::fs::metadata(&p).ok().map(|m| (p, m.ino())))
-            .collect();
-        let newest = self.pending.back().map_or(self.ino, |(ino, _)| *ino);
-        // Rotation deletes the oldest file first: if ours is not listed any
-        // more, every listed file is newer.
-        let start = files
-            .iter()
-            .position(|(_, ino)| *ino == newest)
-            .map_or(0, |i| i + 1);
+        let list = || -> Vec<(PathBuf, u64)> {
+            log_files(&self.path)
+                .into_iter()
+                .filter_map(|p| std::fs::metadata(&p).ok().map(|m| (p, m.ino())))
+                .collect()
+        };
+        let files = list();
+        // A rotation renames files one by one: a listing taken meanwhile
+        // can miss a file or show one twice. Act only on a listing that
+        // holds still; the next wake-up (a write, a rename, the tick) looks
+        // again.
+        if files != list() {
+            return;
+        }
+        let (newest, newest_nlink) = match self.pending.back() {
+            Some((ino, f)) => (*ino, f.metadata().map(|m| m.nlink()).unwrap_or(0)),
+            None => (
+                self.ino,
+                self.reader
+                    .get_ref()
+                    .metadata()
+                    .map(|m| m.nlink())
+                    .unwrap_or(0),
+            ),
+        };
+        let start = match files.iter().position(|(_, ino)| *ino == newest) {
+            Some(i) => i + 1,
+            // Deleted by rotation (the oldest go first): every file listed
+            // is newer.
+            None if newest_nlink == 0 => 0,
+            // Still linked but not listed: renamed under the listing.
+            None => return,
+        };
         for (path, ino) in &files[start..] {
             let Ok(f) = File::open(path) else { continue };
             // Renamed between the listing and the open: the next call sees it.
@@ -327,10 +401,10 @@ mod tests {
         )
         .unwrap();
         std::fs::write(&log, format!("{t} stdout F o\n{t} stderr F three\n")).unwrap();
-        let all = read_all(&log, &Filter::default()).unwrap();
+        let all = read_log(&log, &Filter::default()).unwrap();
         let bytes: Vec<u8> = all.iter().flat_map(|r| r.data.clone()).collect();
         assert_eq!(bytes, b"one\ntwo\nthree\n");
-        let tail = read_all(
+        let tail = read_log(
             &log,
             &Filter {
                 tail: Some(2),
@@ -340,7 +414,7 @@ mod tests {
         .unwrap();
         let bytes: Vec<u8> = tail.iter().flat_map(|r| r.data.clone()).collect();
         assert_eq!(bytes, b"two\nthree\n");
-        let none = read_all(
+        let none = read_log(
             &log,
             &Filter {
                 tail: Some(0),

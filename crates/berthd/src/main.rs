@@ -3,6 +3,7 @@
 //! own `berth-shim`. It can be killed at any moment: on start it reconnects
 //! to the live shims and collects the exits that happened meanwhile.
 
+mod attach;
 mod logs;
 mod service;
 mod shim;

@@ -10,13 +10,17 @@ use berth_core::container::{
 };
 use berth_core::event::{Event, EventType};
 use berth_core::exit::{parse_signal, Exit, ExitStatus};
-use berth_core::runtime::RuntimeErrorKind;
+use berth_core::runtime::{
+    AttachInput, AttachIo, AttachOptions, Output, OutputStream, RuntimeErrorKind, INIT_PROCESS,
+};
 use berth_core::spec::{self, SpecOptions};
 use berth_core::{CreateParams, Error, RestartPolicy, Supervisor};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 use crate::logs::{self, Follower, Record};
 use crate::shim::Layout;
@@ -25,6 +29,8 @@ use crate::shim::Layout;
 const FOLLOW_POLL: Duration = Duration::from_millis(50);
 /// How long an attached `--rm` run waits for the removal after the exit.
 const REMOVE_WAIT: Duration = Duration::from_secs(15);
+/// The most bytes of output merged into one log entry.
+const BATCH: usize = 64 * 1024;
 /// The safety tick of a watched follower.
 const FOLLOW_TICK: Duration = Duration::from_millis(500);
 
@@ -137,6 +143,13 @@ fn container_proto(rec: &ContainerRecord, log_path: &Path) -> v1::Container {
         labels: rec.config.labels.clone().into_iter().collect(),
         auto_remove: rec.config.auto_remove,
         restarting: rec.restarting,
+        tty: rec
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false),
+        interactive: rec.config.open_stdin,
     }
 }
 
@@ -163,6 +176,25 @@ fn entry_proto(r: Record) -> v1::LogEntry {
         data: r.data,
         time: r.time,
     }
+}
+
+/// Records as entries: with `merge`, runs of records of the same stream
+/// become one entry (up to [`BATCH`] bytes; the time is the first record's),
+/// which saves a message per line when the client needs no per-line times.
+fn entries(records: Vec<Record>, merge: bool) -> Vec<v1::LogEntry> {
+    let mut out: Vec<v1::LogEntry> = Vec::new();
+    for r in records {
+        let e = entry_proto(r);
+        match out.last_mut() {
+            Some(last)
+                if merge && last.stream == e.stream && last.data.len() + e.data.len() <= BATCH =>
+            {
+                last.data.extend_from_slice(&e.data);
+            }
+            _ => out.push(e),
+        }
+    }
+    out
 }
 
 fn opt(s: String) -> Option<String> {
@@ -201,12 +233,24 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// Everything in a log now (rotated files included), then a follower at its
 /// end: no gap and no duplicate between the two.
 fn open_log(path: &Path, filter: &logs::Filter) -> std::io::Result<(Vec<Record>, Follower)> {
-    let mut records = Vec::new();
-    let files = logs::log_files(path);
-    for old in &files[..files.len() - 1] {
-        records.extend(logs::read_all_file(old)?);
-    }
+    // The live file first: whatever rotates after this, the follower holds
+    // it and finds the newer ones; the files older than it are read here,
+    // from descriptors opened on a listing that held still (a rotation
+    // renames the files one by one).
     let mut follower = Follower::at_start(path)?;
+    let live = follower.inode();
+    let mut older = Vec::new();
+    for _ in 0..100 {
+        older = logs::open_older(path, live)?;
+        if older.iter().all(|o| o.is_some()) {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    let mut records = Vec::new();
+    for f in older.into_iter().flatten() {
+        records.extend(logs::read_all(f)?);
+    }
     records.extend(follower.poll()?);
     Ok((logs::apply_filter(records, filter), follower))
 }
@@ -251,7 +295,7 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
                 user: opt(r.user.clone()),
                 hostname: opt(r.hostname.clone()),
                 readonly_rootfs: r.read_only,
-                terminal: false,
+                terminal: r.tty,
                 cgroups_path: cgroups_path.clone(),
                 id: id.clone(),
                 limits,
@@ -275,8 +319,14 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
                 ))
             })?;
             let args = (!r.args.is_empty()).then(|| r.args.clone());
-            let spec = spec::adapt_bundle(spec, &bundle, &cgroups_path, args)
+            let mut spec = spec::adapt_bundle(spec, &bundle, &cgroups_path, args)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            if r.tty {
+                if let Some(mut process) = spec.process().clone() {
+                    process.set_terminal(Some(true));
+                    spec.set_process(Some(process));
+                }
+            }
             (spec, Source::Bundle(bundle))
         }
         None => {
@@ -307,6 +357,7 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
             .restart
             .parse::<RestartPolicy>()
             .map_err(Status::invalid_argument)?,
+        open_stdin: r.interactive,
     };
     Ok(CreateParams {
         id,
@@ -314,6 +365,57 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
         spec,
         config,
     })
+}
+
+/// The process of an exec: the container's own, with the request's
+/// options applied (user names resolved in the container's rootfs).
+fn exec_process(
+    rec: &ContainerRecord,
+    r: v1::ExecRequest,
+    console_size: Option<(u16, u16)>,
+) -> Result<oci_spec::runtime::Process, Status> {
+    let rootfs = rec
+        .spec
+        .root()
+        .as_ref()
+        .map(|root| root.path().clone())
+        .unwrap_or_default();
+    let (passwd, group) = spec::read_user_db(&rootfs);
+    let base = rec.spec.process().clone().unwrap_or_default();
+    spec::exec_process(
+        &base,
+        &spec::ExecOptions {
+            args: r.args,
+            env: r.env,
+            cwd: opt(r.workdir),
+            user: opt(r.user),
+            terminal: r.tty,
+            console_size,
+        },
+        passwd.as_deref(),
+        group.as_deref(),
+    )
+    .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// A terminal size from the API, clamped to what a tty holds.
+fn tty_size(s: &v1::TtySize) -> (u16, u16) {
+    let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+    (clamp(s.rows), clamp(s.cols))
+}
+
+fn output_proto(o: Output) -> v1::AttachResponse {
+    let stream = match o.stream {
+        OutputStream::Stdout => v1::log_entry::Stream::Stdout,
+        OutputStream::Stderr => v1::log_entry::Stream::Stderr,
+    };
+    v1::AttachResponse {
+        kind: Some(v1::attach_response::Kind::Output(v1::LogEntry {
+            stream: stream as i32,
+            data: o.data,
+            time: String::new(),
+        })),
+    }
 }
 
 #[tonic::async_trait]
@@ -456,27 +558,13 @@ impl berth_api::Containers for Service {
         req: Request<v1::ExecRequest>,
     ) -> Result<Response<v1::ExecResponse>, Status> {
         let r = req.into_inner();
+        if r.interactive {
+            return Err(Status::invalid_argument(
+                "an exec's stdin is written through Attach: a detached exec cannot be interactive",
+            ));
+        }
         let rec = self.sup.inspect(&r.id).map_err(status)?;
-        let rootfs = rec
-            .spec
-            .root()
-            .as_ref()
-            .map(|root| root.path().clone())
-            .unwrap_or_default();
-        let (passwd, group) = spec::read_user_db(&rootfs);
-        let base = rec.spec.process().clone().unwrap_or_default();
-        let process = spec::exec_process(
-            &base,
-            &spec::ExecOptions {
-                args: r.args,
-                env: r.env,
-                cwd: opt(r.workdir),
-                user: opt(r.user),
-            },
-            passwd.as_deref(),
-            group.as_deref(),
-        )
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let process = exec_process(&rec, r, None)?;
         let (exec_id, pid) = self.sup.exec(&rec.id, process).await.map_err(status)?;
         Ok(Response::new(v1::ExecResponse { exec_id, pid }))
     }
@@ -489,7 +577,6 @@ impl berth_api::Containers for Service {
         self.sup.delete(&r.id, r.force).await.map_err(status)?;
         Ok(Response::new(v1::DeleteResponse {}))
     }
-
     type LogsStream = BoxStream<v1::LogEntry>;
 
     async fn logs(
@@ -508,9 +595,19 @@ impl berth_api::Containers for Service {
                 ))
             }
         };
+        let until = match parse_point(&r.until, "--until")? {
+            None => None,
+            Some(Point::Time(t)) => Some(t),
+            Some(Point::Seq(_)) => {
+                return Err(Status::invalid_argument(
+                    "--until for logs takes an RFC 3339 time",
+                ))
+            }
+        };
         let filter = logs::Filter {
             since,
             tail: r.tail.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            until,
         };
         let (records, mut follower) = open_log(&path, &filter).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -522,9 +619,10 @@ impl berth_api::Containers for Service {
         let (tx, rx) = mpsc::channel(64);
         let sup = self.sup.clone();
         let id = rec.id.clone();
+        let merge = !r.timestamps;
         tokio::spawn(async move {
-            for rec in records {
-                if tx.send(Ok(entry_proto(rec))).await.is_err() {
+            for e in entries(records, merge) {
+                if tx.send(Ok(e)).await.is_err() {
                     return;
                 }
             }
@@ -541,7 +639,11 @@ impl berth_api::Containers for Service {
                     let _ = sup.wait_exec(&id, &process).await;
                 }
             };
-            follow(&mut follower, done, |e| {
+            let live = logs::Filter {
+                tail: None,
+                ..filter
+            };
+            follow(&mut follower, done, &live, merge, |e| {
                 let tx = tx.clone();
                 async move { tx.send(Ok(e)).await.is_ok() }
             })
@@ -554,31 +656,81 @@ impl berth_api::Containers for Service {
 
     async fn attach(
         &self,
-        req: Request<v1::AttachRequest>,
+        req: Request<Streaming<v1::AttachInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let r = req.into_inner();
-        let rec = self.sup.inspect(&r.id).map_err(status)?;
-        let path = self.log_path(&rec.id, &r.process);
-        let exec = !r.process.is_empty() && r.process != berth_core::runtime::INIT_PROCESS;
-        // Open the output before starting, so not a byte is missed; an
-        // exec's log is its own, so read it from the start.
-        let follower = if exec {
-            Follower::at_start(&path)
-        } else {
-            Follower::at_end(&path)
-        }
-        .map_err(|e| Status::internal(format!("opening {}: {e}", path.display())))?;
+        let mut inbound = req.into_inner();
+        let setup = match inbound.message().await? {
+            Some(v1::AttachInput {
+                kind: Some(v1::attach_input::Kind::Setup(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first Attach message must be an AttachSetup",
+                ))
+            }
+        };
+        let rec = self.sup.inspect(&setup.id).map_err(status)?;
+        let size = setup.size.as_ref().map(tty_size);
+        let opts = AttachOptions { stdin: setup.stdin };
         let (tx, rx) = mpsc::channel(64);
-        if exec {
-            let (sup, id, process) = (self.sup.clone(), rec.id.clone(), r.process.clone());
-            let done = async move { sup.wait_exec(&id, &process).await.map_err(status) };
-            tokio::spawn(attach_stream(follower, done, tx));
-        } else {
-            let mut watch = if r.start {
-                self.sup.start(&rec.id).await.map_err(status)?.1
-            } else {
-                self.sup.watch_exit(&rec.id).map_err(status)?
+        let exec =
+            setup.exec.is_some() || (!setup.process.is_empty() && setup.process != INIT_PROCESS);
+        let (io, done): (AttachIo, BoxFuture<Result<Exit, Status>>) = if exec {
+            let (exec_id, io) = match setup.exec {
+                Some(mut e) => {
+                    e.interactive = setup.stdin;
+                    let process = exec_process(&rec, e, size)?;
+                    let (exec_id, pid, io) = self
+                        .sup
+                        .exec_attached(&rec.id, process, Some(opts))
+                        .await
+                        .map_err(status)?;
+                    let io = io.ok_or_else(|| Status::internal("the exec was not attached"))?;
+                    let started = v1::AttachResponse {
+                        kind: Some(v1::attach_response::Kind::Started(v1::ExecResponse {
+                            exec_id: exec_id.clone(),
+                            pid,
+                        })),
+                    };
+                    let _ = tx.send(Ok(started)).await;
+                    (exec_id, io)
+                }
+                None => {
+                    let io = self
+                        .sup
+                        .attach(&rec.id, &setup.process, opts)
+                        .await
+                        .map_err(status)?;
+                    if let Some((rows, cols)) = size {
+                        let _ = io.input.send(AttachInput::Resize { rows, cols }).await;
+                    }
+                    (setup.process.clone(), io)
+                }
             };
+            let (sup, id) = (self.sup.clone(), rec.id.clone());
+            let done = async move { sup.wait_exec(&id, &exec_id).await.map_err(status) };
+            (io, Box::pin(done))
+        } else {
+            let (mut watch, io) = if setup.start {
+                let (_, watch, io) = self
+                    .sup
+                    .start_attached(&rec.id, Some((opts, size)))
+                    .await
+                    .map_err(status)?;
+                (watch, io)
+            } else {
+                let watch = self.sup.watch_exit(&rec.id).map_err(status)?;
+                let io = self
+                    .sup
+                    .attach(&rec.id, INIT_PROCESS, opts)
+                    .await
+                    .map_err(status)?;
+                if let Some((rows, cols)) = size {
+                    let _ = io.input.send(AttachInput::Resize { rows, cols }).await;
+                }
+                (watch, Some(io))
+            };
+            let io = io.ok_or_else(|| Status::internal("the init was not attached"))?;
             let auto_remove = rec.config.auto_remove;
             let done = async move {
                 let exit = watch
@@ -592,8 +744,9 @@ impl berth_api::Containers for Service {
                 }
                 Ok(exit)
             };
-            tokio::spawn(attach_stream(follower, done, tx));
-        }
+            (io, Box::pin(done))
+        };
+        tokio::spawn(attach_session(io, inbound, done, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -710,33 +863,63 @@ impl berth_api::Containers for Service {
     }
 }
 
-/// Stream an attached process's output, then its exit (or the error that
-/// ended the wait), to an `Attach` client.
-async fn attach_stream<D>(
-    mut follower: Follower,
-    done: D,
+/// Relay an attached client's input to the process and the process's
+/// output to the client until the output ends; then send the exit status
+/// (or the error that ended the wait). A client that goes away detaches:
+/// dropping `io` closes the connection to the shim, and the process goes on.
+async fn attach_session(
+    io: AttachIo,
+    mut inbound: Streaming<v1::AttachInput>,
+    done: BoxFuture<Result<Exit, Status>>,
     tx: mpsc::Sender<Result<v1::AttachResponse, Status>>,
-) where
-    D: std::future::Future<Output = Result<Exit, Status>>,
-{
-    let out = tx.clone();
-    let sent = follow(&mut follower, done, move |e| {
-        let out = out.clone();
-        async move {
-            out.send(Ok(v1::AttachResponse {
-                kind: Some(v1::attach_response::Kind::Output(e)),
-            }))
-            .await
-            .is_ok()
+) {
+    let AttachIo { input, mut output } = io;
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            out = output.recv() => match out {
+                Some(o) => {
+                    if tx.send(Ok(output_proto(o))).await.is_err() {
+                        return;
+                    }
+                }
+                None => break,
+            },
+            msg = inbound.message(), if reading => match msg {
+                Ok(Some(v1::AttachInput { kind: Some(kind) })) => {
+                    let to_process = match kind {
+                        v1::attach_input::Kind::Stdin(data) => Some(AttachInput::Stdin(data)),
+                        v1::attach_input::Kind::CloseStdin(true) => Some(AttachInput::CloseStdin),
+                        v1::attach_input::Kind::Resize(s) => {
+                            let (rows, cols) = tty_size(&s);
+                            Some(AttachInput::Resize { rows, cols })
+                        }
+                        _ => None,
+                    };
+                    if let Some(m) = to_process {
+                        // The process is gone when this fails; its output
+                        // end comes next.
+                        let _ = input.send(m).await;
+                    }
+                }
+                Ok(Some(_)) => {}
+                // The client sends nothing more; it still reads.
+                Ok(None) => reading = false,
+                // Cancelled: the client detached.
+                Err(_) => return,
+            },
+            _ = tx.closed() => return,
         }
-    })
-    .await;
-    if let Some(result) = sent {
-        let msg = result.map(|exit| v1::AttachResponse {
-            kind: Some(v1::attach_response::Kind::Exit(exit_proto(&exit))),
-        });
-        let _ = tx.send(msg).await;
     }
+    drop(input);
+    let result = tokio::select! {
+        r = done => r,
+        _ = tx.closed() => return,
+    };
+    let msg = result.map(|exit| v1::AttachResponse {
+        kind: Some(v1::attach_response::Kind::Exit(exit_proto(&exit))),
+    });
+    let _ = tx.send(msg).await;
 }
 
 /// Send what the follower reads until `done` resolves, then what is left
@@ -744,7 +927,13 @@ async fn attach_stream<D>(
 /// and return `done`'s output; `None` when the receiver went away. Wakes
 /// on changes to the log's files; a slow tick covers a watch that could
 /// not be set up.
-async fn follow<D, T, S, F>(follower: &mut Follower, done: D, send: S) -> Option<T>
+async fn follow<D, T, S, F>(
+    follower: &mut Follower,
+    done: D,
+    filter: &logs::Filter,
+    merge: bool,
+    send: S,
+) -> Option<T>
 where
     D: std::future::Future<Output = T>,
     S: Fn(v1::LogEntry) -> F,
@@ -768,9 +957,10 @@ where
     loop {
         if readable {
             match follower.poll() {
-                Ok(records) => {
-                    for r in records {
-                        if !send(entry_proto(r)).await {
+                Ok(mut records) => {
+                    records.retain(|r| filter.keep(r));
+                    for e in entries(records, merge) {
+                        if !send(e).await {
                             return None;
                         }
                     }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use berth_core::exit::{Exit, ExitStatus};
 use berth_core::runtime::{
-    CreateTask, ExecTask, Restored, Runtime, RuntimeError, RuntimeErrorKind, Task, TaskEvent,
-    TaskState,
+    AttachIo, AttachOptions, CreateTask, ExecTask, Restored, Runtime, RuntimeError,
+    RuntimeErrorKind, Task, TaskEvent, TaskState,
 };
 use berth_shim_proto as proto;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -78,7 +78,7 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> RuntimeError {
     RuntimeError::other(format!("{what} {}: {e}", path.display()))
 }
 
-fn kind_of(k: proto::ErrorKind) -> RuntimeErrorKind {
+pub(crate) fn kind_of(k: proto::ErrorKind) -> RuntimeErrorKind {
     match k {
         proto::ErrorKind::CommandNotFound => RuntimeErrorKind::CommandNotFound,
         proto::ErrorKind::CommandNotExecutable => RuntimeErrorKind::CommandNotExecutable,
@@ -683,6 +683,7 @@ impl ShimRuntime {
             exit_file: layout.exit_file(),
             exec_dir: layout.exec_dir(),
             shim_log: layout.shim_log(),
+            open_stdin: req.open_stdin,
         };
         let json = serde_json::to_vec_pretty(&config)
             .map_err(|e| RuntimeError::other(format!("cannot serialize the shim config: {e}")))?;
@@ -767,24 +768,37 @@ impl Task for ShimTask {
         self.ok(proto::Request::Resume).await
     }
 
-    async fn exec(&self, req: ExecTask) -> Result<i32, RuntimeError> {
+    async fn exec(&self, req: ExecTask) -> Result<(i32, Option<AttachIo>), RuntimeError> {
         let process = serde_json::to_value(&req.process)
             .map_err(|e| RuntimeError::other(format!("cannot serialize the process: {e}")))?;
-        match request(
-            &self.socket,
-            &proto::Request::Exec {
-                exec_id: req.exec_id,
-                process,
-            },
-        )
-        .await?
-        {
-            proto::Response::Started { pid } => Ok(pid),
+        let request_line = proto::Request::Exec {
+            exec_id: req.exec_id,
+            process,
+            attach: req.attach.map(|a| proto::AttachOptions { stdin: a.stdin }),
+        };
+        let (resp, io) = if req.attach.is_some() {
+            let (resp, io) = crate::attach::open(&self.socket, &request_line).await?;
+            (resp, Some(io))
+        } else {
+            (request(&self.socket, &request_line).await?, None)
+        };
+        match resp {
+            proto::Response::Started { pid } => Ok((pid, io)),
             other => Err(RuntimeError::other(format!(
                 "unexpected answer from berth-shim (pid {}): {other:?}",
                 self.shim_pid
             ))),
         }
+    }
+
+    async fn attach(&self, process: &str, opts: AttachOptions) -> Result<AttachIo, RuntimeError> {
+        let req = proto::Request::Attach {
+            process: process.to_string(),
+            options: proto::AttachOptions { stdin: opts.stdin },
+        };
+        crate::attach::open(&self.socket, &req)
+            .await
+            .map(|(_, io)| io)
     }
 
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<TaskEvent>> {

@@ -414,6 +414,45 @@ pub fn assert_no_leftovers(d: &Daemon, id: &str, pid: i64) {
     );
 }
 
+/// A file a container can wait for (`while [ ! -e PATH ]`), created by the
+/// test through the shared rootfs, and removed when dropped: tests share
+/// one rootfs, so each marker has a name of its own.
+pub struct Marker {
+    /// The path inside the container.
+    pub path: String,
+}
+
+impl Marker {
+    pub fn new() -> Marker {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Marker {
+            path: format!("/tmp/marker-{}-{n}", std::process::id()),
+        }
+    }
+
+    fn host_path(&self) -> PathBuf {
+        rootfs().join(self.path.trim_start_matches('/'))
+    }
+
+    /// Create the file: the container sees it.
+    pub fn set(&self) {
+        std::fs::write(self.host_path(), b"").expect("create the marker");
+    }
+}
+
+impl Default for Marker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.host_path());
+    }
+}
+
 /// Generate one `#[test]` per runtime for a test body `fn(Rt)`.
 #[macro_export]
 macro_rules! both_runtimes {

@@ -101,8 +101,10 @@ fn attach_streams_new_output_and_the_exit(rt: Rt) {
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     assert!(rest.ends_with("bye\n"), "{rest:?}");
     assert!(!rest.contains("before"));
-    // Attaching to a stopped container returns its code at once.
-    assert_eq!(d.berth(&["attach", &id]).code, 8);
+    // Attaching to a stopped container is refused, in one line.
+    let r = d.berth(&["attach", &id]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("start it first"), "{r:?}");
 }
 
 fn logs_rotate_by_size(rt: Rt) {

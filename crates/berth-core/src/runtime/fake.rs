@@ -128,6 +128,39 @@ pub struct FakeTask {
     inner: Mutex<TaskInner>,
 }
 
+/// The fake process behind an attach: stdin comes back as stdout (upper
+/// case on stderr when it starts with `!`); a closed stdin ends the output.
+fn echo(_opts: AttachOptions) -> AttachIo {
+    let (in_tx, mut in_rx) = mpsc::channel::<AttachInput>(8);
+    let (out_tx, out_rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        while let Some(msg) = in_rx.recv().await {
+            let out = match msg {
+                AttachInput::Stdin(data) if data.starts_with(b"!") => Output {
+                    stream: OutputStream::Stderr,
+                    data: data.to_ascii_uppercase(),
+                },
+                AttachInput::Stdin(data) => Output {
+                    stream: OutputStream::Stdout,
+                    data,
+                },
+                AttachInput::Resize { rows, cols } => Output {
+                    stream: OutputStream::Stdout,
+                    data: format!("{rows} {cols}\n").into_bytes(),
+                },
+                AttachInput::CloseStdin => return,
+            };
+            if out_tx.send(out).await.is_err() {
+                return;
+            }
+        }
+    });
+    AttachIo {
+        input: in_tx,
+        output: out_rx,
+    }
+}
+
 fn now() -> String {
     crate::event::now_rfc3339()
 }
@@ -340,17 +373,31 @@ impl Task for FakeTask {
         Ok(())
     }
 
-    async fn exec(&self, req: ExecTask) -> Result<i32, RuntimeError> {
-        let mut g = self.inner();
-        if !g.started || g.exited {
+    async fn exec(&self, req: ExecTask) -> Result<(i32, Option<AttachIo>), RuntimeError> {
+        let pid = {
+            let mut g = self.inner();
+            if !g.started || g.exited {
+                return Err(RuntimeError::new(
+                    RuntimeErrorKind::InvalidState,
+                    "container is not running",
+                ));
+            }
+            let pid = next_pid();
+            g.execs.insert(req.exec_id, pid);
+            pid
+        };
+        Ok((pid, req.attach.map(echo)))
+    }
+
+    async fn attach(&self, process: &str, opts: AttachOptions) -> Result<AttachIo, RuntimeError> {
+        let g = self.inner();
+        if g.exited || (process != INIT_PROCESS && !g.execs.contains_key(process)) {
             return Err(RuntimeError::new(
-                RuntimeErrorKind::InvalidState,
-                "container is not running",
+                RuntimeErrorKind::NotFound,
+                format!("no running process {process}"),
             ));
         }
-        let pid = next_pid();
-        g.execs.insert(req.exec_id, pid);
-        Ok(pid)
+        Ok(echo(opts))
     }
 
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<TaskEvent>> {

@@ -28,6 +28,7 @@ fn params(name: Option<&str>, args: &[&str]) -> CreateParams {
             log_max_size: 0,
             log_max_files: 0,
             restart: Default::default(),
+            open_stdin: false,
         },
     }
 }
@@ -387,6 +388,7 @@ async fn restore_removes_orphans() {
         spec: spec(&["sh"]),
         log_max_size: 0,
         log_max_files: 0,
+        open_stdin: false,
     })
     .await
     .unwrap();
@@ -672,4 +674,65 @@ async fn restore_resumes_a_restart_the_last_daemon_owed() {
     }
     assert_eq!(sup.inspect(&id).unwrap().restart_count, 1);
     sup.delete(&id, true).await.unwrap();
+}
+
+#[tokio::test]
+async fn attach_before_start_relays_both_ways() {
+    use crate::runtime::{AttachInput, AttachOptions, OutputStream};
+    let (sup, _rt, _store) = setup();
+    let id = sup.create(params(None, &["sh"])).await.unwrap();
+    let opts = AttachOptions { stdin: true };
+    let (_, _watch, io) = sup
+        .start_attached(&id, Some((opts, Some((24, 80)))))
+        .await
+        .unwrap();
+    let mut io = io.unwrap();
+    // The size went in before the start.
+    let first = io.output.recv().await.unwrap();
+    assert_eq!(first.data, b"24 80\n");
+    io.input
+        .send(AttachInput::Stdin(b"hello".to_vec()))
+        .await
+        .unwrap();
+    io.input
+        .send(AttachInput::Stdin(b"!err".to_vec()))
+        .await
+        .unwrap();
+    let out = io.output.recv().await.unwrap();
+    assert_eq!(
+        (out.stream, out.data),
+        (OutputStream::Stdout, b"hello".to_vec())
+    );
+    let err = io.output.recv().await.unwrap();
+    assert_eq!(
+        (err.stream, err.data),
+        (OutputStream::Stderr, b"!ERR".to_vec())
+    );
+    io.input.send(AttachInput::CloseStdin).await.unwrap();
+    assert!(io.output.recv().await.is_none());
+}
+
+#[tokio::test]
+async fn attach_needs_a_live_process() {
+    use crate::runtime::AttachOptions;
+    let (sup, rt, _store) = setup();
+    let id = sup.create(params(None, &["sh"])).await.unwrap();
+    sup.start(&id).await.unwrap();
+    let opts = AttachOptions::default();
+    assert!(matches!(
+        sup.attach(&id, "nope", opts).await,
+        Err(Error::ProcessNotFound(..))
+    ));
+    let (exec_id, _, io) = sup
+        .exec_attached(&id, Default::default(), Some(opts))
+        .await
+        .unwrap();
+    assert!(io.is_some());
+    assert!(sup.attach(&id, &exec_id, opts).await.is_ok());
+    rt.exit(&id, ExitStatus::Exited { code: 0 });
+    sup.wait(&id).await.unwrap();
+    assert!(matches!(
+        sup.attach(&id, crate::runtime::INIT_PROCESS, opts).await,
+        Err(Error::InvalidState(_))
+    ));
 }
