@@ -25,6 +25,20 @@ pub const DEFAULT_ROOT: &str = "/var/lib/berth";
 /// use (126 or 127 when the container's command cannot be run).
 pub const EXIT_CODE_METADATA: &str = "berth-exit-code";
 
+/// Parse a size as the CLI and berthd flags take it: "4096", "512k",
+/// "10m", "1g" (×1024, an optional trailing "b", any case) into bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.strip_suffix('b').unwrap_or(&s);
+    let (num, mult) = match s.chars().last()? {
+        'k' => (&s[..s.len() - 1], 1u64 << 10),
+        'm' => (&s[..s.len() - 1], 1 << 20),
+        'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error(
@@ -74,5 +88,19 @@ impl v1::ExitStatus {
     /// The conventional numeric code: code, 128+signal, or -1 when unknown.
     pub fn code(&self) -> i32 {
         self.exit_code
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10m"), Some(10 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("512kb"), Some(512 << 10));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("x"), None);
     }
 }

@@ -11,6 +11,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+/// Records are written out once this many bytes are built.
+const FLUSH_AT: usize = 64 * 1024;
+
 pub struct CriLog {
     path: PathBuf,
     file: Option<File>,
@@ -53,12 +56,17 @@ impl CriLog {
         }
         let ts = berth_shim_proto::now_rfc3339();
         self.buf.clear();
-        let mut rest = data;
-        while !rest.is_empty() {
-            let (content, tag, next) = match rest.iter().position(|&b| b == b'\n') {
-                Some(i) => (&rest[..i], b'F', &rest[i + 1..]),
-                None => (rest, b'P', &rest[rest.len()..]),
+        let mut start = 0;
+        let mut newlines = memchr::memchr_iter(b'\n', data);
+        while start < data.len() {
+            let (content, tag, next) = match newlines.next() {
+                Some(i) => (&data[start..i], b'F', i + 1),
+                None => (&data[start..], b'P', data.len()),
             };
+            // Bounded buffer: write out what is built so far.
+            if self.buf.len() >= FLUSH_AT {
+                self.flush_buf();
+            }
             let record_len = (ts.len() + stream.len() + content.len() + 5) as u64;
             let pending = self.size + self.buf.len() as u64;
             if self.max_size > 0 && pending > 0 && pending + record_len > self.max_size {
@@ -75,11 +83,11 @@ impl CriLog {
             self.buf.push(b' ');
             self.buf.extend_from_slice(content);
             self.buf.push(b'\n');
-            rest = next;
+            start = next;
         }
         self.flush_buf();
         // Do not keep a huge buffer around after a burst.
-        if self.buf.capacity() > 64 * 1024 {
+        if self.buf.capacity() > 2 * FLUSH_AT {
             self.buf = Vec::new();
         }
     }

@@ -230,7 +230,7 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
     let memory = match &a.memory {
         None => None,
         Some(s) => Some(
-            format::parse_size(s)
+            berth_api::parse_size(s)
                 .and_then(|n| i64::try_from(n).ok())
                 .ok_or_else(|| {
                     Failure::own(format!("invalid --memory {s:?}: use a size like 64m or 1g"))
@@ -239,7 +239,7 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
     };
     let log_max_size = match &a.log_max_size {
         None => 0,
-        Some(s) => format::parse_size(s).filter(|n| *n > 0).ok_or_else(|| {
+        Some(s) => berth_api::parse_size(s).filter(|n| *n > 0).ok_or_else(|| {
             Failure::own(format!(
                 "invalid --log-max-size {s:?}: use a size like 10m or 1g"
             ))

@@ -48,11 +48,24 @@ struct Args {
     /// Drop events older than this from the event log (e.g. 7d, 12h).
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     events_max_age: Duration,
+    /// Default log rotation size of a container (`run --log-max-size`
+    /// overrides it): e.g. 16m, 1g.
+    #[arg(long, default_value = "16m", value_parser = parse_log_size)]
+    log_max_size: u64,
+    /// Default number of rotated log files kept beside the live one.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    log_max_files: u32,
     /// On SIGTERM or SIGINT, stop every running container (its stop signal,
     /// then SIGKILL after its stop timeout) before exiting. Without it they
     /// keep running and the next berthd adopts them (live restore).
     #[arg(long)]
     stop_containers_on_exit: bool,
+}
+
+fn parse_log_size(s: &str) -> Result<u64, String> {
+    berth_api::parse_size(s)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size: use e.g. 16m or 1g"))
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
@@ -191,7 +204,10 @@ async fn run(args: Args) -> Result<()> {
         RuntimeKind::Embedded => "embedded".to_string(),
         RuntimeKind::Cli { path } => path.display().to_string(),
     };
-    let runtime = Arc::new(shim::ShimRuntime::new(root.clone(), shim, kind));
+    let runtime = Arc::new(
+        shim::ShimRuntime::new(root.clone(), shim, kind)
+            .with_log_defaults(args.log_max_size, args.log_max_files),
+    );
     runtime
         .forget_previous_boot()
         .context("cannot compare the boot id with the last run's")?;

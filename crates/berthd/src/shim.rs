@@ -38,6 +38,9 @@ pub struct ShimRuntime {
     root: PathBuf,
     shim_bin: PathBuf,
     kind: proto::RuntimeKind,
+    /// Log rotation when a container sets none.
+    log_max_size: u64,
+    log_max_files: u32,
 }
 
 /// Paths of one container's files.
@@ -135,7 +138,16 @@ impl ShimRuntime {
             root,
             shim_bin,
             kind,
+            log_max_size: DEFAULT_LOG_MAX_SIZE,
+            log_max_files: DEFAULT_LOG_MAX_FILES,
         }
+    }
+
+    /// Log rotation for containers that do not set their own.
+    pub fn with_log_defaults(mut self, max_size: u64, max_files: u32) -> Self {
+        self.log_max_size = max_size;
+        self.log_max_files = max_files;
+        self
     }
 
     pub fn layout(&self, id: &str) -> Layout {
@@ -671,12 +683,12 @@ impl ShimRuntime {
             socket: layout.socket(),
             log_path: layout.log(),
             log_max_size: if req.log_max_size == 0 {
-                DEFAULT_LOG_MAX_SIZE
+                self.log_max_size
             } else {
                 req.log_max_size
             },
             log_max_files: if req.log_max_files == 0 {
-                DEFAULT_LOG_MAX_FILES
+                self.log_max_files
             } else {
                 req.log_max_files
             },
