@@ -58,10 +58,13 @@ fn ten_containers_and_three_exits_while_down(rt: Rt) {
     let seven = d.run(&["-d"], &["sh", "-c", &on_usr1_exit(7)]).ok();
     let killed = d.run(&["-d"], &["sleep", "1000"]).ok();
     let mut live = Vec::new();
-    for i in 0..7 {
+    for i in 0..6 {
         let script = format!("echo hello-{i}; while true; do sleep 0.05; done");
         live.push(d.run(&["-d"], &["sh", "-c", &script]).ok());
     }
+    // One that talks, for a client attached after the restart.
+    let talker = "trap 'echo bye; exit 2' USR1; while true; do echo tick; sleep 0.05; done";
+    live.push(d.run(&["-d"], &["sh", "-c", talker]).ok());
     let pids: HashMap<String, i64> = live
         .iter()
         .chain([&zero, &seven, &killed])
@@ -111,6 +114,27 @@ fn ten_containers_and_three_exits_while_down(rt: Rt) {
         d.restart();
     }
 
+    // A client attached to an adopted container streams its output and
+    // ends with its exit code.
+    let mut a = d
+        .cmd(&["attach", &live[6]])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(a.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "tick\n");
+    d.berth(&["kill", "-s", "USR1", &live[6]]).ok();
+    let st = poll("attach to end", Duration::from_secs(10), || {
+        a.try_wait().unwrap()
+    });
+    assert_eq!(st.code(), Some(2));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(rest.ends_with("bye\n"), "{rest:?}");
+    live.pop();
     // logs -f and wait follow an adopted container to its end; it is
     // still stoppable, with its true code.
     let mut follow = d
