@@ -734,6 +734,26 @@ fn check_events(d: &Daemon) -> Result<(), String> {
                 "{id}: {starts} starts, {exits} exits: {evs:?}"
             ),
         }
+        // pause and resume alternate within a run, and the last says
+        // whether it is paused now.
+        let mut frozen = false;
+        for e in evs {
+            match e["type"].as_str().unwrap_or_default() {
+                "pause" => {
+                    check!(!frozen, "{id}: paused twice: {evs:?}");
+                    frozen = true;
+                }
+                "resume" => {
+                    check!(frozen, "{id}: resumed while not paused: {evs:?}");
+                    frozen = false;
+                }
+                "start" | "exit" => frozen = false,
+                _ => {}
+            }
+        }
+        if let Some(st @ ("running" | "paused")) = state {
+            check!(frozen == (st == "paused"), "{id} is {st}: {evs:?}");
+        }
         let mut exec_exits = BTreeSet::new();
         for e in evs.iter().filter(|e| e["type"] == "exec-exit") {
             let p = e["process"].as_str().unwrap_or_default().to_string();
@@ -793,7 +813,8 @@ fn reap(children: Vec<Child>) {
     }
 }
 
-/// Create / start / exec / stop / rm across many containers while berthd
+/// Create / start / exec / pause / unpause / stop / rm across many
+/// containers while berthd
 /// is killed with SIGKILL at random moments; after each restart, the
 /// world must agree with the database and every exit code be true.
 fn crash_loop(rt: Rt) {
@@ -811,6 +832,11 @@ fn crash_loop(rt: Rt) {
         let running: Vec<String> =
             w.db.iter()
                 .filter(|(_, c)| c["state"] == "running")
+                .map(|(id, _)| id.clone())
+                .collect();
+        let paused: Vec<String> =
+            w.db.iter()
+                .filter(|(_, c)| c["state"] == "paused")
                 .map(|(id, _)| id.clone())
                 .collect();
         let created: Vec<String> =
@@ -850,6 +876,12 @@ fn crash_loop(rt: Rt) {
         }
         if let Some(id) = pick(&mut rng, &running) {
             kids.push(spawn(&d, &["stop", "-t", "1", &id]));
+        }
+        if let Some(id) = pick(&mut rng, &running) {
+            kids.push(spawn(&d, &["pause", &id]));
+        }
+        if let Some(id) = pick(&mut rng, &paused) {
+            kids.push(spawn(&d, &["unpause", &id]));
         }
         if let Some(id) = pick(&mut rng, &ids) {
             kids.push(spawn(&d, &["rm", "-f", &id]));
