@@ -589,8 +589,9 @@ impl Supervisor {
         }
     }
 
-    /// Apply the restart policy to an exit just recorded (under the lock).
-    fn maybe_restart(&self, entry: &Arc<Entry>, ctr: &mut Ctr, exit: &Exit) {
+    /// Apply the restart policy to an exit being recorded (under the lock):
+    /// marks the container restarting and returns the delay, or `None`.
+    fn plan_restart(&self, ctr: &mut Ctr, exit: &Exit) -> Option<Duration> {
         let policy = ctr.rec.config.restart;
         if ctr.removing
             || self.is_shutting_down()
@@ -600,7 +601,7 @@ impl Supervisor {
                 ctr.rec.manually_stopped,
             )
         {
-            return;
+            return None;
         }
         let ran_for = match (
             ctr.rec.started_at.as_deref().map(humantime::parse_rfc3339),
@@ -612,14 +613,7 @@ impl Supervisor {
         let delay = crate::restart::next_delay(ctr.restart_delay, ran_for);
         ctr.restart_delay = Some(delay);
         ctr.rec.restarting = true;
-        let _ = self.commit(entry, ctr, false);
-        info!(?delay, %policy, "restarting by policy");
-        let span = tracing::info_span!("container", id = %entry.id);
-        tokio::spawn(
-            self.clone()
-                .restart_after(entry.clone(), ctr.run, delay)
-                .instrument(span),
-        );
+        Some(delay)
     }
 
     /// Run a container to completion: create, start, wait for its exit
@@ -1166,6 +1160,9 @@ impl Supervisor {
             ctr.rec.finished_at = Some(exit.at.clone());
             ctr.rec.exit = Some(exit.clone());
             ctr.task = None;
+            // The policy's decision is saved with the exit (one write): a
+            // crash right after it cannot lose a restart.
+            let restart = self.plan_restart(&mut ctr, &exit);
             let info = EventInfo {
                 process: INIT_PROCESS.into(),
                 pid,
@@ -1176,7 +1173,15 @@ impl Supervisor {
                 warn!(error = %e, "cannot persist the exit");
             }
             info!(status = %exit.status.describe(), "exited");
-            self.maybe_restart(entry, &mut ctr, &exit);
+            if let Some(delay) = restart {
+                info!(?delay, policy = %ctr.rec.config.restart, "restarting by policy");
+                let span = tracing::info_span!("container", id = %entry.id);
+                tokio::spawn(
+                    self.clone()
+                        .restart_after(entry.clone(), ctr.run, delay)
+                        .instrument(span),
+                );
+            }
             ctr.rec.config.auto_remove && !ctr.removing
         };
         if auto_remove {
