@@ -494,3 +494,17 @@ pub fn now_secs() -> f64 {
         .expect("clock")
         .as_secs_f64()
 }
+
+/// Wait until process `pid` catches signal `sig` (its shell ran `trap`):
+/// a signal sent earlier to a container's pid 1 would be ignored.
+#[track_caller]
+pub fn wait_for_trap(pid: i64, sig: i32) {
+    poll("the trap to be set", Duration::from_secs(20), || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let mask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())?;
+        (mask & (1 << (sig - 1)) != 0).then_some(())
+    });
+}

@@ -104,6 +104,7 @@ fn ps_and_inspect_follow_the_states(rt: Rt) {
     assert!(c["started_at"].is_string());
     assert_eq!(d.berth(&["ps", "-q"]).ok(), &id[..12]);
 
+    wait_for_trap(pid, libc::SIGTERM);
     d.berth(&["kill", "-s", "TERM", "web"]).ok();
     assert_eq!(d.berth(&["wait", "web"]).ok(), "7");
     let c = d.inspect("web");

@@ -70,6 +70,8 @@ fn ten_containers_and_three_exits_while_down(rt: Rt) {
         .chain([&zero, &seven, &killed])
         .map(|id| (id.clone(), pid_of(&d, id)))
         .collect();
+    wait_for_trap(pids[&zero], libc::SIGUSR1);
+    wait_for_trap(pids[&seven], libc::SIGUSR1);
     d.kill9();
 
     signal(pids[&zero], nix::sys::signal::Signal::SIGUSR1);
@@ -126,6 +128,7 @@ fn ten_containers_and_three_exits_while_down(rt: Rt) {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     assert_eq!(line, "tick\n");
+    wait_for_trap(pids[&live[6]], libc::SIGUSR1);
     d.berth(&["kill", "-s", "USR1", &live[6]]).ok();
     let st = poll("attach to end", Duration::from_secs(10), || {
         a.try_wait().unwrap()
@@ -482,6 +485,8 @@ fn stop_containers_on_exit(rt: Rt) {
         .iter()
         .map(|id| pid_of(&d, id))
         .collect();
+    wait_for_trap(pids[0], libc::SIGTERM);
+    wait_for_trap(pids[2], libc::SIGUSR1);
     assert_eq!(d.terminate(Duration::from_secs(30)), Some(0));
     for pid in &pids {
         assert!(!pid_alive(*pid), "a container outlived the daemon");

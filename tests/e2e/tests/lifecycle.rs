@@ -132,6 +132,7 @@ fn stop_is_prompt_and_bounded(rt: Rt) {
             &["sh", "-c", "trap 'exit 10' USR1; sleep 100 & wait"],
         )
         .ok();
+    wait_for_trap(d.inspect(&c)["pid"].as_i64().unwrap(), libc::SIGUSR1);
     let t = Instant::now();
     d.berth(&["stop", &c]).ok();
     assert!(t.elapsed() < Duration::from_secs(5));
@@ -147,9 +148,11 @@ fn kill_takes_names_and_numbers(rt: Rt) {
             &["sh", "-c", "trap 'exit 12' USR2; sleep 100 & wait"],
         )
         .ok();
+    wait_for_trap(d.inspect(&a)["pid"].as_i64().unwrap(), libc::SIGUSR2);
     d.berth(&["kill", "-s", "SIGUSR2", &a]).ok();
     assert_eq!(d.berth(&["wait", &a]).ok(), "12");
     let b = d.run(&["-d"], &["sh", "-c", OBEDIENT]).ok();
+    wait_for_trap(d.inspect(&b)["pid"].as_i64().unwrap(), libc::SIGTERM);
     d.berth(&["kill", "--signal", "15", &b]).ok();
     assert_eq!(d.berth(&["wait", &b]).ok(), "0");
     let c = d.run(&["-d"], &["sleep", "100"]).ok();
