@@ -546,7 +546,7 @@ fn iterations() -> usize {
 /// Exit codes a container of each kind may truly have: `t` traps TERM
 /// and exits 3 (137 when killed before its trap is set, or by rm -f/a
 /// stop of a created one), `q` exits 4 by itself (137 when stopped:
-/// it ignores TERM as pid 1).
+/// it ignores TERM as pid 1); `r` is a `q` under `--restart on-failure:2`.
 fn codes_for(name: &str) -> &'static [i64] {
     if name.starts_with('t') {
         &[3, 137]
@@ -622,8 +622,19 @@ fn check_world(d: &Daemon, seen: &BTreeSet<String>, round: usize) {
             .filter(|(_, c)| matches!(c["state"].as_str(), Some("running" | "created" | "paused")))
             .map(|(id, _)| id)
             .collect();
+    // Stopped, but the policy will run it again: its next run may be
+    // under way.
+    let restarting: BTreeSet<&String> =
+        w.db.iter()
+            .filter(|(_, c)| {
+                c["status"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("Restarting"))
+            })
+            .map(|(id, _)| id)
+            .collect();
     for (pid, id) in &w.shims {
-        if !live.contains(id) {
+        if !live.contains(id) && !restarting.contains(id) {
             // Its container just stopped: the shim exits right after it
             // reported the exit.
             poll(
@@ -636,7 +647,7 @@ fn check_world(d: &Daemon, seen: &BTreeSet<String>, round: usize) {
     let runtime = d.state_dir().join("runtime");
     for id in seen {
         let is_live = live.contains(id);
-        if !is_live {
+        if !is_live && !restarting.contains(id) {
             assert!(
                 cgroup_leftovers(id).is_empty(),
                 "round {round}: cgroup of {id} left"
@@ -664,10 +675,11 @@ fn check_world(d: &Daemon, seen: &BTreeSet<String>, round: usize) {
                     Duration::from_secs(10),
                     || {
                         let c = d.inspect(id);
-                        (c["state"] == "stopped").then_some(c)
+                        // Stopped, or already running again by its policy.
+                        (c["state"] == "stopped" || c["pid"].as_i64() != Some(pid)).then_some(c)
                     },
                 );
-                let code = c["exit_code"].as_i64();
+                let code = c["exit"]["exit_code"].as_i64();
                 assert!(
                     code.is_some_and(|x| codes_for(name).contains(&x)),
                     "round {round}: {name} {id} stopped with {code:?}: {c}"
@@ -855,8 +867,9 @@ fn crash_loop(rt: Rt) {
         let mut kids = Vec::new();
         let n = 2 + rng.below(4);
         for k in 0..n {
-            let name = format!("{}{round}x{k}", if rng.below(2) == 0 { "t" } else { "q" });
-            let cmd = if name.starts_with('t') {
+            let kind = ["t", "q", "r"][rng.below(3) as usize];
+            let name = format!("{kind}{round}x{k}");
+            let cmd = if kind == "t" {
                 "trap 'exit 3' TERM; while true; do sleep 0.05; done"
             } else {
                 "sleep 0.3; exit 4"
@@ -867,6 +880,9 @@ fn crash_loop(rt: Rt) {
                 args.push("-d");
             }
             args.extend(["--name", &name, "--stop-timeout", "1", "--rootfs", &rootfs]);
+            if kind == "r" {
+                args.extend(["--restart", "on-failure:2"]);
+            }
             args.extend(["sh", "-c", cmd]);
             kids.push(spawn(&d, &args));
         }
