@@ -144,7 +144,15 @@ impl Attached {
                     self.wpos += n;
                     self.progress = Instant::now();
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // A client that keeps up but never quite catches up
+                    // must not grow the buffer: drop what was sent.
+                    if self.wpos >= 64 * 1024 && self.wpos * 2 >= self.wbuf.len() {
+                        self.wbuf.drain(..self.wpos);
+                        self.wpos = 0;
+                    }
+                    return true;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
             }
@@ -1544,6 +1552,52 @@ impl Shim {
                     _ => {}
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_that_keeps_up_does_not_grow_the_queue() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let mut client = Attached {
+            stream: ours,
+            process: INIT_PROCESS.into(),
+            stdin: false,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            wpos: 0,
+            progress: Instant::now(),
+        };
+        let chunk = vec![7u8; 64 * 1024];
+        // 1 MiB behind to begin with...
+        for _ in 0..16 {
+            client.queue(frame::STDOUT, &chunk);
+        }
+        assert!(client.flush());
+        // ...then it takes as much as comes: always behind, never empty.
+        let mut sink = vec![0u8; chunk.len() + frame::HEADER];
+        for _ in 0..500 {
+            client.queue(frame::STDOUT, &chunk);
+            assert!(client.flush());
+            let mut want = sink.len();
+            while want > 0 {
+                match theirs.read(&mut sink[..want]) {
+                    Ok(n) => want -= n,
+                    Err(_) => break,
+                }
+            }
+            assert!(client.queued() > 0);
+            assert!(
+                client.wbuf.len() <= 4 * ATTACH_HIGH,
+                "{}",
+                client.wbuf.len()
+            );
         }
     }
 }
