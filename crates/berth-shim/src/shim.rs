@@ -212,6 +212,8 @@ pub struct Shim {
     oom_recheck: Option<Instant>,
     init_exit: Option<(WireExit, String)>,
     buf: Vec<u8>,
+    /// Output or input was copied since the last trim of file pages.
+    copied: bool,
 }
 
 /// What the poll loop woke up for.
@@ -612,6 +614,7 @@ impl Shim {
             oom_recheck: None,
             init_exit: None,
             buf: vec![0; READ_BUF],
+            copied: false,
             backend,
             cfg,
         })
@@ -715,6 +718,9 @@ impl Shim {
                 PollTimeout::from(100u16)
             } else if !self.clients.is_empty()
                 || self.attached.iter().flatten().any(|a| a.queued() > 0)
+                // Output was copied since the last trim: trim once it
+                // has been quiet for a second (not after every chunk).
+                || (self.copied && !trim)
             {
                 PollTimeout::from(1000u16)
             } else {
@@ -722,6 +728,7 @@ impl Shim {
             };
             if trim {
                 sys::trim_file_pages();
+                self.copied = false;
             }
             match nix::poll::poll(&mut fds, timeout) {
                 Ok(_) => {}
@@ -740,9 +747,12 @@ impl Shim {
                 })
                 .collect()
         };
-        let mut busy = false;
+        // Quiet for a while after copying output: time to trim.
+        let mut busy = ready.is_empty() && self.copied;
         for (token, revents) in ready {
-            busy |= !matches!(token, Token::Out(..) | Token::Input(_) | Token::Attached(_));
+            let copying = matches!(token, Token::Out(..) | Token::Input(_) | Token::Attached(_));
+            busy |= !copying;
+            self.copied |= copying;
             match token {
                 Token::Out(None, i) => {
                     pump(&mut self.init, i, &mut self.buf, 4, &mut self.attached);
