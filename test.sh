@@ -18,6 +18,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "== build"
 cargo build --workspace --bins --quiet
+# The shim as shipped (release profile), for its memory budget test
+# (tests/e2e/tests/budget.rs).
+cargo build --release -p berth-shim --quiet
+export BERTH_BUDGET_SHIM="${CARGO_TARGET_DIR:-$PWD/target}/release/berth-shim"
 export BERTH_TEST_ROOTFS="$PWD/target/e2e-rootfs"
 bash scripts/mkrootfs.sh "$BERTH_TEST_ROOTFS"
 

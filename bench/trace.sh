@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# bench/trace.sh — a timeline of one `berth run --rm /bin/true` and one
-# `berth exec`, to see where the time goes between the CLI, berthd, the shim,
+# bench/trace.sh — a timeline of one `berth run --rm /bin/true`, one
+# `berth exec` and one `berth stop` (of an init that exits on SIGTERM), to see
+# where the time goes between the CLI, berthd, the shim,
 # the libcontainer helpers and the container.
 #
 # Run as root after `cargo build --release --bins`:   bench/trace.sh [embedded|runc]
@@ -52,24 +53,31 @@ B="$BIN/berth --socket $tmp/s.sock"
 for _ in 1 2 3; do $B run --rm --rootfs "$tmp/rootfs" /bin/true; done
 $B run -d --name tr-exec --rootfs "$tmp/rootfs" sleep 100000 >/dev/null
 for _ in 1 2 3; do $B exec tr-exec /bin/true; done
+# A container whose init exits on SIGTERM, for `berth stop`.
+$B run -d --name tr-stop --rootfs "$tmp/rootfs" sh -c 'trap "exit 0" TERM; sleep 100000 & wait' >/dev/null
 sleep 0.5
 
-events=sched:sched_process_fork,sched:sched_process_exec,sched:sched_process_exit
-events+=,syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_enter_connect
-perf record -q -a -o "$tmp/perf.data" -e "$events" -- bash -c "
-	sleep 0.2
-	$B run --rm --rootfs $tmp/rootfs /bin/true
-	sleep 0.3
-	$B exec tr-exec /bin/true
-	sleep 0.2" >/dev/null 2>&1
-
-# Processes already running from our temp dir (the shims) belong to the tree.
+# Processes already running from our temp dir (the shims) belong to the tree
+# (read before the trace: the stopped container's shim is gone after it).
 pre=""
 for d in /proc/[0-9]*; do
 	args=()
 	mapfile -d '' args <"$d/cmdline" 2>/dev/null || continue
 	[[ " ${args[*]} " == *"$tmp/"* ]] && pre+=" ${d#/proc/}"
 done
+
+events=sched:sched_process_fork,sched:sched_process_exec,sched:sched_process_exit
+events+=,syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_enter_connect
+events+=,syscalls:sys_enter_kill
+perf record -q -a -o "$tmp/perf.data" -e "$events" -- bash -c "
+	sleep 0.2
+	$B run --rm --rootfs $tmp/rootfs /bin/true
+	sleep 0.3
+	$B exec tr-exec /bin/true
+	sleep 0.3
+	$B stop -t 10 tr-stop
+	sleep 0.2" >/dev/null 2>&1
+
 
 # Keep the processes of our tree: berthd (and its threads), berth, the shims
 # and what they fork; show times relative to each CLI start.
