@@ -146,6 +146,11 @@ impl CriLog {
         Ok(())
     }
 
+    /// Give back the record buffer (the shim is going idle).
+    pub fn release(&mut self) {
+        self.buf = Vec::new();
+    }
+
     /// Make the log durable (called once, before the exit is reported).
     pub fn sync(&mut self) {
         if let Some(f) = self.file.as_mut() {

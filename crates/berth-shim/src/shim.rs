@@ -265,10 +265,11 @@ fn wire_exit(status: i32) -> Option<WireExit> {
 fn pump(
     proc: &mut Proc,
     i: usize,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
     max_reads: usize,
     attached: &mut [Option<Attached>],
 ) {
+    let buf = read_buf(buf);
     for _ in 0..max_reads {
         let Some(f) = proc.outs[i].as_mut() else {
             return;
@@ -305,6 +306,15 @@ fn pump(
             }
         }
     }
+}
+
+/// The shared read buffer, allocated on first use: a shim that never
+/// copies anything (or has trimmed after copying) does not hold it.
+fn read_buf(buf: &mut Vec<u8>) -> &mut [u8] {
+    if buf.is_empty() {
+        buf.resize(READ_BUF, 0);
+    }
+    buf
 }
 
 /// Write what is buffered for `proc`'s input; drop the input when finished.
@@ -613,7 +623,7 @@ impl Shim {
             oom_kills: 0,
             oom_recheck: None,
             init_exit: None,
-            buf: vec![0; READ_BUF],
+            buf: Vec::new(),
             copied: false,
             backend,
             cfg,
@@ -644,6 +654,15 @@ impl Shim {
     /// did more than copy output (served a request, reaped a process), i.e.
     /// when the next sleep should trim again.
     fn turn(&mut self, trim: bool) -> bool {
+        if trim {
+            // Going idle: give back the buffers a burst of output grew.
+            self.buf = Vec::new();
+            self.init.log.release();
+            for p in &mut self.execs {
+                p.log.release();
+            }
+            sys::release_heap();
+        }
         let mut tokens = Vec::new();
         let ready: Vec<(Token, PollFlags)> = {
             let mut fds = Vec::new();
@@ -847,10 +866,12 @@ impl Shim {
         let Some(a) = self.attached[i].as_mut() else {
             return;
         };
-        let mut chunk = [0u8; 16 * 1024];
+        // The shared buffer, not a stack array: a big frame in the poll
+        // loop would be probed into residence for every idle shim.
+        let chunk = read_buf(&mut self.buf);
         let mut gone = false;
         loop {
-            match a.stream.read(&mut chunk) {
+            match a.stream.read(chunk) {
                 Ok(0) => {
                     gone = true;
                     break;

@@ -279,6 +279,16 @@ pub fn set_pipe_size(fd: &impl AsRawFd, size: i32) {
     let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
 }
 
+/// Give freed heap memory back to the kernel (glibc keeps it otherwise):
+/// an idle shim after a burst of output should cost what an idle one does.
+pub fn release_heap() {
+    // SAFETY: malloc_trim only walks glibc's own allocator state, under its
+    // lock; any pad is valid.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Read;
