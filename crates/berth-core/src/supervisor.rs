@@ -125,6 +125,16 @@ impl Entry {
         })
     }
 
+    /// An operation that found the container before it was deleted, and
+    /// got its lock after, must not write its record back (that would
+    /// bring a deleted container back at the next start, without files).
+    fn check_not_removed(&self) -> Result<()> {
+        if self.removed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::NotFound(self.id.clone()));
+        }
+        Ok(())
+    }
+
     fn snapshot(&self) -> Snapshot {
         self.snap.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -298,6 +308,7 @@ impl Supervisor {
 
     /// Persist and publish the new state of a container.
     fn commit(&self, entry: &Entry, ctr: &Ctr, exited: bool) -> Result<()> {
+        entry.check_not_removed()?;
         let res = self.inner.store.save_container(&ctr.rec);
         entry.publish_snapshot(ctr, exited);
         res.map_err(Error::from)
@@ -313,6 +324,7 @@ impl Supervisor {
         kind: EventType,
         info: EventInfo,
     ) -> Result<()> {
+        entry.check_not_removed()?;
         let (_, written) = self
             .inner
             .events
@@ -1027,11 +1039,12 @@ impl Supervisor {
             // The record is gone: the next start removes the files.
             warn!(error = %e, "cannot remove the container's files; the next start will");
         }
-        drop(ctr);
-        // Wake anyone still waiting on this container.
+        // Under the lock: whoever takes it next sees the removal.
         entry
             .removed
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(ctr);
+        // Wake anyone still waiting on this container.
         entry.changed.send_modify(|n| *n += 1);
         tracing::info_span!("container", id = %entry.id).in_scope(|| info!("removed"));
         Ok(())
