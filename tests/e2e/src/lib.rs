@@ -265,6 +265,13 @@ impl Daemon {
         }
     }
 
+    /// How the daemon ended, if it did (for a daemon that should be up).
+    pub fn try_exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Start the daemon again on the same root.
     pub fn restart(&mut self) {
         self.kill9();

@@ -843,6 +843,9 @@ fn crash_loop(rt: Rt) {
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let started = Instant::now();
     for round in 0..iterations {
+        if let Some(st) = d.try_exited() {
+            panic!("round {round}: berthd died: {st:?}");
+        }
         let w = world(&d);
         seen.extend(w.db.keys().cloned());
         let ids: Vec<String> = w.db.keys().cloned().collect();
@@ -930,6 +933,9 @@ fn crash_loop(rt: Rt) {
             );
         }
         d.restart();
+        if let Some(st) = d.try_exited() {
+            panic!("round {round}: berthd died after its restart: {st:?}");
+        }
         check_world(&d, &seen, round);
     }
     eprintln!(
