@@ -1328,8 +1328,31 @@ impl Supervisor {
                 }
                 Restored::Gone(exit) => {
                     let pid = rec.pid;
+                    // Recorded as created, but it exited with a code of its
+                    // own: the last daemon started it and died before
+                    // recording that. Its `start` is owed too. (Killed by a
+                    // signal, it may never have run: no start is made up.)
+                    let owed_start = rec.state == State::Created
+                        && matches!(exit.status, ExitStatus::Exited { .. });
                     let entry = Entry::new(rec, 1, None);
                     self.table_mut().insert(id.clone(), entry.clone());
+                    if owed_start {
+                        let mut ctr = entry.ctr.lock().await;
+                        ctr.rec.state = State::Running;
+                        if ctr.rec.started_at.is_none() {
+                            ctr.rec.started_at = Some(exit.at.clone());
+                        }
+                        let info = EventInfo {
+                            process: INIT_PROCESS.into(),
+                            pid,
+                            ..info_of(&ctr.rec)
+                        };
+                        if let Err(e) =
+                            self.commit_event(&entry, &ctr, false, EventType::Start, info)
+                        {
+                            span.in_scope(|| warn!(error = %e, "cannot record the owed start"));
+                        }
+                    }
                     self.settle_execs(&entry).await;
                     span.in_scope(
                         || info!(status = %exit.status.describe(), "exited while berthd was down"),
