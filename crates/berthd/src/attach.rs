@@ -25,6 +25,33 @@ fn unexpected(resp: &proto::Response) -> RuntimeError {
     RuntimeError::other(format!("unexpected answer from berth-shim: {resp:?}"))
 }
 
+/// Connect to the shim at `socket`, send `req` as one line and read the
+/// one-line answer. The connection's halves are returned for what follows
+/// the answer (frames, events), the reader with whatever it buffered.
+pub async fn handshake(
+    socket: &Path,
+    req: &proto::Request,
+) -> std::io::Result<(proto::Response, BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
+    let short = proto::ShortPath::new(socket)?;
+    let stream = UnixStream::connect(short.path()).await?;
+    let (rd, mut wr) = stream.into_split();
+    let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    wr.write_all(&line).await?;
+    let mut reader = BufReader::new(rd);
+    let mut resp = String::new();
+    reader.read_line(&mut resp).await?;
+    if resp.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the shim closed the connection",
+        ));
+    }
+    let resp = serde_json::from_str::<proto::Response>(&resp)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok((resp, reader, wr))
+}
+
 /// Send `req` on a new connection to the shim at `socket`; when the answer
 /// is `Ok` or `Started`, the connection carries the process's stdio from
 /// then on. Returns the answer and the relay.
@@ -32,47 +59,28 @@ pub async fn open(
     socket: &Path,
     req: &proto::Request,
 ) -> Result<(proto::Response, AttachIo), RuntimeError> {
-    let run = async {
-        let short = proto::ShortPath::new(socket)?;
-        let stream = UnixStream::connect(short.path()).await?;
-        let (rd, mut wr) = stream.into_split();
-        let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        wr.write_all(&line).await?;
-        let mut reader = BufReader::new(rd);
-        let mut resp = String::new();
-        reader.read_line(&mut resp).await?;
-        if resp.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the shim closed the connection",
-            ));
-        }
-        let resp = serde_json::from_str::<proto::Response>(&resp)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        Ok((resp, reader, wr))
-    };
-    let (resp, reader, wr) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, run).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e))
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Err(RuntimeError::new(
-                RuntimeErrorKind::NotFound,
-                "the container's shim is gone (the container has exited)",
-            ))
-        }
-        Ok(Err(e)) => return Err(RuntimeError::other(format!("attaching: {e}"))),
-        Err(_) => {
-            return Err(RuntimeError::other(format!(
-                "berth-shim did not answer within {}s",
-                HANDSHAKE_TIMEOUT.as_secs()
-            )))
-        }
-    };
+    let (resp, reader, wr) =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(socket, req)).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Err(RuntimeError::new(
+                    RuntimeErrorKind::NotFound,
+                    "the container's shim is gone (the container has exited)",
+                ))
+            }
+            Ok(Err(e)) => return Err(RuntimeError::other(format!("attaching: {e}"))),
+            Err(_) => {
+                return Err(RuntimeError::other(format!(
+                    "berth-shim did not answer within {}s",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                )))
+            }
+        };
     match resp {
         proto::Response::Ok | proto::Response::Started { .. } => {}
         proto::Response::Error(e) => {

@@ -224,6 +224,17 @@ fn parse_point(s: &str, what: &str) -> Result<Option<Point>, Status> {
         })
 }
 
+/// A time bound of `logs` (a time only: records have no sequence number).
+fn log_time(s: &str, flag: &str) -> Result<Option<SystemTime>, Status> {
+    match parse_point(s, flag)? {
+        None => Ok(None),
+        Some(Point::Time(t)) => Ok(Some(t)),
+        Some(Point::Seq(_)) => Err(Status::invalid_argument(format!(
+            "{flag} for logs takes an RFC 3339 time"
+        ))),
+    }
+}
+
 fn event_time(ev: &Event) -> SystemTime {
     humantime::parse_rfc3339(&ev.time).unwrap_or(SystemTime::UNIX_EPOCH)
 }
@@ -586,24 +597,8 @@ impl berth_api::Containers for Service {
         let r = req.into_inner();
         let rec = self.sup.inspect(&r.id).map_err(status)?;
         let path = self.log_path(&rec.id, &r.process);
-        let since = match parse_point(&r.since, "--since")? {
-            None => None,
-            Some(Point::Time(t)) => Some(t),
-            Some(Point::Seq(_)) => {
-                return Err(Status::invalid_argument(
-                    "--since for logs takes an RFC 3339 time",
-                ))
-            }
-        };
-        let until = match parse_point(&r.until, "--until")? {
-            None => None,
-            Some(Point::Time(t)) => Some(t),
-            Some(Point::Seq(_)) => {
-                return Err(Status::invalid_argument(
-                    "--until for logs takes an RFC 3339 time",
-                ))
-            }
-        };
+        let since = log_time(&r.since, "--since")?;
+        let until = log_time(&r.until, "--until")?;
         let filter = logs::Filter {
             since,
             tail: r.tail.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),

@@ -374,21 +374,9 @@ async fn connect(socket: &Path) -> std::io::Result<UnixStream> {
 /// One request, one response, on a fresh connection.
 async fn request(socket: &Path, req: &proto::Request) -> Result<proto::Response, RuntimeError> {
     let run = async {
-        let mut stream = connect(socket).await?;
-        let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        stream.write_all(&line).await?;
-        let mut reader = BufReader::new(stream);
-        let mut resp = String::new();
-        reader.read_line(&mut resp).await?;
-        if resp.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the shim closed the connection",
-            ));
-        }
-        serde_json::from_str::<proto::Response>(&resp)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        crate::attach::handshake(socket, req)
+            .await
+            .map(|(resp, _, _)| resp)
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, run).await {
         Ok(Ok(proto::Response::Error(e))) => Err(RuntimeError::new(kind_of(e.kind), e.message)),
