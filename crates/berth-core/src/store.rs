@@ -46,9 +46,16 @@ pub trait Store: Send + Sync + 'static {
 pub struct MemStore {
     containers: Mutex<HashMap<String, ContainerRecord>>,
     events: Mutex<(BTreeMap<u64, Event>, u64)>,
+    /// Records saved so far (each a durable write in a real store).
+    saves: std::sync::atomic::AtomicUsize,
 }
 
 impl MemStore {
+    /// How many times a record was saved.
+    pub fn saves(&self) -> usize {
+        self.saves.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Drop all but the newest `n` events, as a compaction would.
     pub fn compact_keep_last(&self, n: usize) {
         let mut g = self.events.lock().unwrap_or_else(|p| p.into_inner());
@@ -65,6 +72,7 @@ impl Store for MemStore {
     }
 
     fn save_container(&self, rec: &ContainerRecord) -> Result<(), StoreError> {
+        self.saves.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut g = self.containers.lock().unwrap_or_else(|p| p.into_inner());
         g.insert(rec.id.clone(), rec.clone());
         Ok(())

@@ -307,6 +307,22 @@ impl Supervisor {
     }
 
     /// Persist and publish the new state of a container.
+    /// An explicit stop or kill: no restart policy may undo it. Only a
+    /// policy reads the flag, so it is made durable before the signal only
+    /// when there is one (or a restart is pending). Without one, the exit's
+    /// commit carries it, and a stop costs one durable write, not two.
+    fn mark_manually_stopped(&self, entry: &Entry, ctr: &mut Ctr) {
+        let durable =
+            ctr.rec.config.restart != crate::restart::RestartPolicy::No || ctr.rec.restarting;
+        ctr.rec.manually_stopped = true;
+        ctr.rec.restarting = false;
+        if durable {
+            let _ = self.commit(entry, ctr, false);
+        } else {
+            entry.publish_snapshot(ctr, false);
+        }
+    }
+
     fn commit(&self, entry: &Entry, ctr: &Ctr, exited: bool) -> Result<()> {
         entry.check_not_removed()?;
         let res = self.inner.store.save_container(&ctr.rec);
@@ -716,8 +732,7 @@ impl Supervisor {
         // A kill meant to end the container is an explicit stop; a signal
         // like HUP (reload) is not.
         if matches!(signal, 2 | 9 | 15) || signal == ctr.rec.config.stop_signal {
-            ctr.rec.manually_stopped = true;
-            let _ = self.commit(&entry, &ctr, false);
+            self.mark_manually_stopped(&entry, &mut ctr);
         }
         task.kill(signal, all).await?;
         if ctr.rec.state == State::Paused && signal == 9 {
@@ -799,9 +814,7 @@ impl Supervisor {
             let mut ctr = entry.ctr.lock().await;
             if manual {
                 // An explicit stop, also of a container waiting to restart.
-                ctr.rec.manually_stopped = true;
-                ctr.rec.restarting = false;
-                let _ = self.commit(&entry, &ctr, false);
+                self.mark_manually_stopped(&entry, &mut ctr);
             }
             if !ctr.rec.state.is_live() {
                 return ctr.rec.exit.clone().ok_or_else(|| not_running(&ctr.rec));

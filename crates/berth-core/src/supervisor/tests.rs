@@ -161,6 +161,41 @@ async fn stop_uses_signal_then_kill() {
     assert_eq!(sup.stop(&id2, None).await.unwrap().status.code(), 137);
 }
 
+/// Without a restart policy nothing reads "manually stopped" before the
+/// exit, so a stop writes the record once (with the exit), not twice; with
+/// a policy the flag is durable before the signal.
+#[tokio::test]
+async fn an_explicit_stop_writes_once_without_a_restart_policy() {
+    let (sup, _rt, store) = setup();
+    let mut saves = vec![];
+    for policy in [
+        crate::restart::RestartPolicy::No,
+        crate::restart::RestartPolicy::Always,
+    ] {
+        let mut p = params(None, &["sh"]);
+        p.config.restart = policy;
+        let id = sup.create(p).await.unwrap();
+        sup.start(&id).await.unwrap();
+        let before = store.saves();
+        let exit = sup.stop(&id, None).await.unwrap();
+        assert_eq!(exit.status, ExitStatus::Signaled { signal: 15 });
+        saves.push(store.saves() - before);
+        // Either way the flag is in the stored record once the exit is.
+        let rec = store
+            .load_containers()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id == id)
+            .unwrap();
+        assert!(rec.manually_stopped, "{policy:?}");
+    }
+    assert_eq!(
+        saves[0] + 1,
+        saves[1],
+        "saves per stop (no, always): {saves:?}"
+    );
+}
+
 #[tokio::test]
 async fn auto_remove() {
     let (sup, rt, _) = setup();
