@@ -108,6 +108,8 @@ fn stop_is_prompt_and_bounded(rt: Rt) {
     let d = Daemon::start(rt);
     // Obeys SIGTERM: done long before the 10 s deadline, with its own code.
     let a = d.run(&["-d"], &["sh", "-c", OBEDIENT]).ok();
+    // A SIGTERM before the trap is set would be ignored (PID 1).
+    wait_for_trap(d.inspect(&a)["pid"].as_i64().unwrap(), libc::SIGTERM);
     let t = Instant::now();
     d.berth(&["stop", &a]).ok();
     let obedient = t.elapsed();
