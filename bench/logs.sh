@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench/logs.sh — the log path alone, quickly: a static writer prints MIB MiB
+# bench/logs.sh — the log path alone, quickly: a static writer
+# (bench/logwriter.c) prints MIB MiB
 # of 128-byte lines in a berth container, once to its stdout (the shim's CRI
 # log) and once redirected to a plain file in the same container; each run
 # is timed whole (start to exit), alternating, ROUNDS times. Also prints the
@@ -34,24 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 bash "$repo/scripts/mkrootfs.sh" "$tmp/rootfs" >&2
-cat >"$tmp/w.c" <<'C'
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-int main(int argc, char **argv) {
-	unsigned long long bytes = argc > 1 ? strtoull(argv[1], 0, 10) : 0, i;
-	char line[128];
-	memset(line, 'x', sizeof line - 1);
-	line[sizeof line - 1] = '\n';
-	for (i = 0; i < bytes / sizeof line; i++) {
-		line[i % 100] = 'a' + i % 26;
-		if (fwrite(line, sizeof line, 1, stdout) != 1) return 1;
-		line[i % 100] = 'x';
-	}
-	return fflush(stdout) == 0 ? 0 : 1;
-}
-C
-gcc -O2 -static -o "$tmp/rootfs/bin/logwriter" "$tmp/w.c"
+gcc -O2 -static -o "$tmp/rootfs/bin/logwriter" "$repo/bench/logwriter.c"
 "$bin/berthd" --root "$tmp/root" --socket "$tmp/s.sock" --shim "$bin/berth-shim" \
 	--log-level warn 2>"$tmp/berthd.log" &
 dpid=$!

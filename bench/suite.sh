@@ -262,26 +262,8 @@ log "rootfs, writer, bundles, image"
 bash "$repo/scripts/mkrootfs.sh" "$R"
 have_writer=""
 if command -v gcc >/dev/null; then
-	# The log writer: 128-byte lines (127 bytes + \n) to stdout through
-	# stdio's default buffering, as a program that prints lines would.
-	cat >"$tmp/logwriter.c" <<'EOF'
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-int main(int argc, char **argv) {
-	unsigned long long bytes = argc > 1 ? strtoull(argv[1], 0, 10) : 0, i;
-	char line[128];
-	memset(line, 'x', sizeof line - 1);
-	line[sizeof line - 1] = '\n';
-	for (i = 0; i < bytes / sizeof line; i++) {
-		line[i % 100] = 'a' + i % 26;
-		if (fwrite(line, sizeof line, 1, stdout) != 1) return 1;
-		line[i % 100] = 'x';
-	}
-	return fflush(stdout) == 0 ? 0 : 1;
-}
-EOF
-	if gcc -O2 -static -o "$R/bin/logwriter" "$tmp/logwriter.c" 2>>"$tmp/cmd.log"; then
+	# The log writer (bench/logwriter.c), static for the busybox rootfs.
+	if gcc -O2 -static -o "$R/bin/logwriter" "$repo/bench/logwriter.c" 2>>"$tmp/cmd.log"; then
 		have_writer=1
 	else
 		notes+=("Log throughput skipped: gcc -static failed (apt-get install gcc libc6-dev).")

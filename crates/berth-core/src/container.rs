@@ -119,4 +119,13 @@ impl ContainerRecord {
             .and_then(|p| p.args().clone())
             .unwrap_or_default()
     }
+
+    /// The exec'd processes still running: (exec id, pid).
+    pub fn running_execs(&self) -> Vec<(String, i32)> {
+        self.execs
+            .values()
+            .filter(|e| e.running)
+            .map(|e| (e.id.clone(), e.pid))
+            .collect()
+    }
 }

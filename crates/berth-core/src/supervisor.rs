@@ -1164,13 +1164,7 @@ impl Supervisor {
             }
             // Execs the runtime did not report are gone with the init; their
             // exit is unknown, and still gets its event, before the init's.
-            let lost: Vec<(String, i32)> = ctr
-                .rec
-                .execs
-                .values()
-                .filter(|e| e.running)
-                .map(|e| (e.id.clone(), e.pid))
-                .collect();
+            let lost = ctr.rec.running_execs();
             for (exec_id, exec_pid) in lost {
                 let unknown = Exit {
                     status: ExitStatus::unknown(
@@ -1221,13 +1215,7 @@ impl Supervisor {
     /// runtime recorded them), with the events owed for them.
     async fn settle_execs(&self, entry: &Arc<Entry>) {
         let mut ctr = entry.ctr.lock().await;
-        let running: Vec<(String, i32)> = ctr
-            .rec
-            .execs
-            .values()
-            .filter(|e| e.running)
-            .map(|e| (e.id.clone(), e.pid))
-            .collect();
+        let running = ctr.rec.running_execs();
         for (exec_id, pid) in running {
             let Some(exit) = self.inner.runtime.exec_exit(&entry.id, &exec_id).await else {
                 continue;

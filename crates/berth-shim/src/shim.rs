@@ -71,10 +71,15 @@ struct Proc {
     /// The pty master, for resizes, when the process has a terminal.
     console: Option<File>,
     log: CriLog,
-    exited: bool,
-    /// When it exited: its attached clients are let go a moment later even
-    /// if a process it left behind still holds its output open.
+    /// When it exited (reaped): its attached clients are let go a moment
+    /// later even if a process it left behind still holds its output open.
     exited_at: Option<Instant>,
+}
+
+impl Proc {
+    fn exited(&self) -> bool {
+        self.exited_at.is_some()
+    }
 }
 
 /// The shim's ends of a new process's stdio.
@@ -608,7 +613,6 @@ impl Shim {
                 input: pio.input,
                 console: pio.console,
                 log,
-                exited: false,
                 exited_at: None,
             },
             execs: Vec::new(),
@@ -729,7 +733,7 @@ impl Shim {
             // to look for an OOM kill.
             let lingering = self.attached.iter().flatten().any(|a| {
                 self.proc_ref(&a.process)
-                    .is_some_and(|p| p.exited && p.outs.iter().any(Option::is_some))
+                    .is_some_and(|p| p.exited() && p.outs.iter().any(Option::is_some))
             });
             let timeout = if self.oom_recheck.is_some() {
                 PollTimeout::from(50u16)
@@ -806,7 +810,7 @@ impl Shim {
         self.subscribers.retain(Option::is_some);
         self.attached.retain(Option::is_some);
         self.execs
-            .retain(|p| !(p.exited && p.outs.iter().all(Option::is_none)));
+            .retain(|p| !(p.exited() && p.outs.iter().all(Option::is_none)));
         busy
     }
 
@@ -1117,10 +1121,9 @@ impl Shim {
             };
             let at = berth_shim_proto::now_rfc3339();
             if pid == self.init.pid {
-                self.init.exited = true;
                 self.init.exited_at = Some(Instant::now());
                 self.init_exit = Some((exit, at));
-            } else if let Some(i) = self.execs.iter().position(|p| p.pid == pid && !p.exited) {
+            } else if let Some(i) = self.execs.iter().position(|p| p.pid == pid && !p.exited()) {
                 self.exec_exited(i, exit, at);
             }
             // Anything else was re-parented to us (an orphan of the
@@ -1133,7 +1136,6 @@ impl Shim {
     /// may still write).
     fn exec_exited(&mut self, i: usize, exit: WireExit, at: String) {
         let p = &mut self.execs[i];
-        p.exited = true;
         p.exited_at = Some(Instant::now());
         for s in 0..2 {
             pump(p, s, &mut self.buf, 64, &mut self.attached);
@@ -1183,7 +1185,7 @@ impl Shim {
                 execs: self
                     .execs
                     .iter()
-                    .filter(|p| !p.exited)
+                    .filter(|p| !p.exited())
                     .map(|p| p.id.clone())
                     .collect(),
             }),
@@ -1242,7 +1244,7 @@ impl Shim {
             ));
         }
         match self.proc_ref(process) {
-            Some(p) if !p.exited && p.outs.iter().any(Option::is_some) => Ok(()),
+            Some(p) if !p.exited() && p.outs.iter().any(Option::is_some) => Ok(()),
             Some(_) => Err(ShimError::new(
                 ErrorKind::InvalidState,
                 format!("process {process} has ended its output"),
@@ -1288,7 +1290,7 @@ impl Shim {
                 let p = self
                     .execs
                     .iter()
-                    .find(|p| p.id == id && !p.exited)
+                    .find(|p| p.id == id && !p.exited())
                     .ok_or_else(|| {
                         ShimError::new(ErrorKind::NotFound, format!("no running exec {id:?}"))
                     })?;
@@ -1362,7 +1364,6 @@ impl Shim {
             input: pio.input,
             console: pio.console,
             log,
-            exited: false,
             exited_at: None,
         });
         Ok(pid)
@@ -1438,13 +1439,13 @@ impl Shim {
         // The execs die from that (or with the pid namespace): their exits
         // go out before the init's.
         let deadline = Instant::now() + EXEC_REAP_TIMEOUT;
-        while self.execs.iter().any(|p| !p.exited) && Instant::now() < deadline {
+        while self.execs.iter().any(|p| !p.exited()) && Instant::now() < deadline {
             let _ = wait_readable(self.sigfd.as_fd(), deadline);
             drain_signals(&self.sigfd);
             self.reap();
         }
         for i in 0..self.execs.len() {
-            if !self.execs[i].exited {
+            if !self.execs[i].exited() {
                 // Could not be reaped in time: its status is unknown (-1),
                 // never reported as success.
                 diag(format_args!("exec {} did not exit", self.execs[i].id));
