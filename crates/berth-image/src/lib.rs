@@ -1,0 +1,9 @@
+//! berth's image subsystem, kept out of the supervisor core
+//! (`shared/design/ARCHITECTURE.md`, "Growing into an engine").
+//!
+//! - [`digest`]: content addresses (`sha256:<64 hex>`), streaming verification.
+//!
+//! berthd composes these pieces; nothing here knows about containers,
+//! gRPC or the shim.
+
+pub mod digest;
