@@ -2,8 +2,10 @@
 //! (`shared/design/ARCHITECTURE.md`, "Growing into an engine").
 //!
 //! - [`digest`]: content addresses (`sha256:<64 hex>`), streaming verification.
+//! - [`reference`]: image references, parsed and normalized as Docker does.
 //!
 //! berthd composes these pieces; nothing here knows about containers,
 //! gRPC or the shim.
 
 pub mod digest;
+pub mod reference;
