@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing berth needs on a Debian machine:
 # libseccomp (seccomp in the embedded runtime), runc (the second runtime the
-# tests drive), busybox-static (the test and demo rootfs). Quiet when
+# tests drive), busybox-static (the test and demo rootfs), the registry
+# tools of the image tests. Quiet when
 # everything is already there.
 set -euo pipefail
 # rustup's cargo may not be on a non-interactive shell's PATH.
@@ -12,6 +13,12 @@ dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
 dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || need+=(busybox-static)
+# The image tests: a real registry on loopback, skopeo to push to it, umoci
+# to build OCI images, htpasswd (bcrypt) for the registry's basic auth.
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+command -v umoci >/dev/null 2>&1 || need+=(umoci)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
