@@ -4,10 +4,14 @@
 //! - [`digest`]: content addresses (`sha256:<64 hex>`), streaming verification.
 //! - [`reference`]: image references, parsed and normalized as Docker does.
 //! - [`auth`]: registry credentials (`berth login`), berth's file and Docker's.
+//! - [`store`]: the content store (verified, atomic, resumable ingests).
+//! - [`model`]: media types, manifests and indexes (OCI and Docker), platforms, chain ids.
 //!
 //! berthd composes these pieces; nothing here knows about containers,
 //! gRPC or the shim.
 
 pub mod auth;
 pub mod digest;
+pub mod model;
 pub mod reference;
+pub mod store;
