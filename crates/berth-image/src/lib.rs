@@ -5,6 +5,7 @@
 //! - [`reference`]: image references, parsed and normalized as Docker does.
 //! - [`auth`]: registry credentials (`berth login`), berth's file and Docker's.
 //! - [`store`]: the content store (verified, atomic, resumable ingests).
+//! - [`images`]: image metadata (names, records, resolve, rmi, prune, gc, history) in redb.
 //! - [`model`]: media types, manifests and indexes (OCI and Docker), platforms, chain ids.
 //!
 //! berthd composes these pieces; nothing here knows about containers,
@@ -12,6 +13,7 @@
 
 pub mod auth;
 pub mod digest;
+pub mod images;
 pub mod model;
 pub mod reference;
 pub mod store;
