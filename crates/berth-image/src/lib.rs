@@ -7,6 +7,7 @@
 //! - [`store`]: the content store (verified, atomic, resumable ingests).
 //! - [`images`]: image metadata (names, records, resolve, rmi, prune, gc, history) in redb.
 //! - [`model`]: media types, manifests and indexes (OCI and Docker), platforms, chain ids.
+//! - [`registry`]: an OCI distribution client (manifests, resumable blob streams, auth).
 //!
 //! berthd composes these pieces; nothing here knows about containers,
 //! gRPC or the shim.
@@ -16,4 +17,5 @@ pub mod digest;
 pub mod images;
 pub mod model;
 pub mod reference;
+pub mod registry;
 pub mod store;

@@ -6,6 +6,10 @@
 //! containers are removed with `rm -f`, the daemon is stopped by the pid we
 //! started, and its root is deleted. Nothing here waits with a bare sleep:
 //! [`poll`] retries a condition until a deadline.
+//!
+//! [`registry`] runs a real image registry on loopback for the image tests.
+
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
