@@ -4,6 +4,7 @@
 //! to the live shims and collects the exits that happened meanwhile.
 
 mod attach;
+mod config;
 mod logs;
 mod service;
 mod shim;
@@ -11,62 +12,18 @@ mod store;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use berth_api::ContainersServer;
 use berth_shim_proto::RuntimeKind;
-use clap::Parser;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
-use tracing::{info, warn};
-
-/// The berth daemon: supervises containers, one berth-shim each.
-#[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
-struct Args {
-    /// Directory for everything berth keeps: database, bundles, logs, exit files.
-    #[arg(long, env = "BERTH_ROOT", default_value = berth_api::DEFAULT_ROOT)]
-    root: PathBuf,
-    /// The API socket (created with mode 0660).
-    #[arg(long, env = "BERTH_SOCKET", default_value = berth_api::DEFAULT_SOCKET)]
-    socket: PathBuf,
-    /// OCI runtime: `embedded` (youki's libcontainer, in the shim), `runc`,
-    /// `crun`, or the path of an OCI runtime binary.
-    #[arg(long, env = "BERTH_RUNTIME", default_value = "embedded")]
-    runtime: String,
-    /// Log level: error, warn, info, debug, trace (or a tracing filter).
-    #[arg(long, env = "BERTH_LOG", default_value = "info")]
-    log_level: String,
-    /// The berth-shim binary (default: next to berthd, then PATH).
-    #[arg(long, env = "BERTH_SHIM")]
-    shim: Option<PathBuf>,
-    /// Keep at most this many events in the event log.
-    #[arg(long, default_value_t = 100_000)]
-    events_max: u64,
-    /// Drop events older than this from the event log (e.g. 7d, 12h).
-    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
-    events_max_age: Duration,
-    /// Default log rotation size of a container (`run --log-max-size`
-    /// overrides it): e.g. 16m, 1g.
-    #[arg(long, default_value = "16m", value_parser = parse_log_size)]
-    log_max_size: u64,
-    /// Default number of rotated log files kept beside the live one.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
-    log_max_files: u32,
-    /// On SIGTERM or SIGINT, stop every running container (its stop signal,
-    /// then SIGKILL after its stop timeout) before exiting. Without it they
-    /// keep running and the next berthd adopts them (live restore).
-    #[arg(long)]
-    stop_containers_on_exit: bool,
-}
-
-fn parse_log_size(s: &str) -> Result<u64, String> {
-    berth_api::parse_size(s)
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{s:?} is not a size: use e.g. 16m or 1g"))
-}
+use tracing::{error, info, warn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -110,14 +67,22 @@ fn shim_binary(arg: Option<PathBuf>) -> Result<PathBuf> {
         }
         return Ok(p);
     }
-    let beside = std::env::current_exe()
+    // Beside berthd (a build tree, /usr/bin), then where the Debian package
+    // puts it (/usr/libexec/berth beside /usr/bin).
+    if let Some(dir) = std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(|d| d.join("berth-shim")));
-    if let Some(p) = beside.filter(|p| is_executable(p)) {
-        return Ok(p);
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        let candidates = [
+            dir.join("berth-shim"),
+            dir.join("../libexec/berth/berth-shim"),
+        ];
+        if let Some(p) = candidates.into_iter().find(|p| is_executable(p)) {
+            return Ok(p);
+        }
     }
     find_in_path("berth-shim").context(
-        "cannot find berth-shim: install it next to berthd or on PATH, or pass --shim PATH",
+        "cannot find berth-shim: install it next to berthd, in ../libexec/berth/ or on PATH, or pass --shim PATH",
     )
 }
 
@@ -143,7 +108,23 @@ fn lock_root(root: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     Ok(lock)
 }
 
-async fn bind_socket(path: &Path) -> Result<UnixListener> {
+/// The group that owns the API socket: None leaves it root's (the default
+/// group does not exist on this machine).
+fn socket_group(cfg: &config::Config) -> Result<Option<nix::unistd::Gid>> {
+    let name = &cfg.args.group;
+    let group = nix::unistd::Group::from_name(name)
+        .with_context(|| format!("cannot look up the group {name:?}"))?;
+    match group {
+        Some(g) => Ok(Some(g.gid)),
+        None if cfg.in_force().iter().any(|s| s.key == "group" && s.source == config::Source::Default) => {
+            info!(group = %name, "the socket's group does not exist: the socket stays root's (create the group, e.g. with the berth package, to let its members use berth)");
+            Ok(None)
+        }
+        None => bail!("the group {name:?} does not exist: create it (groupadd --system {name}) or set another --group"),
+    }
+}
+
+async fn bind_socket(path: &Path, group: Option<nix::unistd::Gid>) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -161,6 +142,10 @@ async fn bind_socket(path: &Path) -> Result<UnixListener> {
         UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    if let Some(gid) = group {
+        nix::unistd::chown(path, None, Some(gid))
+            .with_context(|| format!("cannot give {} to group {gid}", path.display()))?;
+    }
     Ok(listener)
 }
 
@@ -180,7 +165,98 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run(args: Args) -> Result<()> {
+/// What a reload (SIGHUP) can change in the running daemon.
+struct Live {
+    log: LogHandle,
+    runtime: Arc<shim::ShimRuntime>,
+    store: Arc<store::DbStore>,
+    stop_containers: Arc<AtomicBool>,
+}
+
+impl Live {
+    /// Apply the live settings of `cfg`.
+    fn apply(&self, key: &str, cfg: &config::Config) -> Result<()> {
+        let a = &cfg.args;
+        match key {
+            "log-level" => {
+                let filter = config::log_filter(&a.log_level).map_err(anyhow::Error::msg)?;
+                self.log
+                    .reload(filter)
+                    .context("cannot change the log level")?;
+            }
+            "log-max-size" | "log-max-files" => self
+                .runtime
+                .set_log_defaults(a.log_max_size, a.log_max_files),
+            "events-max" | "events-max-age" => self.store.set_retention(store::EventRetention {
+                max_events: a.events_max,
+                max_age: a.events_max_age,
+            }),
+            "stop-containers-on-exit" => self
+                .stop_containers
+                .store(a.stop_containers_on_exit, Ordering::Relaxed),
+            other => bail!("{other} cannot change while berthd runs"),
+        }
+        Ok(())
+    }
+}
+
+/// Re-read the config file on SIGHUP: apply what can change live, say what
+/// waits for a restart. A file that does not load changes nothing.
+async fn reload_on_hangup(argv: Vec<std::ffi::OsString>, started: config::Config, live: Live) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot handle SIGHUP: config reloads are off");
+        return;
+    };
+    // The live settings follow each reload; the others stay as started.
+    let mut applied_from = started.clone();
+    while hup.recv().await.is_some() {
+        let new = match config::load(&argv) {
+            Ok(c) => c,
+            Err(config::LoadError::File(e)) => {
+                error!("config not reloaded, nothing changed: {e}");
+                continue;
+            }
+            Err(config::LoadError::Cli(e)) => {
+                let msg = e.to_string();
+                error!("config not reloaded, nothing changed: {}", msg.trim());
+                continue;
+            }
+        };
+        let mut applied = Vec::new();
+        for key in applied_from.changed_keys(&new) {
+            if !config::LIVE.contains(&key.as_str()) {
+                continue;
+            }
+            match live.apply(&key, &new) {
+                Ok(()) => {
+                    let value = new.value_of(&key);
+                    info!(key = %key, value = %value, "setting reloaded");
+                    applied.push(key);
+                }
+                Err(e) => error!(key = %key, "setting not reloaded: {e:#}"),
+            }
+        }
+        let pending: Vec<String> = started
+            .changed_keys(&new)
+            .into_iter()
+            .filter(|k| !config::LIVE.contains(&k.as_str()))
+            .collect();
+        if !pending.is_empty() {
+            warn!(keys = %pending.join(","), "changed but not reloaded: restart berthd to apply");
+        }
+        let file = new
+            .file
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none".into());
+        info!(file = %file, applied = applied.len(), not_applied = pending.len(), "config reloaded");
+        applied_from = new;
+    }
+}
+
+async fn run(cfg: config::Config, argv: Vec<std::ffi::OsString>, log: LogHandle) -> Result<()> {
+    let args = cfg.args.clone();
     let root = std::path::absolute(&args.root)
         .with_context(|| format!("bad --root {}", args.root.display()))?;
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
@@ -188,7 +264,8 @@ async fn run(args: Args) -> Result<()> {
         .with_context(|| format!("cannot set the mode of {}", root.display()))?;
     let _lock = lock_root(&root)?;
     let kind = runtime_kind(&args.runtime)?;
-    let shim = shim_binary(args.shim)?;
+    let shim = shim_binary(args.shim.clone())?;
+    let group = socket_group(&cfg)?;
 
     let store = Arc::new(
         store::DbStore::open(
@@ -211,7 +288,7 @@ async fn run(args: Args) -> Result<()> {
     runtime
         .forget_previous_boot()
         .context("cannot compare the boot id with the last run's")?;
-    let sup = berth_core::Supervisor::new(runtime, store.clone())?;
+    let sup = berth_core::Supervisor::new(runtime.clone(), store.clone())?;
     sup.restore().await.context("cannot restore containers")?;
 
     let compactor = store.clone();
@@ -227,16 +304,27 @@ async fn run(args: Args) -> Result<()> {
         }
     });
 
-    let listener = bind_socket(&args.socket).await?;
-    info!(root = %root.display(), socket = %args.socket.display(), runtime = %runtime_name, "berthd ready");
+    let listener = bind_socket(&args.socket, group).await?;
+    let stop_containers = Arc::new(AtomicBool::new(args.stop_containers_on_exit));
+    tokio::spawn(reload_on_hangup(
+        argv,
+        cfg.clone(),
+        Live {
+            log,
+            runtime,
+            store,
+            stop_containers: stop_containers.clone(),
+        },
+    ));
+    info!(root = %root.display(), socket = %args.socket.display(), runtime = %runtime_name, config = %cfg.file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()), "berthd ready");
     let service = service::Service::new(sup.clone(), root, runtime_name);
-    let stop_containers = args.stop_containers_on_exit;
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     // On SIGTERM: no more policy restarts; with --stop-containers-on-exit,
     // stop every container (clients still see their exits); then stop
     // serving.
     let shutdown = async move {
         shutdown_signal().await;
+        let stop_containers = stop_containers.load(Ordering::Relaxed);
         info!(stop_containers, "shutting down");
         let n = sup.shutdown(stop_containers).await;
         if stop_containers {
@@ -275,23 +363,49 @@ async fn run(args: Args) -> Result<()> {
 /// How long a shutting-down daemon lets open API streams finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    // A bare level applies to berth's own crates; libraries stay at warn.
-    let level = args.log_level.as_str();
-    let directives = if ["error", "warn", "info", "debug", "trace"].contains(&level) {
-        format!("warn,berthd={level},berth_core={level}")
-    } else {
-        level.to_string()
+type LogHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+fn main() -> std::process::ExitCode {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cfg = match config::load(&argv) {
+        Ok(c) => c,
+        Err(config::LoadError::Cli(e)) => e.exit(),
+        Err(config::LoadError::File(e)) => {
+            eprintln!("berthd: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+    if cfg.args.print_config {
+        print!("{}", cfg.to_toml());
+        return std::process::ExitCode::SUCCESS;
+    }
+    // The value parser accepted the level, so this cannot fail; info is
+    // the fallback anyway.
+    let filter = config::log_filter(&cfg.args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let (filter, log) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour only for a person at a terminal, not for
+                // journald or a log file.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
-    match run(args).await {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berthd: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg, argv, log)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berthd: {e:#}");

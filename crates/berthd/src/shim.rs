@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,9 +39,10 @@ pub struct ShimRuntime {
     root: PathBuf,
     shim_bin: PathBuf,
     kind: proto::RuntimeKind,
-    /// Log rotation when a container sets none.
-    log_max_size: u64,
-    log_max_files: u32,
+    /// Log rotation when a container sets none (changed live by a config
+    /// reload, SIGHUP).
+    log_max_size: AtomicU64,
+    log_max_files: AtomicU32,
 }
 
 /// Paths of one container's files.
@@ -138,16 +140,21 @@ impl ShimRuntime {
             root,
             shim_bin,
             kind,
-            log_max_size: DEFAULT_LOG_MAX_SIZE,
-            log_max_files: DEFAULT_LOG_MAX_FILES,
+            log_max_size: AtomicU64::new(DEFAULT_LOG_MAX_SIZE),
+            log_max_files: AtomicU32::new(DEFAULT_LOG_MAX_FILES),
         }
     }
 
     /// Log rotation for containers that do not set their own.
-    pub fn with_log_defaults(mut self, max_size: u64, max_files: u32) -> Self {
-        self.log_max_size = max_size;
-        self.log_max_files = max_files;
+    pub fn with_log_defaults(self, max_size: u64, max_files: u32) -> Self {
+        self.set_log_defaults(max_size, max_files);
         self
+    }
+
+    /// New log rotation defaults, for containers created from now on.
+    pub fn set_log_defaults(&self, max_size: u64, max_files: u32) {
+        self.log_max_size.store(max_size, Ordering::Relaxed);
+        self.log_max_files.store(max_files, Ordering::Relaxed);
     }
 
     pub fn layout(&self, id: &str) -> Layout {
@@ -671,12 +678,12 @@ impl ShimRuntime {
             socket: layout.socket(),
             log_path: layout.log(),
             log_max_size: if req.log_max_size == 0 {
-                self.log_max_size
+                self.log_max_size.load(Ordering::Relaxed)
             } else {
                 req.log_max_size
             },
             log_max_files: if req.log_max_files == 0 {
-                self.log_max_files
+                self.log_max_files.load(Ordering::Relaxed)
             } else {
                 req.log_max_files
             },

@@ -28,7 +28,8 @@ pub struct EventRetention {
 
 pub struct DbStore {
     db: Database,
-    retention: EventRetention,
+    /// Changed live by a config reload (SIGHUP).
+    retention: std::sync::Mutex<EventRetention>,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -59,7 +60,20 @@ impl DbStore {
             tx.open_table(META).map_err(err)?;
         }
         tx.commit().map_err(err)?;
-        Ok(Self { db, retention })
+        Ok(Self {
+            db,
+            retention: std::sync::Mutex::new(retention),
+        })
+    }
+
+    fn retention(&self) -> EventRetention {
+        // A poisoned lock still holds a valid Copy value.
+        *self.retention.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// New bounds for the event log, from the next event or compaction on.
+    pub fn set_retention(&self, retention: EventRetention) {
+        *self.retention.lock().unwrap_or_else(|p| p.into_inner()) = retention;
     }
 
     /// Run `f` in one durable write transaction.
@@ -102,8 +116,9 @@ impl DbStore {
         let mut t = tx.open_table(EVENTS).map_err(err)?;
         t.insert(ev.seq, json.as_slice()).map_err(err)?;
         let len = t.len().map_err(err)?;
-        if len > self.retention.max_events {
-            for _ in 0..(len - self.retention.max_events) {
+        let max_events = self.retention().max_events;
+        if len > max_events {
+            for _ in 0..(len - max_events) {
                 if t.pop_first().map_err(err)?.is_none() {
                     break;
                 }
@@ -122,8 +137,9 @@ impl DbStore {
     /// Drop events beyond the retention bounds, oldest first. Sequence
     /// numbers are never reused: `meta.last_seq` keeps the high mark.
     pub fn compact(&self) -> Result<u64, StoreError> {
+        let retention = self.retention();
         let cutoff = SystemTime::now()
-            .checked_sub(self.retention.max_age)
+            .checked_sub(retention.max_age)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let tx = self.db.begin_write().map_err(err)?;
         let mut dropped = 0;
@@ -135,7 +151,7 @@ impl DbStore {
                     break;
                 };
                 let key = k.value();
-                let too_many = len > self.retention.max_events;
+                let too_many = len > retention.max_events;
                 let too_old = serde_json::from_slice::<Event>(v.value())
                     .ok()
                     .and_then(|e| humantime::parse_rfc3339(&e.time).ok())

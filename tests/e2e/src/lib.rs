@@ -130,6 +130,9 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub rt: Rt,
     extra: Vec<String>,
+    /// Started with `--config FILE` alone (plus `extra`): the file sets
+    /// the root, socket, runtime and log level.
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -142,21 +145,61 @@ impl Daemon {
 
     /// A daemon with extra berthd flags.
     pub fn start_with(rt: Rt, extra: &[&str]) -> Daemon {
+        let mut d = Self::new(rt, extra);
+        d.spawn();
+        d
+    }
+
+    fn new(rt: Rt, extra: &[&str]) -> Daemon {
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Short paths: unix sockets are limited to 107 bytes.
         let root = PathBuf::from(format!("/tmp/be2e-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("create root");
         let socket = root.join("berth.sock");
-        let mut d = Daemon {
+        Daemon {
             root,
             socket,
             rt,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            config: None,
             child: None,
-        };
+        }
+    }
+
+    /// A daemon started as `berthd --config FILE EXTRA...`, where FILE
+    /// (`config_path()`) sets the root, socket, runtime and log level, then
+    /// holds `settings` (more TOML lines).
+    pub fn start_configured(rt: Rt, settings: &str, extra: &[&str]) -> Daemon {
+        let mut d = Self::new(rt, extra);
+        let path = d.root.join("berthd.toml");
+        std::fs::write(&path, d.config_text(settings)).expect("write the config file");
+        d.config = Some(path);
         d.spawn();
         d
+    }
+
+    /// The config file's text: this daemon's root, socket, runtime and
+    /// log level (debug, unless `settings` sets it), then `settings`.
+    pub fn config_text(&self, settings: &str) -> String {
+        let level = if settings.contains("log-level") {
+            ""
+        } else {
+            "log-level = \"debug\"\n"
+        };
+        format!(
+            "root = {:?}\nsocket = {:?}\nruntime = {:?}\n{level}{settings}",
+            self.state_dir(),
+            self.socket,
+            self.rt.flag()
+        )
+    }
+
+    /// The config file of a daemon from `start_configured`.
+    pub fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .expect("a daemon started with a config file")
     }
 
     fn spawn(&mut self) {
@@ -165,15 +208,20 @@ impl Daemon {
             .append(true)
             .open(self.root.join("berthd.log"))
             .expect("daemon log");
-        let child = Command::new(bin_dir().join("berthd"))
-            .arg("--root")
-            .arg(self.root.join("state"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--runtime")
-            .arg(self.rt.flag())
-            .arg("--log-level")
-            .arg("debug")
+        let mut cmd = Command::new(bin_dir().join("berthd"));
+        match &self.config {
+            Some(file) => cmd.arg("--config").arg(file),
+            None => cmd
+                .arg("--root")
+                .arg(self.root.join("state"))
+                .arg("--socket")
+                .arg(&self.socket)
+                .arg("--runtime")
+                .arg(self.rt.flag())
+                .arg("--log-level")
+                .arg("debug"),
+        };
+        let child = cmd
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
