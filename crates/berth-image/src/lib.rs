@@ -8,6 +8,8 @@
 //! - [`images`]: image metadata (names, records, resolve, rmi, prune, gc, history) in redb.
 //! - [`model`]: media types, manifests and indexes (OCI and Docker), platforms, chain ids.
 //! - [`registry`]: an OCI distribution client (manifests, resumable blob streams, auth).
+//! - [`unpack`]: applying a layer tar (none/gzip/zstd) to a directory, DiffID
+//!   computed on the way, never writing outside it.
 //!
 //! berthd composes these pieces; nothing here knows about containers,
 //! gRPC or the shim.
@@ -19,3 +21,4 @@ pub mod model;
 pub mod reference;
 pub mod registry;
 pub mod store;
+pub mod unpack;
