@@ -8,6 +8,7 @@
 //! - [`images`]: image metadata (names, records, resolve, rmi, prune, gc, history) in redb.
 //! - [`model`]: media types, manifests and indexes (OCI and Docker), platforms, chain ids.
 //! - [`registry`]: an OCI distribution client (manifests, resumable blob streams, auth).
+//! - [`pull`]: the pull pipeline (concurrent, resumable layer downloads, progress events).
 //! - [`unpack`]: applying a layer tar (none/gzip/zstd) to a directory, DiffID
 //!   computed on the way, never writing outside it.
 //!
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod digest;
 pub mod images;
 pub mod model;
+pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod store;
