@@ -4,6 +4,7 @@
 //! - [`digest`]: content addresses (`sha256:<64 hex>`), streaming verification.
 //! - [`reference`]: image references, parsed and normalized as Docker does.
 //! - [`auth`]: registry credentials (`berth login`), berth's file and Docker's.
+//! - [`archive`]: `load` (OCI layout and docker-save archives) and `save` (OCI layout + manifest.json).
 //! - [`store`]: the content store (verified, atomic, resumable ingests).
 //! - [`images`]: image metadata (names, records, resolve, rmi, prune, gc, history) in redb.
 //! - [`model`]: media types, manifests and indexes (OCI and Docker), platforms, chain ids.
@@ -15,6 +16,7 @@
 //! berthd composes these pieces; nothing here knows about containers,
 //! gRPC or the shim.
 
+pub mod archive;
 pub mod auth;
 pub mod digest;
 pub mod images;

@@ -547,6 +547,11 @@ impl Ingest {
         self.resumed_from
     }
 
+    /// The digest of the bytes held so far.
+    pub fn digest_so_far(&self) -> Digest {
+        self.hasher.clone().finish()
+    }
+
     pub fn expected(&self) -> Option<&Digest> {
         self.expected.as_ref()
     }
