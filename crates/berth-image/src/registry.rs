@@ -284,22 +284,12 @@ fn host_of(authority: &str) -> &str {
 }
 
 impl Client {
+    /// A client with its own connection pool, credentials and tokens.
+    /// Cheap (the system roots are loaded once per process): berthd makes
+    /// one per pull request, so one user's credentials and tokens never
+    /// serve another's request.
     pub fn new(opts: ClientOptions) -> Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for e in &native.errors {
-            tracing::debug!("system certificates: {e}");
-        }
-        let (added, _ignored) = roots.add_parsable_certificates(native.certs);
-        if added == 0 {
-            tracing::warn!("no system root certificates found: HTTPS registries will fail verification (install ca-certificates)");
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| RegistryError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = tls_config()?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(opts.connect_timeout));
@@ -922,6 +912,32 @@ impl Client {
             msg: format!("more than {MAX_REDIRECTS} redirects"),
         })
     }
+}
+
+/// The TLS configuration: the system's roots, ring, TLS 1.2 and 1.3. Built
+/// once: reading and parsing `/etc/ssl/certs` takes milliseconds.
+fn tls_config() -> Result<rustls::ClientConfig> {
+    static TLS: std::sync::OnceLock<std::result::Result<rustls::ClientConfig, String>> =
+        std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for e in &native.errors {
+            tracing::debug!("system certificates: {e}");
+        }
+        let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+        if added == 0 {
+            tracing::warn!("no system root certificates found: HTTPS registries will fail verification (install ca-certificates)");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    })
+    .clone()
+    .map_err(RegistryError::Tls)
 }
 
 const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC

@@ -381,3 +381,123 @@ async fn a_corrupted_layer_is_refused_and_nothing_is_stored() {
     assert!(!store.has(&bad.digest.parse().unwrap()));
     assert!(images.list().unwrap().is_empty(), "no image recorded");
 }
+
+#[tokio::test]
+async fn an_index_resolves_to_the_platform_asked_for() {
+    use berth_e2e::registry::TestIndex;
+    use berth_image::model::Platform;
+    let reg = Registry::start();
+    let host = TestImage::new(vec![tar_gz(&[("which", b"host\n")])], &["sh"]);
+    let other_arch = if berth_e2e::registry::host_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let other = TestImage::for_platform(
+        vec![tar_gz(&[("which", b"other\n")])],
+        &["sh"],
+        "linux",
+        other_arch,
+    );
+    let idx = TestIndex::new(vec![other.clone(), host.clone()]);
+    reg.push_index(&idx, "multi/app:1");
+    let dir = Dir::new("index");
+    let store = ContentStore::open(dir.0.join("content")).unwrap();
+    let images = Images::open(&dir.0).unwrap();
+    let r = Reference::parse(&format!("{}/multi/app:1", reg.addr())).unwrap();
+    let c = client();
+
+    let (progress, events) = recorder();
+    let p = pull(&c, &store, &images, &r, &PullOptions::default(), progress)
+        .await
+        .unwrap();
+    assert_eq!(p.image_id.to_string(), host.config.digest);
+    assert_eq!(p.manifest.to_string(), host.manifest.digest);
+    assert_eq!(
+        p.digest.to_string(),
+        idx.index.digest,
+        "the digest is the index's"
+    );
+    assert!(store.has(&p.digest), "the index is stored");
+    assert_eq!(
+        reg.blob_served(&other.layers[0].digest).0,
+        0,
+        "the other platform's layer is not fetched"
+    );
+    assert!(matches!(
+        &events.lock().unwrap()[0],
+        PullEvent::Resolved { index: Some(_), .. }
+    ));
+    let rec = images.inspect(&r.to_string()).unwrap().record;
+    assert_eq!(
+        rec.index.map(|b| b.digest.to_string()),
+        Some(idx.index.digest.clone())
+    );
+
+    let opts = PullOptions {
+        platform: Some(format!("linux/{other_arch}").parse::<Platform>().unwrap()),
+        ..PullOptions::default()
+    };
+    let p = pull(
+        &c,
+        &store,
+        &images,
+        &r,
+        &opts,
+        berth_image::pull::no_progress(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(p.image_id.to_string(), other.config.digest);
+
+    let opts = PullOptions {
+        platform: Some("linux/s390x".parse::<Platform>().unwrap()),
+        ..PullOptions::default()
+    };
+    let e = pull(
+        &c,
+        &store,
+        &images,
+        &r,
+        &opts,
+        berth_image::pull::no_progress(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("no image for platform linux/s390x"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_docker_schema2_image_pulls() {
+    let reg = Registry::start();
+    let img = three_layer_image();
+    reg.push_image_as_docker(&img, "docker/app:v2");
+    let dir = Dir::new("docker");
+    let store = ContentStore::open(dir.0.join("content")).unwrap();
+    let images = Images::open(&dir.0).unwrap();
+    let r = Reference::parse(&format!("{}/docker/app:v2", reg.addr())).unwrap();
+    let c = client();
+    let m = c.manifest(&r).await.unwrap();
+    assert_eq!(
+        m.media_type.as_deref(),
+        Some("application/vnd.docker.distribution.manifest.v2+json")
+    );
+    let p = pull(
+        &c,
+        &store,
+        &images,
+        &r,
+        &PullOptions::default(),
+        berth_image::pull::no_progress(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(p.manifest, m.digest);
+    assert_eq!(p.record.layers.len(), 3);
+    for l in &img.layers {
+        assert!(store.has(&l.digest.parse().unwrap()));
+    }
+}

@@ -144,8 +144,40 @@ impl Registry {
     /// Pushes the OCI layout at `layout` (tag `tag` in it) as
     /// `REGISTRY/name` with skopeo. `name` carries the tag: `app:1`.
     pub fn push(&self, layout: &Path, tag: &str, name: &str) {
+        self.skopeo(&[], layout, tag, name);
+    }
+
+    /// Writes `image` as an OCI layout in a temp dir, pushes it as
+    /// `REGISTRY/name` (`name` with its tag), and removes the layout.
+    pub fn push_image(&self, image: &TestImage, name: &str) {
+        let layout = self.dir.join(format!("layout-{}", unique()));
+        image.write_layout(&layout, "push");
+        self.push(&layout, "push", name);
+        let _ = std::fs::remove_dir_all(&layout);
+    }
+
+    /// Pushes `index` and all its images (`skopeo copy --all`) as
+    /// `REGISTRY/name`.
+    pub fn push_index(&self, index: &TestIndex, name: &str) {
+        let layout = self.dir.join(format!("layout-{}", unique()));
+        index.write_layout(&layout, "push");
+        self.skopeo(&["--all"], &layout, "push", name);
+        let _ = std::fs::remove_dir_all(&layout);
+    }
+
+    /// Pushes `image` converted to a Docker schema 2 manifest
+    /// (`skopeo copy --format v2s2`): Docker media types, same layers.
+    pub fn push_image_as_docker(&self, image: &TestImage, name: &str) {
+        let layout = self.dir.join(format!("layout-{}", unique()));
+        image.write_layout(&layout, "push");
+        self.skopeo(&["--format", "v2s2"], &layout, "push", name);
+        let _ = std::fs::remove_dir_all(&layout);
+    }
+
+    fn skopeo(&self, extra: &[&str], layout: &Path, tag: &str, name: &str) {
         let mut cmd = Command::new(which("skopeo"));
-        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(extra);
         if let Some((u, p)) = &self.creds {
             cmd.arg(format!("--dest-creds={u}:{p}"));
         }
@@ -159,15 +191,6 @@ impl Registry {
             "skopeo copy to {name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-
-    /// Writes `image` as an OCI layout in a temp dir, pushes it as
-    /// `REGISTRY/name` (`name` with its tag), and removes the layout.
-    pub fn push_image(&self, image: &TestImage, name: &str) {
-        let layout = self.dir.join(format!("layout-{}", unique()));
-        image.write_layout(&layout, "push");
-        self.push(&layout, "push", name);
-        let _ = std::fs::remove_dir_all(&layout);
     }
 
     /// The registry's access log so far (combined log format, one request
@@ -279,17 +302,22 @@ pub struct TestImage {
 }
 
 impl TestImage {
-    /// An image of `layers` (gzip'd tars) for linux/amd64-or-host running
+    /// An image of `layers` (gzip'd tars) for this host's platform running
     /// `cmd`.
     pub fn new(layers: Vec<Vec<u8>>, cmd: &[&str]) -> TestImage {
+        Self::for_platform(layers, cmd, "linux", host_arch())
+    }
+
+    /// An image for `os`/`arch` (Go's names: linux/arm64).
+    pub fn for_platform(layers: Vec<Vec<u8>>, cmd: &[&str], os: &str, arch: &str) -> TestImage {
         let layers: Vec<Blob> = layers
             .into_iter()
             .map(|b| Blob::new(OCI_LAYER_GZIP, b))
             .collect();
         let diff_ids: Vec<String> = layers.iter().map(|l| sha256(&gunzip(&l.bytes))).collect();
         let config = serde_json::json!({
-            "architecture": host_arch(),
-            "os": "linux",
+            "architecture": arch,
+            "os": os,
             "config": {
                 "Cmd": cmd,
                 "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
@@ -345,6 +373,57 @@ impl TestImage {
         std::fs::write(
             dir.join("index.json"),
             serde_json::to_vec(&index).expect("index"),
+        )
+        .expect("index.json");
+    }
+}
+
+/// An image index: one image per platform.
+#[derive(Clone, Debug)]
+pub struct TestIndex {
+    pub images: Vec<TestImage>,
+    pub index: Blob,
+}
+
+impl TestIndex {
+    /// An index of `images`, each entry's platform taken from its config.
+    pub fn new(images: Vec<TestImage>) -> TestIndex {
+        let manifests: Vec<serde_json::Value> = images
+            .iter()
+            .map(|img| {
+                let cfg: serde_json::Value =
+                    serde_json::from_slice(&img.config.bytes).expect("config json");
+                let mut d = img.manifest.descriptor();
+                d["platform"] =
+                    serde_json::json!({"os": cfg["os"], "architecture": cfg["architecture"]});
+                d
+            })
+            .collect();
+        let index =
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
+        let index = Blob::new(OCI_INDEX, serde_json::to_vec(&index).expect("index json"));
+        TestIndex { images, index }
+    }
+
+    /// Writes an OCI layout at `dir` whose `tag` names this index.
+    pub fn write_layout(&self, dir: &Path, tag: &str) {
+        for (i, img) in self.images.iter().enumerate() {
+            img.write_layout(dir, &format!("{tag}-{i}"));
+        }
+        let blobs = dir.join("blobs/sha256");
+        let hex = self
+            .index
+            .digest
+            .strip_prefix("sha256:")
+            .expect("sha256 digest");
+        std::fs::write(blobs.join(hex), &self.index.bytes).expect("write index blob");
+        let mut desc = self.index.descriptor();
+        desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": tag});
+        let top =
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [desc]});
+        std::fs::write(
+            dir.join("index.json"),
+            serde_json::to_vec(&top).expect("index"),
         )
         .expect("index.json");
     }
