@@ -501,3 +501,68 @@ async fn a_docker_schema2_image_pulls() {
         assert!(store.has(&l.digest.parse().unwrap()));
     }
 }
+
+/// A small tmpfs, detached when dropped (also when the test fails).
+struct Tmpfs(std::path::PathBuf);
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_pull_cleanly() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let reg = Registry::start();
+    let img = three_layer_image();
+    reg.push_image(&img, "test/app:v1");
+    let dir = Dir::new("full-disk");
+    let mnt = dir.0.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &mnt,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    let _guard = Tmpfs(mnt.clone());
+    let store = ContentStore::open(mnt.join("content")).unwrap();
+    let images = Images::open(&dir.0).unwrap();
+    let r = Reference::parse(&format!("{}/test/app:v1", reg.addr())).unwrap();
+    let e = pull(
+        &client(),
+        &store,
+        &images,
+        &r,
+        &PullOptions::default(),
+        berth_image::pull::no_progress(),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("no space left"), "{e}");
+    assert!(images.list().unwrap().is_empty());
+    // No partial blob; the layer whose write failed has its partial data
+    // removed (it frees the space); another layer's download, cut short by
+    // the failure, stays resumable like an interrupted pull's.
+    let failed: Vec<_> = img.layers[1..]
+        .iter()
+        .filter(|l| e.to_string().contains(&l.digest))
+        .collect();
+    assert_eq!(failed.len(), 1, "{e}");
+    for l in &img.layers[1..] {
+        assert!(!store.has(&l.digest.parse().unwrap()));
+    }
+    let hex = failed[0].digest.strip_prefix("sha256:").unwrap();
+    assert!(
+        !mnt.join("content/ingest").join(hex).exists(),
+        "partial {hex} kept"
+    );
+    for b in store.list().unwrap() {
+        store.read_all(&b.digest, 8 << 20).unwrap();
+    }
+}
