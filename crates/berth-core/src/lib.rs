@@ -10,6 +10,7 @@ pub mod exit;
 pub mod id;
 pub mod restart;
 pub mod runtime;
+pub mod seccomp;
 pub mod spec;
 pub mod store;
 pub mod supervisor;
