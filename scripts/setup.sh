@@ -2,7 +2,8 @@
 # Installs what building and testing berth needs on a Debian machine:
 # libseccomp (seccomp in the embedded runtime), runc (the second runtime the
 # tests drive), busybox-static (the test and demo rootfs), the registry
-# tools of the image tests. Quiet when
+# tools of the image tests, gcc and libc6-dev (static helpers the security
+# tests and benchmarks build). Quiet when
 # everything is already there.
 set -euo pipefail
 # rustup's cargo may not be on a non-interactive shell's PATH.
@@ -19,6 +20,8 @@ command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v umoci >/dev/null 2>&1 || need+=(umoci)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -27,6 +27,9 @@ use oci_spec::runtime::{
 };
 use oci_spec::OciSpecError;
 
+mod security;
+pub use security::{HostInfo, SecurityOptions};
+
 /// `PATH` given to every container process unless `-e PATH=…` overrides it
 /// (the same value as Docker's default).
 pub const DEFAULT_PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -141,6 +144,9 @@ pub struct SpecOptions {
     pub id: String,
     /// Resource limits (`--memory`, `--cpus`, `--pids-limit`).
     pub limits: Limits,
+    /// Security flags (`--cap-add`, `--privileged`, `--security-opt` …) and
+    /// what the host can grant; see `spec/security.rs`.
+    pub security: SecurityOptions,
 }
 
 /// Resource limits from the command line, as Docker's flags mean them.
@@ -257,6 +263,9 @@ pub enum SpecError {
     /// A resource limit is out of range.
     #[error("{0}")]
     InvalidLimit(String),
+    /// A security flag is invalid or asks for what the host cannot grant.
+    #[error("{0}")]
+    InvalidSecurity(String),
     /// An oci-spec builder refused a value (a bug in this module).
     #[error("internal error while building the OCI spec: {0}")]
     Build(#[from] OciSpecError),
@@ -327,6 +336,7 @@ pub fn generate(
         .linux(linux)
         .build()?;
     spec.set_annotations(None);
+    security::apply(&mut spec, &opts.security, user.uid, group)?;
     Ok(spec)
 }
 
@@ -362,6 +372,11 @@ pub fn adapt_bundle(
     if let Some(args) = args {
         validate_args(&args)?;
         process.set_args(Some(args));
+    }
+    // `false` means unset; libcontainer 0.7 takes any value as set and
+    // would then load a seccomp filter too late (see spec/security.rs).
+    if process.no_new_privileges() == Some(false) {
+        process.set_no_new_privileges(None);
     }
 
     let root = spec.root_mut().as_mut().ok_or(SpecError::BundleNoRoot)?;
@@ -453,7 +468,14 @@ pub fn exec_process(
             .additional_gids(user.additional_gids.clone())
             .build()?;
         process.set_user(oci_user);
-        process.set_capabilities(Some(capabilities_for(user.uid)?));
+        // The container's own capability set (after --cap-add/--cap-drop),
+        // held as root or only bounding for another user.
+        let set: HashSet<Capability> = base
+            .capabilities()
+            .as_ref()
+            .and_then(|c| c.bounding().clone())
+            .unwrap_or_else(|| DEFAULT_CAPABILITIES.iter().copied().collect());
+        process.set_capabilities(Some(capabilities_with(&set, user.uid)?));
         let home = format!("HOME={}", user.home);
         match env.iter_mut().find(|e| e.starts_with("HOME=")) {
             Some(slot) => *slot = home,
@@ -525,6 +547,12 @@ fn build_process(
 /// does for a non-root user). No inheritable or ambient set (CVE-2022-24769).
 fn capabilities_for(uid: u32) -> Result<LinuxCapabilities, SpecError> {
     let set: HashSet<Capability> = DEFAULT_CAPABILITIES.iter().copied().collect();
+    capabilities_with(&set, uid)
+}
+
+/// `set` as the process's capabilities, by the rule of [`capabilities_for`].
+fn capabilities_with(set: &HashSet<Capability>, uid: u32) -> Result<LinuxCapabilities, SpecError> {
+    let set = set.clone();
     let mut caps = LinuxCapabilitiesBuilder::default()
         .bounding(set.clone())
         .build()?;
@@ -1011,7 +1039,7 @@ nogroup:x:65534:
         assert_eq!(p.args().as_ref().unwrap(), &opts().args);
         assert_eq!(p.cwd(), Path::new("/"));
         assert_eq!(p.terminal(), Some(false));
-        assert_eq!(p.no_new_privileges(), Some(false));
+        assert_eq!(p.no_new_privileges(), None);
         assert!(p.rlimits().is_none());
         assert!(p.oom_score_adj().is_none());
         assert!(p.apparmor_profile().is_none());
@@ -1108,7 +1136,15 @@ nogroup:x:65534:
         assert!(!ns.contains(&LinuxNamespaceType::User));
         assert!(linux.devices().is_none());
         assert!(linux.sysctl().is_none());
-        assert!(linux.seccomp().is_none());
+        let seccomp = linux
+            .seccomp()
+            .as_ref()
+            .expect("the default seccomp profile");
+        assert_eq!(
+            seccomp.default_action(),
+            oci_spec::runtime::LinuxSeccompAction::ScmpActErrno
+        );
+        assert_eq!(seccomp.default_errno_ret(), Some(1));
 
         let rules: Vec<String> = linux
             .resources()
@@ -1431,7 +1467,9 @@ nogroup:x:65534:
         assert_eq!(back, spec);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["ociVersion"], oci_spec::runtime::VERSION);
-        assert_eq!(v["process"]["noNewPrivileges"], false);
+        // Omitted, as Docker writes it (and as libcontainer needs it).
+        assert!(v["process"].get("noNewPrivileges").is_none());
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         assert!(v["process"].get("rlimits").is_none());
         assert!(v["process"].get("oomScoreAdj").is_none());
         assert!(v["process"]["capabilities"].get("inheritable").is_none());

@@ -245,6 +245,16 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
             ))
         })?,
     };
+    let mut sysctls = HashMap::new();
+    for l in &a.sysctl {
+        let (k, v) = parse_kv(l, "--sysctl")?;
+        sysctls.insert(k, v);
+    }
+    let security_opt = a
+        .security_opt
+        .iter()
+        .map(|o| security_opt(o))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(v1::CreateRequest {
         name: a.name.clone().unwrap_or_default(),
         source: Some(source),
@@ -266,7 +276,52 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
         pids_limit: a.pids_limit,
         interactive: a.interactive,
         tty: a.tty,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        privileged: a.privileged,
+        security_opt,
+        devices: a.device.clone(),
+        group_add: a.group_add.clone(),
+        sysctls,
+        ulimits: a.ulimit.clone(),
+        oom_score_adj: a.oom_score_adj,
     })
+}
+
+/// Largest seccomp profile file the CLI sends (the daemon's limit too).
+const MAX_SECCOMP_PROFILE: u64 = 1 << 20;
+
+/// `seccomp=PATH` becomes `seccomp=<the file's JSON>`, as Docker's CLI
+/// does: the daemon never reads a client's file.
+fn security_opt(opt: &str) -> Result<String, Failure> {
+    let Some(path) = opt
+        .strip_prefix("seccomp=")
+        .or_else(|| opt.strip_prefix("seccomp:"))
+    else {
+        return Ok(opt.to_string());
+    };
+    if path == "unconfined" || path.trim_start().starts_with('{') {
+        return Ok(format!("seccomp={path}"));
+    }
+    let read = || -> std::io::Result<String> {
+        use std::io::Read;
+        let mut text = String::new();
+        std::fs::File::open(path)?
+            .take(MAX_SECCOMP_PROFILE + 1)
+            .read_to_string(&mut text)?;
+        Ok(text)
+    };
+    let text = read().map_err(|e| {
+        Failure::own(format!(
+            "cannot read the seccomp profile {path}: {e}: give a JSON file in Docker's format, or seccomp=unconfined"
+        ))
+    })?;
+    if text.len() as u64 > MAX_SECCOMP_PROFILE {
+        return Err(Failure::own(format!(
+            "seccomp profile {path} is larger than 1 MiB"
+        )));
+    }
+    Ok(format!("seccomp={text}"))
 }
 
 /// Both our stdout and stderr go to /dev/null: there is nothing to stream.

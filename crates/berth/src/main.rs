@@ -286,6 +286,39 @@ pub struct CreateArgs {
     /// shell's terminal goes raw and is restored on exit).
     #[arg(short, long)]
     pub tty: bool,
+    /// Add a capability (NET_ADMIN, CAP_NET_ADMIN, any case; ALL).
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (ALL drops every one; --cap-add then adds back).
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// All capabilities and host devices, writable /sys, no seccomp filter
+    /// and no masked paths: root in the container is root on the host.
+    #[arg(long)]
+    pub privileged: bool,
+    /// no-new-privileges[=true|false], seccomp=unconfined,
+    /// seccomp=PROFILE.json (Docker's format, read here and sent),
+    /// systempaths=unconfined.
+    #[arg(long, value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Give the container a host device: HOST[:CONTAINER][:rwm].
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Vec<String>,
+    /// An extra group for the process: a name from the container's
+    /// /etc/group, or a gid.
+    #[arg(long, value_name = "GROUP")]
+    pub group_add: Vec<String>,
+    /// A namespaced sysctl (kernel.msg*, kernel.sem, kernel.shm*,
+    /// fs.mqueue.*, net.*): NAME=VALUE.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub sysctl: Vec<String>,
+    /// A resource limit: NAME=SOFT[:HARD] (nofile, nproc, core, stack ...).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
+    /// Adjust the OOM killer's preference (-1000 to 1000; below berthd's
+    /// own value needs CAP_SYS_RESOURCE).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub oom_score_adj: Option<i32>,
     /// The command and its arguments.
     #[arg(
         trailing_var_arg = true,

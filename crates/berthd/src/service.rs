@@ -279,7 +279,8 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
         cpus: r.cpus,
         pids: r.pids_limit,
     };
-    let (spec, source) = match r.source {
+    let requested = requested_security(&r);
+    let (spec, source) = match r.source.clone() {
         Some(v1::create_request::Source::Rootfs(p)) => {
             let rootfs = PathBuf::from(&p);
             if !rootfs.is_absolute() {
@@ -298,6 +299,10 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
                     ));
             }
             let (passwd, group) = spec::read_user_db(&rootfs);
+            let security = spec::SecurityOptions {
+                host: host_info(),
+                ..requested
+            };
             let opts = SpecOptions {
                 rootfs: rootfs.clone(),
                 args: r.args.clone(),
@@ -310,12 +315,18 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
                 cgroups_path: cgroups_path.clone(),
                 id: id.clone(),
                 limits,
+                security,
             };
             let spec = spec::generate(&opts, passwd.as_deref(), group.as_deref())
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
             (spec, Source::Rootfs(rootfs))
         }
         Some(v1::create_request::Source::Bundle(b)) => {
+            if requested != spec::SecurityOptions::default() {
+                return Err(Status::invalid_argument(
+                    "security flags (--cap-add, --privileged, --security-opt, --device, --group-add, --sysctl, --ulimit, --oom-score-adj) do not apply to a --bundle: set them in its config.json",
+                ));
+            }
             if !limits.is_empty() {
                 return Err(Status::invalid_argument(
                     "--memory, --cpus and --pids-limit do not apply to a --bundle: set linux.resources in its config.json",
@@ -376,6 +387,30 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
         spec,
         config,
     })
+}
+
+/// The security flags as asked for (and a default host: compare with
+/// `SecurityOptions::default()` to see whether any flag was given).
+fn requested_security(r: &v1::CreateRequest) -> spec::SecurityOptions {
+    spec::SecurityOptions {
+        cap_add: r.cap_add.clone(),
+        cap_drop: r.cap_drop.clone(),
+        privileged: r.privileged,
+        security_opt: r.security_opt.clone(),
+        devices: r.devices.clone(),
+        group_add: r.group_add.clone(),
+        sysctls: r.sysctls.clone().into_iter().collect(),
+        ulimits: r.ulimits.clone(),
+        oom_score_adj: r.oom_score_adj,
+        host: spec::HostInfo::default(),
+    }
+}
+
+/// What berthd can grant (its capabilities, rlimits, oom score), read once:
+/// none of it changes while the daemon runs.
+fn host_info() -> spec::HostInfo {
+    static HOST: std::sync::OnceLock<spec::HostInfo> = std::sync::OnceLock::new();
+    HOST.get_or_init(spec::HostInfo::current).clone()
 }
 
 /// The process of an exec: the container's own, with the request's
