@@ -197,11 +197,7 @@ fn load_inner<R: Read>(
     let inner: Box<dyn Read> = match Compression::detect(magic) {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buf)),
         Compression::Zstd => {
-            return Err(ArchiveError::Entry {
-                path: "(archive)".into(),
-                reason: "zstd-compressed archives are not supported: decompress it first (zstd -d)"
-                    .into(),
-            })
+            Box::new(zstd::stream::read::Decoder::with_buffer(buf).map_err(ArchiveError::Read)?)
         }
         Compression::None => Box::new(buf),
     };
@@ -347,7 +343,8 @@ fn read_entry(
     // Only the layers of a legacy docker-save archive (files without a
     // digest in their name) need their diff id computed here, to check it
     // against the config; OCI layouts' layers are checked when unpacked.
-    let mut diff = DiffHasher::new(named.is_none() && compression == Compression::Gzip);
+    let mut diff =
+        DiffHasher::new(named.is_none().then_some(compression)).map_err(ArchiveError::Read)?;
     let mut feed = |ing: &mut crate::store::Ingest, chunk: &[u8]| -> Result<()> {
         ing.write_all(chunk).map_err(|e| write_error(path, e))?;
         diff.update(chunk).map_err(|e| ArchiveError::Entry {
@@ -402,8 +399,7 @@ fn read_entry(
     });
     let diff_id = match compression {
         Compression::None => Some(digest.clone()),
-        Compression::Gzip => diff.finish(),
-        _ => None,
+        Compression::Gzip | Compression::Zstd => diff.finish(),
     };
     Ok(FileInfo::Blob {
         digest,
@@ -414,6 +410,13 @@ fn read_entry(
 }
 
 fn write_error(path: &str, e: io::Error) -> ArchiveError {
+    if crate::store::is_enospc(&e) {
+        return StoreError::NoSpace {
+            what: path.into(),
+            path: "the content store".into(),
+        }
+        .into();
+    }
     ArchiveError::Entry {
         path: path.into(),
         reason: format!("storing it: {e}"),
@@ -454,9 +457,12 @@ fn read_json(path: &str, size: u64, entry: &mut dyn Read) -> Result<Vec<u8>> {
     Ok(b)
 }
 
-/// The sha256 of a gzip stream's decompressed content, fed compressed bytes.
-struct DiffHasher {
-    gz: Option<flate2::write::GzDecoder<HashSink>>,
+/// The sha256 of a compressed stream's decompressed content, fed the
+/// compressed bytes as they pass.
+enum DiffHasher {
+    Off,
+    Gzip(Box<flate2::write::GzDecoder<HashSink>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, HashSink>>),
 }
 
 struct HashSink(Hasher);
@@ -472,23 +478,35 @@ impl Write for HashSink {
 }
 
 impl DiffHasher {
-    fn new(gzip: bool) -> Self {
-        Self {
-            gz: gzip.then(|| flate2::write::GzDecoder::new(HashSink(Hasher::new()))),
-        }
+    fn new(c: Option<Compression>) -> io::Result<Self> {
+        Ok(match c {
+            Some(Compression::Gzip) => Self::Gzip(Box::new(flate2::write::GzDecoder::new(
+                HashSink(Hasher::new()),
+            ))),
+            Some(Compression::Zstd) => Self::Zstd(Box::new(zstd::stream::write::Decoder::new(
+                HashSink(Hasher::new()),
+            )?)),
+            _ => Self::Off,
+        })
     }
 
     fn update(&mut self, b: &[u8]) -> io::Result<()> {
-        match &mut self.gz {
-            Some(gz) => gz.write_all(b),
-            None => Ok(()),
+        match self {
+            Self::Off => Ok(()),
+            Self::Gzip(d) => d.write_all(b),
+            Self::Zstd(d) => d.write_all(b),
         }
     }
 
     fn finish(self) -> Option<Digest> {
-        self.gz
-            .and_then(|gz| gz.finish().ok())
-            .map(|s| s.0.finish())
+        match self {
+            Self::Off => None,
+            Self::Gzip(d) => d.finish().ok().map(|s| s.0.finish()),
+            Self::Zstd(mut d) => {
+                d.flush().ok()?;
+                Some(d.into_inner().0.finish())
+            }
+        }
     }
 }
 
@@ -665,29 +683,33 @@ fn docker_image(
             return Err(missing(p));
         };
         let actual = match diff_id {
-            Some(d) => Some(d.clone()),
-            // Already stored before (no decompression in passing), gzip:
-            // hash it now.
-            None if *compression == Compression::Gzip => {
+            Some(d) => d.clone(),
+            // A compressed file under a digest name (not hashed in passing):
+            // decompress it from the store now.
+            None => {
                 let f = store.open_blob(digest)?;
-                let mut r = crate::digest::HashingReader::new(flate2::read::GzDecoder::new(f));
-                io::copy(&mut r, &mut io::sink()).map_err(|e| ArchiveError::Entry {
+                let corrupt = |e: io::Error| ArchiveError::Entry {
                     path: p.clone(),
-                    reason: format!("corrupt gzip data: {e}"),
-                })?;
-                Some(r.finish().0)
+                    reason: format!("corrupt compressed data: {e}"),
+                };
+                let inner: Box<dyn Read> = match compression {
+                    Compression::Gzip => Box::new(flate2::read::GzDecoder::new(f)),
+                    Compression::Zstd => {
+                        Box::new(zstd::stream::read::Decoder::new(f).map_err(corrupt)?)
+                    }
+                    Compression::None => Box::new(f),
+                };
+                let mut r = crate::digest::HashingReader::new(inner);
+                io::copy(&mut r, &mut io::sink()).map_err(corrupt)?;
+                r.finish().0
             }
-            // zstd: checked when the layer is unpacked.
-            None => None,
         };
-        if let Some(a) = actual {
-            if &a != want {
-                return Err(ArchiveError::DiffId {
-                    path: p.clone(),
-                    expected: want.clone(),
-                    actual: a,
-                });
-            }
+        if &actual != want {
+            return Err(ArchiveError::DiffId {
+                path: p.clone(),
+                expected: want.clone(),
+                actual,
+            });
         }
         layers.push(serde_json::json!({
             "mediaType": compression.oci_media_type(),
@@ -1129,7 +1151,14 @@ mod tests {
         let l0 = layer(&[("etc/os-release", "x\n")]);
         let l1 = layer(&[("usr/bin/tool", "tool\n")]);
         let l1z = gzip(&l1);
-        let mut diffs = vec![Digest::of(&l0), Digest::of(&l1), Digest::of(&l0)];
+        let l2 = layer(&[("usr/share/zstd", "z\n")]);
+        let l2z = zstd::encode_all(&l2[..], 3).unwrap();
+        let mut diffs = vec![
+            Digest::of(&l0),
+            Digest::of(&l1),
+            Digest::of(&l0),
+            Digest::of(&l2),
+        ];
         if let Some(d) = diff_override {
             diffs[1] = d;
         }
@@ -1138,7 +1167,7 @@ mod tests {
         let manifest = serde_json::to_vec(&serde_json::json!([{
             "Config": format!("{}.json", c.hex()),
             "RepoTags": ["busybox:latest", "localhost:5000/tools:1"],
-            "Layers": ["aaa/layer.tar", "bbb/layer.tar", "ccc/layer.tar"],
+            "Layers": ["aaa/layer.tar", "bbb/layer.tar", "ccc/layer.tar", "ddd/layer.tar"],
         }]))
         .unwrap();
         let mut b = tar::Builder::new(Vec::new());
@@ -1153,6 +1182,7 @@ mod tests {
         add("aaa/json", b"{}");
         add("aaa/layer.tar", &l0);
         add("bbb/layer.tar", &l1z);
+        add("ddd/layer.tar", &l2z);
         add(&format!("{}.json", c.hex()), &cfg);
         add("repositories", br#"{"busybox":{"latest":"ccc"}}"#);
         let mut h = tar::Header::new_gnu();
@@ -1176,6 +1206,13 @@ mod tests {
         let loaded = load(&gzip(&tar)[..], &s, &i, &mut no_progress()).unwrap();
         assert_eq!(loaded.len(), 1);
         assert_eq!(loaded[0].id, c);
+        // A zstd-compressed archive is read too.
+        let (_t2, s2, i2) = setup();
+        let zarchive = zstd::encode_all(&tar[..], 3).unwrap();
+        assert_eq!(
+            load(&zarchive[..], &s2, &i2, &mut no_progress()).unwrap()[0].id,
+            c
+        );
         assert_eq!(
             loaded[0].names,
             vec![
@@ -1184,8 +1221,10 @@ mod tests {
             ]
         );
         let rec = i.inspect("busybox").unwrap().record;
-        assert_eq!(rec.layers.len(), 3);
+        assert_eq!(rec.layers.len(), 4);
         assert_eq!(rec.layers[1].compression, Compression::Gzip);
+        assert_eq!(rec.layers[3].compression, Compression::Zstd);
+        assert_eq!(rec.layers[3].media_type, media::OCI_LAYER_ZSTD);
         assert_eq!(rec.layers[0].digest, rec.layers[2].digest);
         assert_eq!(rec.manifest.media_type, media::OCI_MANIFEST);
         // The manifest made for it is in the store and parses.
@@ -1193,7 +1232,7 @@ mod tests {
             .unwrap();
         assert_eq!(m.config.digest, c);
         // Only what the image needs was stored (no per-layer json/VERSION).
-        assert_eq!(s.list().unwrap().len(), 4);
+        assert_eq!(s.list().unwrap().len(), 5);
     }
 
     #[test]

@@ -83,7 +83,7 @@ fn io_err(op: &'static str, path: &Path, source: io::Error) -> StoreError {
     }
 }
 
-fn is_enospc(e: &io::Error) -> bool {
+pub(crate) fn is_enospc(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error().map(Errno::from_raw),
         Some(Errno::ENOSPC) | Some(Errno::EDQUOT)
@@ -383,7 +383,9 @@ impl ContentStore {
 
     /// Remove ingests nobody holds whose data was last written more than
     /// `older_than` ago (an abandoned pull). Returns how many were removed.
-    /// `Duration::ZERO` removes every unlocked ingest (berthd start-up).
+    /// `Duration::ZERO` removes every unlocked ingest; berthd should keep
+    /// recent ones at start-up (e.g. a day), as they are what an
+    /// interrupted pull resumes from.
     pub fn cleanup_ingests(&self, older_than: Duration) -> Result<usize> {
         let root = self.ingest_root();
         let now = SystemTime::now();
