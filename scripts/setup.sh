@@ -14,6 +14,7 @@ dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
 dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || need+=(busybox-static)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # The image tests: a real registry on loopback, skopeo to push to it, umoci
 # to build OCI images, htpasswd (bcrypt) for the registry's basic auth.
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)

@@ -9,6 +9,7 @@ mod logs;
 mod service;
 mod shim;
 mod store;
+mod systemd;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -171,6 +172,7 @@ struct Live {
     runtime: Arc<shim::ShimRuntime>,
     store: Arc<store::DbStore>,
     stop_containers: Arc<AtomicBool>,
+    notify: Option<Arc<systemd::Notifier>>,
 }
 
 impl Live {
@@ -211,51 +213,75 @@ async fn reload_on_hangup(argv: Vec<std::ffi::OsString>, started: config::Config
     // The live settings follow each reload; the others stay as started.
     let mut applied_from = started.clone();
     while hup.recv().await.is_some() {
-        let new = match config::load(&argv) {
-            Ok(c) => c,
-            Err(config::LoadError::File(e)) => {
-                error!("config not reloaded, nothing changed: {e}");
-                continue;
-            }
-            Err(config::LoadError::Cli(e)) => {
-                let msg = e.to_string();
-                error!("config not reloaded, nothing changed: {}", msg.trim());
-                continue;
-            }
-        };
-        let mut applied = Vec::new();
-        for key in applied_from.changed_keys(&new) {
-            if !config::LIVE.contains(&key.as_str()) {
-                continue;
-            }
-            match live.apply(&key, &new) {
-                Ok(()) => {
-                    let value = new.value_of(&key);
-                    info!(key = %key, value = %value, "setting reloaded");
-                    applied.push(key);
-                }
-                Err(e) => error!(key = %key, "setting not reloaded: {e:#}"),
-            }
+        if let Some(n) = &live.notify {
+            n.reloading();
         }
-        let pending: Vec<String> = started
-            .changed_keys(&new)
-            .into_iter()
-            .filter(|k| !config::LIVE.contains(&k.as_str()))
-            .collect();
-        if !pending.is_empty() {
-            warn!(keys = %pending.join(","), "changed but not reloaded: restart berthd to apply");
+        if let Some(new) = reload_once(&argv, &started, &applied_from, &live) {
+            applied_from = new;
         }
-        let file = new
-            .file
-            .as_deref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "none".into());
-        info!(file = %file, applied = applied.len(), not_applied = pending.len(), "config reloaded");
-        applied_from = new;
+        if let Some(n) = &live.notify {
+            n.send("READY=1");
+        }
     }
 }
 
-async fn run(cfg: config::Config, argv: Vec<std::ffi::OsString>, log: LogHandle) -> Result<()> {
+/// One reload: the new settings in force, or None when the file does not
+/// load (nothing changed).
+fn reload_once(
+    argv: &[std::ffi::OsString],
+    started: &config::Config,
+    applied_from: &config::Config,
+    live: &Live,
+) -> Option<config::Config> {
+    let new = match config::load(argv) {
+        Ok(c) => c,
+        Err(config::LoadError::File(e)) => {
+            error!("config not reloaded, nothing changed: {e}");
+            return None;
+        }
+        Err(config::LoadError::Cli(e)) => {
+            let msg = e.to_string();
+            error!("config not reloaded, nothing changed: {}", msg.trim());
+            return None;
+        }
+    };
+    let mut applied = Vec::new();
+    for key in applied_from.changed_keys(&new) {
+        if !config::LIVE.contains(&key.as_str()) {
+            continue;
+        }
+        match live.apply(&key, &new) {
+            Ok(()) => {
+                let value = new.value_of(&key);
+                info!(key = %key, value = %value, "setting reloaded");
+                applied.push(key);
+            }
+            Err(e) => error!(key = %key, "setting not reloaded: {e:#}"),
+        }
+    }
+    let pending: Vec<String> = started
+        .changed_keys(&new)
+        .into_iter()
+        .filter(|k| !config::LIVE.contains(&k.as_str()))
+        .collect();
+    if !pending.is_empty() {
+        warn!(keys = %pending.join(","), "changed but not reloaded: restart berthd to apply");
+    }
+    let file = new
+        .file
+        .as_deref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "none".into());
+    info!(file = %file, applied = applied.len(), not_applied = pending.len(), "config reloaded");
+    Some(new)
+}
+
+async fn run(
+    cfg: config::Config,
+    argv: Vec<std::ffi::OsString>,
+    log: LogHandle,
+    handover: systemd::Handover,
+) -> Result<()> {
     let args = cfg.args.clone();
     let root = std::path::absolute(&args.root)
         .with_context(|| format!("bad --root {}", args.root.display()))?;
@@ -265,7 +291,13 @@ async fn run(cfg: config::Config, argv: Vec<std::ffi::OsString>, log: LogHandle)
     let _lock = lock_root(&root)?;
     let kind = runtime_kind(&args.runtime)?;
     let shim = shim_binary(args.shim.clone())?;
-    let group = socket_group(&cfg)?;
+    // Under socket activation systemd made the socket (berth.socket sets
+    // its group and mode).
+    let group = match handover.listener {
+        None => socket_group(&cfg)?,
+        Some(_) => None,
+    };
+    let notify = handover.notify.map(Arc::new);
 
     let store = Arc::new(
         store::DbStore::open(
@@ -304,7 +336,18 @@ async fn run(cfg: config::Config, argv: Vec<std::ffi::OsString>, log: LogHandle)
         }
     });
 
-    let listener = bind_socket(&args.socket, group).await?;
+    let (listener, socket_shown, activated) = match handover.listener {
+        Some(l) => {
+            let shown = systemd::listener_path(&l);
+            let l = UnixListener::from_std(l).context("cannot serve the socket systemd passed")?;
+            (l, shown, true)
+        }
+        None => (
+            bind_socket(&args.socket, group).await?,
+            args.socket.display().to_string(),
+            false,
+        ),
+    };
     let stop_containers = Arc::new(AtomicBool::new(args.stop_containers_on_exit));
     tokio::spawn(reload_on_hangup(
         argv,
@@ -314,16 +357,21 @@ async fn run(cfg: config::Config, argv: Vec<std::ffi::OsString>, log: LogHandle)
             runtime,
             store,
             stop_containers: stop_containers.clone(),
+            notify: notify.clone(),
         },
     ));
-    info!(root = %root.display(), socket = %args.socket.display(), runtime = %runtime_name, config = %cfg.file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()), "berthd ready");
+    info!(root = %root.display(), socket = %socket_shown, activated, runtime = %runtime_name, config = %cfg.file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()), "berthd ready");
     let service = service::Service::new(sup.clone(), root, runtime_name);
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     // On SIGTERM: no more policy restarts; with --stop-containers-on-exit,
     // stop every container (clients still see their exits); then stop
     // serving.
+    let stopping = notify.clone();
     let shutdown = async move {
         shutdown_signal().await;
+        if let Some(n) = &stopping {
+            n.send("STOPPING=1\nSTATUS=stopping");
+        }
         let stop_containers = stop_containers.load(Ordering::Relaxed);
         info!(stop_containers, "shutting down");
         let n = sup.shutdown(stop_containers).await;
@@ -336,6 +384,11 @@ async fn run(cfg: config::Config, argv: Vec<std::ffi::OsString>, log: LogHandle)
         .add_service(ContainersServer::new(service))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
     tokio::pin!(server);
+    // Restore is done and the socket listens: what a connection sends from
+    // now on is served as soon as the server below is polled.
+    if let Some(n) = &notify {
+        n.send(&format!("READY=1\nSTATUS=serving on {socket_shown}"));
+    }
     // Streams that never end by themselves (events -f, wait on a running
     // container, logs -f) would hold a graceful shutdown forever: give
     // them a moment once shutdown began, then go.
@@ -346,7 +399,10 @@ async fn run(cfg: config::Config, argv: Vec<std::ffi::OsString>, log: LogHandle)
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => None,
     };
-    let _ = std::fs::remove_file(&args.socket);
+    if !activated {
+        // systemd owns an activated socket's file.
+        let _ = std::fs::remove_file(&args.socket);
+    }
     match served {
         Some(r) => r.context("the API server failed")?,
         None => warn!(
@@ -395,6 +451,14 @@ fn main() -> std::process::ExitCode {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
         .init();
+    // Before any thread starts: this clears systemd's variables.
+    let handover = match systemd::take() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("berthd: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -405,7 +469,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cfg, argv, log)) {
+    match rt.block_on(run(cfg, argv, log, handover)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berthd: {e:#}");

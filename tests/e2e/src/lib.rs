@@ -133,8 +133,13 @@ pub struct Daemon {
     /// Started with `--config FILE` alone (plus `extra`): the file sets
     /// the root, socket, runtime and log level.
     config: Option<PathBuf>,
+    launch: Option<Launch>,
     child: Option<Child>,
 }
+
+/// How a daemon's process is made, given berthd's path and its arguments
+/// (e.g. with a socket at fd 3, as systemd would).
+pub type Launch = std::sync::Arc<dyn Fn(&Path, &[std::ffi::OsString]) -> Command + Send + Sync>;
 
 static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -163,8 +168,18 @@ impl Daemon {
             rt,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             config: None,
+            launch: None,
             child: None,
         }
+    }
+
+    /// A daemon whose process (at every start and restart) is made by
+    /// `launch` from berthd's path and the harness's arguments.
+    pub fn start_launched(rt: Rt, extra: &[&str], launch: Launch) -> Daemon {
+        let mut d = Self::new(rt, extra);
+        d.launch = Some(launch);
+        d.spawn();
+        d
     }
 
     /// A daemon started as `berthd --config FILE EXTRA...`, where FILE
@@ -208,21 +223,31 @@ impl Daemon {
             .append(true)
             .open(self.root.join("berthd.log"))
             .expect("daemon log");
-        let mut cmd = Command::new(bin_dir().join("berthd"));
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
         match &self.config {
-            Some(file) => cmd.arg("--config").arg(file),
-            None => cmd
-                .arg("--root")
-                .arg(self.root.join("state"))
-                .arg("--socket")
-                .arg(&self.socket)
-                .arg("--runtime")
-                .arg(self.rt.flag())
-                .arg("--log-level")
-                .arg("debug"),
+            Some(file) => args.extend(["--config".into(), file.into()]),
+            None => args.extend([
+                "--root".into(),
+                self.root.join("state").into(),
+                "--socket".into(),
+                (&self.socket).into(),
+                "--runtime".into(),
+                self.rt.flag().into(),
+                "--log-level".into(),
+                "debug".into(),
+            ]),
+        };
+        args.extend(self.extra.iter().map(Into::into));
+        let berthd = bin_dir().join("berthd");
+        let mut cmd = match &self.launch {
+            Some(launch) => launch(&berthd, &args),
+            None => {
+                let mut c = Command::new(&berthd);
+                c.args(&args);
+                c
+            }
         };
         let child = cmd
-            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
