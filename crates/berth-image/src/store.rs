@@ -852,6 +852,95 @@ mod tests {
         assert_eq!(s.ingest(&d, None).unwrap().unwrap().offset(), 0);
     }
 
+    fn poll(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The other process of the two tests below: holds an ingest of
+    /// "shared blob" with 6 bytes written, until told to finish it (or, in
+    /// the `die` mode, until killed). Does nothing when run on its own.
+    #[test]
+    fn child_ingest_holder() {
+        let Ok(dir) = std::env::var("BERTH_STORE_TEST_CHILD") else {
+            return;
+        };
+        let dir = PathBuf::from(dir);
+        let s = ContentStore::open(dir.join("images")).unwrap();
+        let d = Digest::of(b"shared blob");
+        let mut i = s.ingest(&d, Some(11)).unwrap().unwrap();
+        i.write_all(b"shared").unwrap();
+        fs::write(dir.join("holding"), b"").unwrap();
+        poll("the parent's go", || dir.join("go").exists());
+        i.write_all(b" blob").unwrap();
+        i.commit().unwrap();
+    }
+
+    /// The child process, killed by the guard when the test ends.
+    struct Child(std::process::Child);
+
+    impl Child {
+        fn spawn(dir: &Path) -> Self {
+            let c = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "store::tests::child_ingest_holder",
+                    "--test-threads=1",
+                ])
+                .env("BERTH_STORE_TEST_CHILD", dir)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            poll("the child's ingest", || dir.join("holding").exists());
+            Self(c)
+        }
+    }
+
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn two_processes_exclude_each_other() {
+        let t = tempfile::tempdir().unwrap();
+        let mut child = Child::spawn(t.path());
+        let s = ContentStore::open(t.path().join("images")).unwrap();
+        let d = Digest::of(b"shared blob");
+        assert!(matches!(
+            s.ingest(&d, Some(11)),
+            Err(StoreError::InProgress(_))
+        ));
+        assert_eq!(s.cleanup_ingests(Duration::ZERO).unwrap(), 0);
+        fs::write(t.path().join("go"), b"").unwrap();
+        // Wait (bounded) for the child's commit, then find the blob.
+        assert!(s
+            .ingest_wait(&d, Some(11), Duration::from_secs(30))
+            .unwrap()
+            .is_none());
+        assert_eq!(fs::read(s.blob_path(&d)).unwrap(), b"shared blob");
+        assert!(child.0.wait().unwrap().success());
+    }
+
+    #[test]
+    fn resumes_after_the_writer_is_killed() {
+        let t = tempfile::tempdir().unwrap();
+        let mut child = Child::spawn(t.path());
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        let s = ContentStore::open(t.path().join("images")).unwrap();
+        let d = Digest::of(b"shared blob");
+        let mut i = s.ingest(&d, Some(11)).unwrap().unwrap();
+        assert_eq!(i.offset(), 6);
+        i.write_all(b" blob").unwrap();
+        assert_eq!(i.commit().unwrap(), d);
+    }
+
     /// A full disk: a tiny tmpfs. Needs root (mount); skipped otherwise.
     #[test]
     fn disk_full_fails_cleanly() {
