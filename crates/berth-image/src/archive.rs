@@ -1298,6 +1298,106 @@ mod tests {
         assert_eq!(s2.list().unwrap(), s.list().unwrap());
     }
 
+    /// Peak resident memory of this process, in KiB.
+    fn peak_rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Pseudo-random bytes, generated as they are read (incompressible, and
+    /// never all in memory).
+    struct Noise(u64, u64);
+
+    impl Read for Noise {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(usize::try_from(self.1).unwrap_or(usize::MAX));
+            for b in &mut buf[..n] {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                *b = self.0 as u8;
+            }
+            self.1 -= n as u64;
+            Ok(n)
+        }
+    }
+
+    /// A 32 MiB layer passes through a load without the process growing by
+    /// anything near its size: entries stream into the store.
+    #[test]
+    fn a_large_layer_streams_through_in_bounded_memory() {
+        const SIZE: u64 = 32 << 20;
+        let (t, s, i) = setup();
+        // The layer blob's digest, without holding it.
+        let mut h = crate::digest::HashingReader::new(Noise(0x9e3779b97f4a7c15, SIZE));
+        io::copy(&mut h, &mut io::sink()).unwrap();
+        let (ld, _) = h.finish();
+        let cfg = config(std::slice::from_ref(&ld));
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": media::OCI_CONFIG, "digest": Digest::of(&cfg).to_string(), "size": cfg.len()},
+            "layers": [{"mediaType": media::OCI_LAYER, "digest": ld.to_string(), "size": SIZE}],
+        }))
+        .unwrap();
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": media::OCI_MANIFEST, "digest": Digest::of(&manifest).to_string(),
+                           "size": manifest.len(),
+                           "annotations": {"io.containerd.image.name": "docker.io/library/big:1"}}],
+        }))
+        .unwrap();
+        let path = t.path().join("big.tar");
+        {
+            let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+            let mut add = |p: String, size: u64, r: &mut dyn Read| {
+                let mut hd = tar::Header::new_gnu();
+                hd.set_size(size);
+                hd.set_mode(0o644);
+                hd.set_entry_type(tar::EntryType::Regular);
+                b.append_data(&mut hd, p, r).unwrap();
+            };
+            add("index.json".into(), index.len() as u64, &mut &index[..]);
+            add(
+                format!("blobs/sha256/{}", ld.hex()),
+                SIZE,
+                &mut Noise(0x9e3779b97f4a7c15, SIZE),
+            );
+            add(
+                format!("blobs/sha256/{}", Digest::of(&cfg).hex()),
+                cfg.len() as u64,
+                &mut &cfg[..],
+            );
+            add(
+                format!("blobs/sha256/{}", Digest::of(&manifest).hex()),
+                manifest.len() as u64,
+                &mut &manifest[..],
+            );
+            b.into_inner().unwrap();
+        }
+        let before = peak_rss_kib();
+        let started = std::time::Instant::now();
+        let loaded = load(
+            std::fs::File::open(&path).unwrap(),
+            &s,
+            &i,
+            &mut no_progress(),
+        )
+        .unwrap();
+        let took = started.elapsed();
+        let grew = peak_rss_kib().saturating_sub(before);
+        eprintln!("loaded 32 MiB in {took:?}; peak RSS grew by {grew} KiB");
+        assert_eq!(loaded[0].names, vec!["docker.io/library/big:1".to_string()]);
+        assert_eq!(s.size(&ld).unwrap(), SIZE);
+        assert!(
+            grew < 16 << 10,
+            "peak RSS grew by {grew} KiB for a 32 MiB layer"
+        );
+    }
+
     fn have(tool: &str) -> bool {
         Command::new(tool)
             .arg("--version")
