@@ -24,5 +24,6 @@ pub mod model;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+pub mod snapshot;
 pub mod store;
 pub mod unpack;

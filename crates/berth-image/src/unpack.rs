@@ -798,7 +798,7 @@ impl Unpacker {
 
 /// Opens the directory `path` inside `root`, symlinks resolved as if `root`
 /// were `/`.
-fn resolve_dir(root: &OwnedFd, path: &Path) -> rustix::io::Result<OwnedFd> {
+pub(crate) fn resolve_dir(root: &OwnedFd, path: &Path) -> rustix::io::Result<OwnedFd> {
     let path = if path.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -821,7 +821,7 @@ fn resolve_dir(root: &OwnedFd, path: &Path) -> rustix::io::Result<OwnedFd> {
 }
 
 /// Opens the directory `name` in `dir` for reading, not following symlinks.
-fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<OwnedFd> {
+pub(crate) fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<OwnedFd> {
     rustix::fs::openat(
         dir,
         name,
@@ -980,4 +980,4 @@ fn parse_pax_time(value: &[u8]) -> Option<Timespec> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
