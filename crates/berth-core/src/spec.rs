@@ -19,16 +19,17 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
-    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
-    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, Mount, MountBuilder, Process, ProcessBuilder, RootBuilder, Spec,
-    SpecBuilder, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespace, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder, Process, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use oci_spec::OciSpecError;
 
 mod security;
 pub use security::{HostInfo, SecurityOptions};
+mod resources;
+pub use resources::{parse_cpuset, summary as resources_summary, DeviceRate, Limits, MIN_MEMORY};
 
 /// `PATH` given to every container process unless `-e PATH=…` overrides it
 /// (the same value as Docker's default).
@@ -147,63 +148,6 @@ pub struct SpecOptions {
     /// Security flags (`--cap-add`, `--privileged`, `--security-opt` …) and
     /// what the host can grant; see `spec/security.rs`.
     pub security: SecurityOptions,
-}
-
-/// Resource limits from the command line, as Docker's flags mean them.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Limits {
-    /// Memory limit in bytes (`--memory`); at least [`MIN_MEMORY`].
-    pub memory: Option<i64>,
-    /// CPUs' worth of time per period (`--cpus 1.5`).
-    pub cpus: Option<f64>,
-    /// Most processes at once (`--pids-limit`); -1 means no limit.
-    pub pids: Option<i64>,
-}
-
-/// The smallest memory limit accepted (Docker's: a runtime needs some).
-pub const MIN_MEMORY: i64 = 6 << 20;
-/// The CFS period the `--cpus` quota is a share of (100 ms, as Docker).
-const CPU_PERIOD: u64 = 100_000;
-
-impl Limits {
-    pub fn is_empty(&self) -> bool {
-        *self == Limits::default()
-    }
-
-    /// Apply the limits to `resources`.
-    pub fn apply(&self, resources: &mut LinuxResources) -> Result<(), SpecError> {
-        if let Some(m) = self.memory {
-            if m < MIN_MEMORY {
-                return Err(SpecError::InvalidLimit(format!(
-                    "--memory {m} is below the minimum of 6 MiB: give at least 6m"
-                )));
-            }
-            resources.set_memory(Some(LinuxMemoryBuilder::default().limit(m).build()?));
-        }
-        if let Some(c) = self.cpus {
-            if !(c > 0.0 && c.is_finite()) {
-                return Err(SpecError::InvalidLimit(format!(
-                    "--cpus {c} is not a positive number: give e.g. 0.5 or 2"
-                )));
-            }
-            let quota = (c * CPU_PERIOD as f64).round() as i64;
-            resources.set_cpu(Some(
-                LinuxCpuBuilder::default()
-                    .period(CPU_PERIOD)
-                    .quota(quota.max(1000))
-                    .build()?,
-            ));
-        }
-        if let Some(p) = self.pids {
-            if p == 0 || p < -1 {
-                return Err(SpecError::InvalidLimit(format!(
-                    "--pids-limit {p} is not valid: give a positive number, or -1 for no limit"
-                )));
-            }
-            resources.set_pids(Some(LinuxPidsBuilder::default().limit(p).build()?));
-        }
-        Ok(())
-    }
 }
 
 /// Why a spec could not be generated or adapted. Every message is one line
@@ -1715,6 +1659,7 @@ nogroup:x:65534:
             memory: Some(64 << 20),
             cpus: Some(1.5),
             pids: Some(100),
+            ..Default::default()
         };
         let spec = generate(&opts, None, None).unwrap();
         let r = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();

@@ -14,7 +14,9 @@ type Client = ContainersClient<Channel>;
 
 pub async fn run(cli: Cli) -> CmdResult {
     // Check what can be checked before touching the daemon.
-    if let Cmd::Ps { format, .. } | Cmd::Events { format, .. } = &cli.cmd {
+    if let Cmd::Ps { format, .. } | Cmd::Events { format, .. } | Cmd::Stats { format, .. } =
+        &cli.cmd
+    {
         check_format(format)?;
     }
     let mut client = berth_api::connect(&cli.socket).await?;
@@ -104,6 +106,13 @@ pub async fn run(cli: Cli) -> CmdResult {
             filters,
             format,
         } => events(&mut client, since, until, filters, &format).await,
+        Cmd::Stats {
+            all,
+            no_stream,
+            format,
+            containers,
+        } => crate::resources::stats(&mut client, containers, all, no_stream, &format).await,
+        Cmd::Info => crate::resources::info(&mut client).await,
         Cmd::Version => {
             let v = client.version(v1::VersionRequest {}).await?.into_inner();
             println!("berth   {}", env!("CARGO_PKG_VERSION"));
@@ -285,6 +294,7 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
         sysctls,
         ulimits: a.ulimit.clone(),
         oom_score_adj: a.oom_score_adj,
+        resources: a.resources.request()?,
     })
 }
 

@@ -179,6 +179,9 @@ pub fn inspect_json(c: &v1::Container) -> Value {
         m.insert("restarting".into(), json!(c.restarting));
         m.insert("auto_remove".into(), json!(c.auto_remove));
         m.insert("labels".into(), json!(c.labels));
+        let resources: Value =
+            serde_json::from_str(&c.resources_json).unwrap_or_else(|_| json!({}));
+        m.insert("resources".into(), resources);
         m.insert("log_path".into(), json!(c.log_path));
         let config: Value = serde_json::from_str(&c.config_json).unwrap_or(Value::Null);
         m.insert("config".into(), config);

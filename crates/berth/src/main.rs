@@ -8,6 +8,7 @@
 
 mod cmd;
 mod format;
+mod resources;
 mod tty;
 
 use std::path::PathBuf;
@@ -217,6 +218,31 @@ pub enum Cmd {
     },
     /// Show the client's and the daemon's versions.
     Version,
+    /// Live CPU, memory, block I/O and pids of containers, refreshed every
+    /// second (like `docker stats`).
+    ///
+    ///   berth stats                       every running container, live
+    ///
+    ///   berth stats --no-stream web db    one sample of two containers
+    ///
+    ///   berth stats --format json web     a JSON line per container per sample
+    #[command(verbatim_doc_comment)]
+    Stats {
+        /// All containers (stopped ones show "--"); default: running ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Print one sample and exit.
+        #[arg(long)]
+        no_stream: bool,
+        /// Output format: `table`, or `json` (one object per container per sample).
+        #[arg(long, default_value = "table")]
+        format: String,
+        #[arg(value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Show how the daemon and the host are set up: cgroup kind and
+    /// controllers, runtime, root, container counts.
+    Info,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -257,6 +283,8 @@ pub struct CreateArgs {
     /// Most processes at once (-1: no limit).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
+    #[command(flatten)]
+    pub resources: resources::ResourceArgs,
     /// Restart policy: no, always, on-failure[:MAX-RETRIES], unless-stopped.
     #[arg(long, value_name = "POLICY")]
     pub restart: Option<String>,

@@ -4,10 +4,13 @@
 //! to the live shims and collects the exits that happened meanwhile.
 
 mod attach;
+mod cgroup;
 mod config;
 mod logs;
+mod resources;
 mod service;
 mod shim;
+mod stats;
 mod store;
 mod systemd;
 
@@ -361,6 +364,8 @@ async fn run(
         },
     ));
     info!(root = %root.display(), socket = %socket_shown, activated, runtime = %runtime_name, config = %cfg.file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()), "berthd ready");
+    let cgroups = cgroup::host();
+    info!(cgroups = %cgroups.describe(), controllers = ?cgroups.controllers(), "cgroups detected");
     let service = service::Service::new(sup.clone(), root, runtime_name);
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     // On SIGTERM: no more policy restarts; with --stop-containers-on-exit,

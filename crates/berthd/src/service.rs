@@ -38,11 +38,18 @@ pub struct Service {
     sup: Supervisor,
     root: PathBuf,
     runtime: String,
+    sampler: crate::stats::Sampler,
 }
 
 impl Service {
     pub fn new(sup: Supervisor, root: PathBuf, runtime: String) -> Self {
-        Self { sup, root, runtime }
+        let sampler = crate::stats::Sampler::new(sup.clone());
+        Self {
+            sup,
+            root,
+            runtime,
+            sampler,
+        }
     }
 
     fn layout(&self, id: &str) -> Layout {
@@ -150,6 +157,7 @@ fn container_proto(rec: &ContainerRecord, log_path: &Path) -> v1::Container {
             .and_then(|p| p.terminal())
             .unwrap_or(false),
         interactive: rec.config.open_stdin,
+        resources_json: crate::resources::summary_json(&rec.spec),
     }
 }
 
@@ -274,11 +282,7 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
     }
     let cgroups_path = format!("/berth/{id}");
-    let limits = spec::Limits {
-        memory: r.memory,
-        cpus: r.cpus,
-        pids: r.pids_limit,
-    };
+    let limits = crate::resources::create_limits(&r)?;
     let requested = requested_security(&r);
     let (spec, source) = match r.source.clone() {
         Some(v1::create_request::Source::Rootfs(p)) => {
@@ -329,7 +333,7 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
             }
             if !limits.is_empty() {
                 return Err(Status::invalid_argument(
-                    "--memory, --cpus and --pids-limit do not apply to a --bundle: set linux.resources in its config.json",
+                    "resource limits (--memory, --cpus, ...) do not apply to a --bundle: set linux.resources in its config.json",
                 ));
             }
             let bundle = PathBuf::from(&b);
@@ -357,6 +361,7 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
             ))
         }
     };
+    crate::resources::check_spec(&spec)?;
     let stop_signal = if r.stop_signal.is_empty() {
         DEFAULT_STOP_SIGNAL
     } else {
@@ -889,6 +894,44 @@ impl berth_api::Containers for Service {
             version: env!("CARGO_PKG_VERSION").to_string(),
             runtime: self.runtime.clone(),
             root: self.root.display().to_string(),
+        }))
+    }
+
+    type StatsStream = BoxStream<v1::StatsResponse>;
+
+    async fn stats(
+        &self,
+        req: Request<v1::StatsRequest>,
+    ) -> Result<Response<Self::StatsStream>, Status> {
+        let rx = crate::stats::stream(&self.sampler, req.into_inner())?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn info(
+        &self,
+        _req: Request<v1::InfoRequest>,
+    ) -> Result<Response<v1::InfoResponse>, Status> {
+        let host = crate::cgroup::host();
+        let all = self.sup.list(true);
+        let count = |s: berth_core::container::State| {
+            u32::try_from(all.iter().filter(|r| r.state == s).count()).unwrap_or(u32::MAX)
+        };
+        use berth_core::container::State;
+        Ok(Response::new(v1::InfoResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            runtime: self.runtime.clone(),
+            root: self.root.display().to_string(),
+            cgroup: host.describe(),
+            cgroup_controllers: host.controllers(),
+            containers: u32::try_from(all.len()).unwrap_or(u32::MAX),
+            running: count(State::Running),
+            paused: count(State::Paused),
+            stopped: count(State::Stopped) + count(State::Created),
+            cpus: u32::try_from(host.cpus().len()).unwrap_or(u32::MAX),
+            memory: crate::cgroup::host_memory(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
         }))
     }
 }

@@ -1,0 +1,125 @@
+//! Resource limits from the API to the spec: Docker's ranges are checked by
+//! `berth_core::spec::Limits`, the host (its controllers, CPUs, devices) here.
+
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use berth_api::v1;
+use berth_core::spec::{DeviceRate, Limits};
+use oci_spec::runtime::{LinuxResources, Spec};
+use tonic::Status;
+
+/// The limits a create request asks for.
+pub fn create_limits(r: &v1::CreateRequest) -> Result<Limits, Status> {
+    let mut l = Limits {
+        memory: r.memory,
+        cpus: r.cpus,
+        pids: r.pids_limit,
+        ..Default::default()
+    };
+    if let Some(res) = &r.resources {
+        extra_limits(res, &mut l)?;
+    }
+    Ok(l)
+}
+
+/// The fields of a `Resources` message into `l`.
+pub fn extra_limits(res: &v1::Resources, l: &mut Limits) -> Result<(), Status> {
+    l.memory_swap = res.memory_swap;
+    l.memory_reservation = res.memory_reservation;
+    l.kernel_memory = res.kernel_memory;
+    l.cpu_shares = res.cpu_shares;
+    l.cpu_period = res.cpu_period;
+    l.cpu_quota = res.cpu_quota;
+    l.cpuset_cpus = res.cpuset_cpus.clone();
+    l.cpuset_mems = res.cpuset_mems.clone();
+    l.blkio_weight = match res.blkio_weight {
+        None => None,
+        Some(w) => Some(u16::try_from(w).map_err(|_| {
+            Status::invalid_argument(format!(
+                "--blkio-weight {w} is out of range: give 10 to 1000"
+            ))
+        })?),
+    };
+    l.device_read_bps = res
+        .device_read_bps
+        .iter()
+        .map(|s| device_rate(s, "--device-read-bps"))
+        .collect::<Result<_, _>>()?;
+    l.device_write_bps = res
+        .device_write_bps
+        .iter()
+        .map(|s| device_rate(s, "--device-write-bps"))
+        .collect::<Result<_, _>>()?;
+    Ok(())
+}
+
+/// `/dev/sda:1mb` → the device's numbers and the rate in bytes per second.
+fn device_rate(s: &str, flag: &str) -> Result<DeviceRate, Status> {
+    let bad = |why: String| Status::invalid_argument(format!("{flag} {s:?}: {why}"));
+    let (path, rate) = s
+        .rsplit_once(':')
+        .ok_or_else(|| bad("use DEVICE:RATE, e.g. /dev/sda:1mb".into()))?;
+    if !path.starts_with("/dev/") {
+        return Err(bad(format!(
+            "{path} is not a device path: give a block device under /dev"
+        )));
+    }
+    let rate = berth_api::parse_size(rate).ok_or_else(|| {
+        bad(format!(
+            "{rate:?} is not a rate: use e.g. 1mb, 512k or 1048576"
+        ))
+    })?;
+    let meta =
+        std::fs::metadata(Path::new(path)).map_err(|e| bad(format!("cannot stat {path}: {e}")))?;
+    if !meta.file_type().is_block_device() {
+        return Err(bad(format!("{path} is not a block device")));
+    }
+    let rdev = meta.rdev();
+    Ok(DeviceRate {
+        major: i64::from(libc::major(rdev)),
+        minor: i64::from(libc::minor(rdev)),
+        rate,
+    })
+}
+
+/// Can the host enforce the spec's limits? A limit that cannot be applied
+/// is refused at create time.
+pub fn check_spec(spec: &Spec) -> Result<(), Status> {
+    if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        check(r)?;
+    }
+    Ok(())
+}
+
+pub fn check(r: &LinuxResources) -> Result<(), Status> {
+    crate::cgroup::host()
+        .check(r)
+        .map_err(Status::failed_precondition)
+}
+
+/// The limits in force, as `inspect` shows them.
+pub fn summary_json(spec: &Spec) -> String {
+    berth_core::spec::resources_summary(spec.linux().as_ref().and_then(|l| l.resources().as_ref()))
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_rates() {
+        let Ok(meta) = std::fs::metadata("/dev/loop0") else {
+            return; // no block device to name here
+        };
+        let r = device_rate("/dev/loop0:1mb", "--device-read-bps").unwrap();
+        assert_eq!(r.rate, 1 << 20);
+        assert_eq!(r.major, i64::from(libc::major(meta.rdev())));
+        for bad in ["/dev/loop0", "/dev/null:1m", "sda:1m", "/dev/loop0:fast"] {
+            let e = device_rate(bad, "--device-read-bps").unwrap_err();
+            assert!(e.message().contains("--device-read-bps"), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Resource limits, live updates, stats, health checks and --init, on real
+//! containers.
+
+use berth_e2e::*;
+
+/// The file `name` of container `id`'s cgroup, in whichever hierarchy has it.
+fn cgroup_file(id: &str, name: &str) -> Option<String> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .ok()?
+        .flatten()
+        .map(|c| c.path().join("berth").join(id).join(name))
+        .chain(std::iter::once(
+            std::path::Path::new("/sys/fs/cgroup/berth")
+                .join(id)
+                .join(name),
+        ))
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+}
+
+fn host_has(file: &str) -> bool {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .map(|d| d.flatten().any(|c| c.path().join(file).exists()))
+        .unwrap_or(false)
+}
+
+/// Every new limit flag reaches its cgroup file; bad values and limits the
+/// host cannot apply are refused with one line, leaving no container.
+fn limit_flags_reach_the_cgroup(rt: Rt) {
+    let d = Daemon::start(rt);
+    let mut opts = vec![
+        "-d",
+        "--memory",
+        "64m",
+        "--memory-reservation",
+        "32m",
+        "--cpu-shares",
+        "512",
+        "--cpu-period",
+        "50000",
+        "--cpu-quota",
+        "25000",
+        "--cpuset-cpus",
+        "0",
+        "--cpuset-mems",
+        "0",
+    ];
+    let swap = host_has("memory/memory.memsw.limit_in_bytes");
+    if swap {
+        opts.extend(["--memory-swap", "128m"]);
+    }
+    let id = d.run(&opts, &["sleep", "100"]).ok();
+    let want = [
+        ("memory.limit_in_bytes", "67108864"),
+        ("memory.soft_limit_in_bytes", "33554432"),
+        ("cpu.shares", "512"),
+        ("cpu.cfs_period_us", "50000"),
+        ("cpu.cfs_quota_us", "25000"),
+        ("cpuset.cpus", "0"),
+        ("cpuset.mems", "0"),
+    ];
+    if cgroup_file(&id, "memory.limit_in_bytes").is_some() {
+        for (f, v) in want {
+            assert_eq!(cgroup_file(&id, f).as_deref(), Some(v), "{f}");
+        }
+        if swap {
+            assert_eq!(
+                cgroup_file(&id, "memory.memsw.limit_in_bytes").as_deref(),
+                Some("134217728")
+            );
+        }
+    }
+    let res = &d.inspect(&id)["resources"];
+    assert_eq!(res["cpu_shares"], 512);
+    assert_eq!(res["cpuset_cpus"], "0");
+    assert_eq!(res["cpus"], 0.5);
+    d.berth(&["rm", "-f", &id]).ok();
+
+    let before = d.berth(&["ps", "-aq"]).ok();
+    for (opts, want) in [
+        (
+            vec!["--kernel-memory", "64m"],
+            "--kernel-memory is not supported",
+        ),
+        (vec!["--memory-swap", "64m"], "needs --memory"),
+        (
+            vec!["--memory", "64m", "--memory-swap", "32m"],
+            "is below --memory",
+        ),
+        (vec!["--cpu-shares", "1"], "2 to 262144"),
+        (vec!["--cpu-period", "10"], "1000 (1 ms)"),
+        (vec!["--cpus", "1", "--cpu-quota", "5000"], "conflicts"),
+        (vec!["--cpuset-cpus", "99"], "this host does not have"),
+        (vec!["--cpuset-cpus", "1-0"], "backwards"),
+        (vec!["--cpus", "64"], "more than this host has"),
+        (vec!["--blkio-weight", "5"], "10 to 1000"),
+        (
+            vec!["--device-read-bps", "/dev/null:1mb"],
+            "not a block device",
+        ),
+        (vec!["--device-write-bps", "/dev/sda"], "DEVICE:RATE"),
+    ] {
+        let mut o = vec!["--rm"];
+        o.extend(opts.iter().copied());
+        let r = d.run(&o, &["true"]);
+        assert_eq!(r.code, 125, "{opts:?}: {r:?}");
+        assert!(r.stderr.contains(want), "{opts:?}: {}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    }
+    // A limit the host cannot apply is an error, not an unlimited container.
+    let weights = host_has("blkio/blkio.weight") || host_has("blkio/blkio.bfq.weight");
+    if !weights && !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let r = d.run(&["--rm", "--blkio-weight", "500"], &["true"]);
+        assert_eq!(r.code, 125, "{r:?}");
+        assert!(r.stderr.contains("cannot be applied on this host"), "{r:?}");
+    }
+    assert_eq!(d.berth(&["ps", "-aq"]).ok(), before, "nothing half-created");
+}
+
+/// One `stats --no-stream --format json` sample of `id`.
+fn stats_of(d: &Daemon, id: &str) -> serde_json::Value {
+    let out = d
+        .berth(&["stats", "--no-stream", "--format", "json", id])
+        .ok();
+    serde_json::from_str(out.lines().next().expect("a stats line")).expect("json")
+}
+
+/// `--cpus 0.5` holds a busy loop near half a CPU; `--cpuset-cpus 0` pins
+/// two busy loops to one CPU.
+fn stats_show_cpu_limits(rt: Rt) {
+    let d = Daemon::start(rt);
+    let id = d
+        .run(
+            &["-d", "--cpus", "0.5"],
+            &["sh", "-c", "while :; do :; done"],
+        )
+        .ok();
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let s = stats_of(&d, &id);
+        for k in [
+            "id",
+            "cpu_percent",
+            "memory_usage",
+            "memory_limit",
+            "pids",
+            "blkio_read",
+            "blkio_write",
+        ] {
+            assert!(s.get(k).is_some(), "{k} in {s}");
+        }
+        assert_eq!(s["id"], id.as_str());
+        let cpu = s["cpu_percent"].as_f64().unwrap();
+        seen.push(cpu);
+        if (40.0..=60.0).contains(&cpu) {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|c| (40.0..=60.0).contains(c)),
+        "cpu % of a busy loop under --cpus 0.5: {seen:?}"
+    );
+    assert!(seen.iter().all(|c| *c < 70.0), "{seen:?}");
+    // The table has Docker's columns.
+    let table = d.berth(&["stats", "--no-stream", &id]).ok();
+    assert!(table.starts_with("CONTAINER ID   NAME"), "{table}");
+    assert!(
+        table.contains("MEM USAGE / LIMIT") && table.contains("BLOCK I/O"),
+        "{table}"
+    );
+    d.berth(&["rm", "-f", &id]).ok();
+
+    let id = d
+        .run(
+            &["-d", "--cpuset-cpus", "0"],
+            &["sh", "-c", "while :; do :; done & while :; do :; done"],
+        )
+        .ok();
+    let pid = d.inspect(&id)["pid"].as_i64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.lines().any(|l| l == "Cpus_allowed_list:\t0"),
+        "{status}"
+    );
+    let cpu = stats_of(&d, &id)["cpu_percent"].as_f64().unwrap();
+    assert!(cpu < 115.0, "two loops pinned to one CPU use {cpu} %");
+    assert_eq!(stats_of(&d, &id)["pids"], 2);
+    d.berth(&["rm", "-f", &id]).ok();
+}
+
+/// Stats see the memory of a container grow to near its limit; then it
+/// allocates past the limit and is OOM-killed (137, oom_killed, `oom`
+/// before `exit`).
+fn stats_see_memory_then_oom(rt: Rt) {
+    let d = Daemon::start(rt);
+    let id = d
+        .run(
+            &["-d", "--memory", "32m"],
+            &[
+                "sh",
+                "-c",
+                "dd if=/dev/zero of=/dev/shm/fill bs=1M count=26 2>/dev/null; \
+                 while [ ! -e /dev/shm/go ]; do sleep 0.1; done; \
+                 dd if=/dev/zero of=/dev/null bs=64M count=1",
+            ],
+        )
+        .ok();
+    let s = poll(
+        "usage near the limit",
+        std::time::Duration::from_secs(20),
+        || {
+            let s = stats_of(&d, &id);
+            (s["memory_usage"].as_u64().unwrap_or(0) >= 24 << 20).then_some(s)
+        },
+    );
+    assert_eq!(s["memory_limit"], 32u64 << 20, "{s}");
+    assert!(s["memory_usage"].as_u64().unwrap() <= 32 << 20, "{s}");
+    d.berth(&["exec", &id, "touch", "/dev/shm/go"]).ok();
+    assert_eq!(d.berth(&["wait", &id]).ok(), "137");
+    assert_eq!(d.inspect(&id)["oom_killed"], true);
+    let k: Vec<String> = d
+        .events_json(&["--filter", &format!("container={id}")])
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let oom = k.iter().position(|t| t == "oom").expect("an oom event");
+    let exit = k.iter().position(|t| t == "exit").unwrap();
+    assert!(oom < exit, "{k:?}");
+    d.berth(&["rm", &id]).ok();
+}
+
+/// `info` names the host's cgroup kind and the runtime.
+fn info_shows_cgroups(rt: Rt) {
+    let d = Daemon::start(rt);
+    let out = d.berth(&["info"]).ok();
+    assert!(out.contains("Cgroup: v"), "{out}");
+    let runtime = out
+        .lines()
+        .find(|l| l.starts_with("Runtime: "))
+        .unwrap_or_default();
+    assert!(runtime.contains(rt.flag()), "{out}");
+    assert!(out.contains("Containers: 0"), "{out}");
+}
+
+both_runtimes!(
+    limit_flags_reach_the_cgroup,
+    stats_show_cpu_limits,
+    stats_see_memory_then_oom,
+    info_shows_cgroups
+);
