@@ -90,6 +90,12 @@ pub enum RegistryError {
         registry: String,
         msg: Option<String>,
     },
+    #[error("pull access denied for {registry}/{repository}: the repository does not exist or needs `berth login {registry}`{}", msg.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    PullAccessDenied {
+        registry: String,
+        repository: String,
+        msg: Option<String>,
+    },
     #[error("{registry}: access denied{}", msg.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
     Denied {
         registry: String,
@@ -408,9 +414,10 @@ impl Client {
         resp: Response<Incoming>,
     ) -> Result<FetchedManifest> {
         let url = format!(
-            "{}{}",
+            "{}/v2/{}/manifests/{}",
             self.base_url(reference.registry()),
-            reference.repository()
+            reference.repository(),
+            reference.manifest_ref()
         );
         let media_type = resp
             .headers()
@@ -654,7 +661,10 @@ impl Client {
                         }
                     }
                 }
-                Ok(resp) => self.status_error(registry, &url, what, resp).await,
+                Ok(resp) => {
+                    self.status_error(registry, repository, &url, what, resp)
+                        .await
+                }
                 Err(e) => e,
             };
             if err.is_transient() && attempt < self.inner.opts.retries {
@@ -670,6 +680,7 @@ impl Client {
     async fn status_error(
         &self,
         registry: &str,
+        repository: Option<&str>,
         url: &str,
         what: &str,
         resp: Response<Incoming>,
@@ -678,7 +689,16 @@ impl Client {
         let msg = error_message(resp, self.inner.opts.stall_timeout).await;
         let registry = registry.to_string();
         match status {
-            StatusCode::UNAUTHORIZED => RegistryError::Unauthorized { registry, msg },
+            // Authenticated (or anonymous with a token) and still refused:
+            // as Docker says, the repository is missing or private.
+            StatusCode::UNAUTHORIZED => match repository {
+                Some(r) => RegistryError::PullAccessDenied {
+                    registry,
+                    repository: r.to_string(),
+                    msg,
+                },
+                None => RegistryError::Unauthorized { registry, msg },
+            },
             StatusCode::FORBIDDEN => RegistryError::Denied { registry, msg },
             StatusCode::NOT_FOUND => RegistryError::NotFound {
                 registry,
@@ -782,7 +802,7 @@ impl Client {
                         )),
                     });
                 }
-                Ok(resp) => self.status_error(registry, &url, "token", resp).await,
+                Ok(resp) => self.status_error(registry, None, &url, "token", resp).await,
                 Err(e) => e,
             };
             if err.is_transient() && attempt < self.inner.opts.retries {

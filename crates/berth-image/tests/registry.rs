@@ -286,7 +286,8 @@ async fn bearer_tokens_redirects_and_ranges_against_a_fake_registry() {
             // `ping` (what `berth login` checks) asks for no scope.
             assert!(
                 !req.path.contains("scope=")
-                    || req.path.contains("scope=repository%3Aorg%2Fapp%3Apull"),
+                    || req.path.contains("scope=repository%3Aorg%2Fapp%3Apull")
+                    || req.path.contains("scope=repository%3Aorg%2Fsecret%3Apull"),
                 "{}",
                 req.path
             );
@@ -304,6 +305,9 @@ async fn bearer_tokens_redirects_and_ranges_against_a_fake_registry() {
                     "WWW-Authenticate",
                     &format!(r#"Bearer realm="http://127.0.0.1:{token}/token",service="fake",scope="repository:org/app:pull""#),
                 );
+            }
+            if req.path.starts_with("/v2/org/secret/") {
+                return Resp::new(401, r#"{"errors":[{"code":"UNAUTHORIZED","message":"insufficient scope"}]}"#);
             }
             if req.path == "/v2/" {
                 return Resp::new(200, "{}");
@@ -372,6 +376,12 @@ async fn bearer_tokens_redirects_and_ranges_against_a_fake_registry() {
     let e = bad.manifest(&r).await.unwrap_err();
     assert!(matches!(e, RegistryError::Unauthorized { .. }), "{e}");
     assert!(e.to_string().contains("token service refused"), "{e}");
+
+    // Refused even with a token: missing or private, as Docker says.
+    let secret = Reference::parse(&format!("{addr}/org/secret")).unwrap();
+    let e = c.manifest(&secret).await.unwrap_err();
+    assert!(matches!(e, RegistryError::PullAccessDenied { .. }), "{e}");
+    assert!(e.to_string().contains("pull access denied for"), "{e}");
 
     // `berth login`'s check: /v2/ with a token got with the credentials.
     let login = client();
