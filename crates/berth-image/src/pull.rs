@@ -84,10 +84,13 @@ pub enum LayerState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PullEvent {
     /// The reference resolved to this manifest (chosen from `index` if the
-    /// reference named an index), with its layers, base first.
+    /// reference named an index), with its config and its layers, base
+    /// first. These are the blobs a garbage collection running meanwhile
+    /// must keep (`Images::gc`'s `keep`).
     Resolved {
         manifest: Digest,
         index: Option<Digest>,
+        config: Digest,
         layers: Vec<(Digest, u64)>,
     },
     /// A layer blob's progress. `total` is its size from the manifest.
@@ -199,6 +202,7 @@ pub async fn pull(
     progress(PullEvent::Resolved {
         manifest: manifest_digest.clone(),
         index: index.clone(),
+        config: manifest.config.digest.clone(),
         layers: manifest
             .layers
             .iter()
