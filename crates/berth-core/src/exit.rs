@@ -127,11 +127,20 @@ pub fn parse_signal(s: &str) -> Option<i32> {
     if name == "RTMAX" {
         return Some(64);
     }
+    // The offset is a plain small number: "RTMIN+-5" is not SIGIO, and a
+    // huge one must not overflow.
+    let offset = |off: &str| {
+        off.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| off.parse::<u8>().ok())
+            .flatten()
+            .map(i32::from)
+    };
     if let Some(off) = name.strip_prefix("RTMIN+") {
-        return off.parse::<i32>().ok().map(|o| 34 + o).filter(|n| *n <= 64);
+        return offset(off).map(|o| 34 + o).filter(|n| *n <= 64);
     }
     if let Some(off) = name.strip_prefix("RTMAX-") {
-        return off.parse::<i32>().ok().map(|o| 64 - o).filter(|n| *n >= 34);
+        return offset(off).map(|o| 64 - o).filter(|n| *n >= 34);
     }
     None
 }
@@ -139,6 +148,19 @@ pub fn parse_signal(s: &str) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn real_time_offsets_are_small_plain_numbers() {
+        assert_eq!(parse_signal("RTMIN+2"), Some(36));
+        assert_eq!(parse_signal("SIGRTMAX-3"), Some(61));
+        // Found by tests/random_input.rs: a negative offset named another
+        // signal, a huge one overflowed.
+        assert_eq!(parse_signal("RTMIN+-5"), None);
+        assert_eq!(parse_signal("RTMAX--2"), None);
+        assert_eq!(parse_signal("RTMIN+2147483647"), None);
+        assert_eq!(parse_signal("RTMAX--2147483648"), None);
+        assert_eq!(parse_signal("RTMIN++1"), None);
+    }
 
     #[test]
     fn codes() {
