@@ -43,7 +43,7 @@ const MAX_ARGS: usize = 6;
 #[non_exhaustive]
 pub enum SeccompError {
     #[error("seccomp profile is not valid JSON in Docker's format: {0}")]
-    Parse(#[from] serde_json::Error),
+    Parse(String),
     #[error("seccomp profile is {0} bytes: the limit is 1 MiB")]
     TooBig(usize),
     #[error("seccomp profile is invalid: {0}")]
@@ -193,7 +193,16 @@ impl Profile {
         if json.len() > MAX_PROFILE_BYTES {
             return Err(SeccompError::TooBig(json.len()));
         }
-        let p: Profile = serde_json::from_str(json)?;
+        let p: Profile = serde_json::from_str(json).map_err(|e| {
+            // serde quotes the offending text: keep the message one short line.
+            let m: String = e
+                .to_string()
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(200)
+                .collect();
+            SeccompError::Parse(m)
+        })?;
         p.check()?;
         Ok(p)
     }

@@ -376,6 +376,75 @@ impl LogWatch {
 mod tests {
     use super::*;
 
+    /// Random records (a stand-in for fuzzing on a stable toolchain, fixed
+    /// seed; `BERTH_RANDOM_SECS=600` runs it that long): the parser and the
+    /// filters never panic, and an accepted record is well-formed.
+    #[test]
+    fn random_records() {
+        const PIECES: &[&[u8]] = &[
+            b"2026-01-01T00:00:00.000000001Z",
+            b"2026-13-45T99:99:99Z",
+            b"1970-01-01T00:00:00Z",
+            b"stdout",
+            b"stderr",
+            b"stdin",
+            b"F",
+            b"P",
+            b"X",
+            b" ",
+            b"  ",
+            b"\n",
+            b"\0",
+            b"\xff",
+            b"\xc3\x28",
+            b"hello",
+            b"",
+            b"9999-12-31T23:59:59.999999999Z",
+            b"-",
+            b"+",
+        ];
+        let secs: u64 = std::env::var("BERTH_RANDOM_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let mut x: u64 = 21;
+        let mut next = move || {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let mut n = 0u64;
+        loop {
+            let mut file = Vec::new();
+            for _ in 0..next() % 8 {
+                for _ in 0..next() % 8 {
+                    file.extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize]);
+                }
+                file.push(b'\n');
+            }
+            let records: Vec<Record> = file
+                .split(|b| *b == b'\n')
+                .filter_map(parse_record)
+                .inspect(|r| assert_eq!(r.full, r.data.last() == Some(&b'\n') && r.full))
+                .collect();
+            let filter = Filter {
+                since: (next() % 2 == 0)
+                    .then(|| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(next())),
+                until: (next() % 2 == 0)
+                    .then(|| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(next())),
+                tail: (next() % 2 == 0).then(|| (next() % 5) as usize),
+            };
+            let _ = apply_filter(records, &filter);
+            n += 1;
+            if (secs == 0 && n >= 50_000) || (secs > 0 && std::time::Instant::now() >= deadline) {
+                break;
+            }
+        }
+        eprintln!("random_records: {n} cases");
+    }
+
     #[test]
     fn parse() {
         let r = parse_record(b"2026-01-01T00:00:00.000000001Z stdout F hello world").unwrap();

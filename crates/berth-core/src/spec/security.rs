@@ -275,7 +275,8 @@ fn parse_bool(flag: &str, v: &str) -> Result<bool, SpecError> {
         "" | "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
         _ => Err(invalid(format!(
-            "invalid --security-opt {flag}={v}: use {flag}, {flag}=true or {flag}=false"
+            "invalid --security-opt {flag}={}: use {flag}, {flag}=true or {flag}=false",
+            quoted(v)
         ))),
     }
 }
@@ -313,7 +314,8 @@ fn parse_security_opts(opts: &[String]) -> Result<SecurityOpts, SpecError> {
             "systempaths" => {
                 if value != "unconfined" {
                     return Err(invalid(format!(
-                        "invalid --security-opt systempaths={value}: the only value is systempaths=unconfined"
+                        "invalid --security-opt systempaths={}: the only value is systempaths=unconfined",
+                        quoted(value)
                     )));
                 }
                 out.systempaths_unconfined = true;
@@ -335,6 +337,12 @@ fn parse_security_opts(opts: &[String]) -> Result<SecurityOpts, SpecError> {
         }
     }
     Ok(out)
+}
+
+/// User input quoted for an error message: escaped (never a newline),
+/// at most 64 characters.
+fn quoted(s: &str) -> String {
+    format!("{:?}", truncate(s))
 }
 
 /// At most 64 characters of user input in an error message.
@@ -464,13 +472,17 @@ fn parse_device(spec: &str) -> Result<Device, SpecError> {
             return Err(bad("paths must not contain '..'"));
         }
     }
-    let meta = std::fs::metadata(host).map_err(|e| bad(&format!("cannot stat {host}: {e}")))?;
+    let meta =
+        std::fs::metadata(host).map_err(|e| bad(&format!("cannot stat {}: {e}", quoted(host))))?;
     let typ = if meta.file_type().is_char_device() {
         LinuxDeviceType::C
     } else if meta.file_type().is_block_device() {
         LinuxDeviceType::B
     } else {
-        return Err(bad(&format!("{host} is not a character or block device")));
+        return Err(bad(&format!(
+            "{} is not a character or block device",
+            quoted(host)
+        )));
     };
     Ok(Device {
         node: device_node(ctr, typ, &meta)?,
@@ -553,6 +565,13 @@ fn parse_group_add(entries: &[String], group_db: Option<&str>) -> Result<Vec<u32
     entries
         .iter()
         .map(|g| {
+            if g.is_empty() || g.contains(|c: char| c.is_control() || c.is_whitespace() || c == ':')
+            {
+                return Err(invalid(format!(
+                    "invalid --group-add {}: give a group name or a gid",
+                    quoted(g)
+                )));
+            }
             if let Ok(Some(gid)) = super::parse_id(g) {
                 return Ok(gid);
             }
