@@ -13,6 +13,7 @@ mod shim;
 mod stats;
 mod store;
 mod systemd;
+mod validate;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -386,7 +387,11 @@ async fn run(
         let _ = drained_tx.send(());
     };
     let server = tonic::transport::Server::builder()
-        .add_service(ContainersServer::new(service))
+        .add_service(
+            // Explicit, not tonic's default by chance: the largest request
+            // berthd takes (validate.rs bounds each field well under it).
+            ContainersServer::new(service).max_decoding_message_size(validate::MAX_REQUEST),
+        )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
     tokio::pin!(server);
     // Restore is done and the socket listens: what a connection sends from

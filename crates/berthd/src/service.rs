@@ -24,6 +24,7 @@ type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 use crate::logs::{self, Follower, Record};
 use crate::shim::Layout;
+use crate::validate;
 
 /// How often a follower looks for new output when its log cannot be watched.
 const FOLLOW_POLL: Duration = Duration::from_millis(50);
@@ -68,7 +69,17 @@ impl Service {
 /// Map a supervisor error to a gRPC status. The command-not-found and
 /// not-executable cases carry the exit code the CLI must use.
 pub fn status(e: Error) -> Status {
-    let msg = e.to_string();
+    let mut msg = e.to_string();
+    // A message quotes what the client sent (an id, a name): keep it short
+    // however long that was.
+    if msg.len() > 300 {
+        let cut = (0..=300)
+            .rev()
+            .find(|i| msg.is_char_boundary(*i))
+            .unwrap_or(0);
+        msg.truncate(cut);
+        msg.push('…');
+    }
     match e {
         Error::NotFound(_) | Error::ProcessNotFound(..) => Status::not_found(msg),
         Error::Ambiguous(_) | Error::InvalidArgument(_) => Status::invalid_argument(msg),
@@ -276,6 +287,7 @@ fn open_log(path: &Path, filter: &logs::Filter) -> std::io::Result<(Vec<Record>,
 
 /// Validate a create request and build the spec and options it asks for.
 fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
+    validate::create(&r)?;
     let id = berth_core::id::generate_id().map_err(|e| Status::internal(e.to_string()))?;
     if !r.name.is_empty() {
         berth_core::id::validate_name(&r.name)
@@ -425,6 +437,16 @@ fn exec_process(
     r: v1::ExecRequest,
     console_size: Option<(u16, u16)>,
 ) -> Result<oci_spec::runtime::Process, Status> {
+    validate::process(&r.args, &r.env)?;
+    for (field, v) in [("workdir", &r.workdir), ("user", &r.user)] {
+        if v.len() > validate::MAX_PATH {
+            return Err(Status::invalid_argument(format!(
+                "{field} is {} bytes: at most {}",
+                v.len(),
+                validate::MAX_PATH
+            )));
+        }
+    }
     let rootfs = rec
         .spec
         .root()
@@ -635,6 +657,8 @@ impl berth_api::Containers for Service {
         req: Request<v1::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let r = req.into_inner();
+        // The exec id becomes a file name: never a path.
+        validate::process_id(&r.process)?;
         let rec = self.sup.inspect(&r.id).map_err(status)?;
         let path = self.log_path(&rec.id, &r.process);
         let since = log_time(&r.since, "--since")?;
