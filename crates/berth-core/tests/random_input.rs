@@ -165,6 +165,7 @@ fn spec_generation() {
                 memory: rng.chance(3).then(|| rng.next() as i64),
                 cpus: rng.chance(3).then(|| f64::from_bits(rng.next())),
                 pids: rng.chance(3).then(|| rng.next() as i64),
+                ..Limits::default()
             },
             security: SecurityOptions {
                 cap_add: rng.strings(3, 3),
