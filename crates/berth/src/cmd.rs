@@ -122,6 +122,8 @@ pub async fn run(cli: Cli) -> CmdResult {
             );
             Ok(0)
         }
+        // Handled in main, without a daemon.
+        Cmd::Completion { .. } | Cmd::Man { .. } | Cmd::Complete { .. } => Ok(0),
     }
 }
 

@@ -7,6 +7,7 @@
 //! otherwise the container's own code (128+N for signal N).
 
 mod cmd;
+mod complete;
 mod format;
 mod resources;
 mod tty;
@@ -14,7 +15,7 @@ mod tty;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// An error with the exit code the CLI must end with.
 #[derive(Debug)]
@@ -243,6 +244,29 @@ pub enum Cmd {
     /// Show how the daemon and the host are set up: cgroup kind and
     /// controllers, runtime, root, container counts.
     Info,
+    /// Print a shell completion script (bash, zsh or fish): e.g.
+    /// `source <(berth completion bash)`. The Debian package installs them.
+    Completion {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Write the man pages (berth.1, berth-run.1, ...) into DIR.
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Names for shell completion, one a line (containers); prints nothing
+    /// when the daemon does not answer.
+    #[command(name = "__complete", hide = true)]
+    Complete { kind: String },
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -416,6 +440,33 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // What needs no daemon.
+    match &cli.cmd {
+        Cmd::Completion { shell } => {
+            let shell = match shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            print!("{}", complete::script(shell, Cli::command()));
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Man { dir } => {
+            return match complete::man_pages(Cli::command(), dir) {
+                Ok(pages) => {
+                    for p in pages {
+                        println!("{}", p.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("berth: cannot write man pages to {}: {e}", dir.display());
+                    ExitCode::from(125)
+                }
+            };
+        }
+        _ => {}
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -426,6 +477,9 @@ fn main() -> ExitCode {
             return ExitCode::from(125);
         }
     };
+    if let Cmd::Complete { kind } = &cli.cmd {
+        return ExitCode::from(rt.block_on(complete::names(&cli.socket, kind)));
+    }
     match rt.block_on(cmd::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {

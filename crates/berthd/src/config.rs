@@ -41,6 +41,9 @@ pub struct Args {
     /// and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Print the man page berthd(8) (roff) and exit: for packaging.
+    #[arg(long, hide = true)]
+    pub print_man_page: bool,
     /// Directory for everything berth keeps: database, bundles, logs, exit files.
     #[arg(long, env = "BERTH_ROOT", value_name = "DIR", default_value = berth_api::DEFAULT_ROOT)]
     pub root: PathBuf,
@@ -105,7 +108,13 @@ pub const LIVE: &[&str] = &[
 ];
 
 /// Arguments that find or show the config rather than being settings.
-const NOT_SETTINGS: &[&str] = &["config", "print_config", "help", "version"];
+const NOT_SETTINGS: &[&str] = &[
+    "config",
+    "print_config",
+    "print_man_page",
+    "help",
+    "version",
+];
 
 fn parse_log_level(s: &str) -> Result<String, String> {
     log_filter(s).map(|_| s.to_string())
@@ -133,6 +142,16 @@ fn parse_log_size(s: &str) -> Result<u64, String> {
     berth_api::parse_size(s)
         .filter(|n| *n > 0)
         .ok_or_else(|| format!("{s:?} is not a size: use e.g. 16m or 1g"))
+}
+
+/// berthd(8), from the clap definitions.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Args::command())
+        .section("8")
+        .manual("System Administration")
+        .render(&mut out)?;
+    Ok(out)
 }
 
 /// Where a setting's value came from.

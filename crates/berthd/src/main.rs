@@ -442,6 +442,19 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if cfg.args.print_man_page {
+        return match config::man_page() {
+            Ok(page) => {
+                use std::io::Write;
+                let _ = std::io::stdout().write_all(&page);
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("berthd: cannot render the man page: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if cfg.args.print_config {
         print!("{}", cfg.to_toml());
         return std::process::ExitCode::SUCCESS;
