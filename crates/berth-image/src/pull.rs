@@ -355,7 +355,23 @@ async fn fetch_layers(
                 .acquire_owned()
                 .await
                 .map_err(|e| PullError::Task(e.to_string()))?;
-            let n = fetch_layer(&client, &store, &reference, &blob, &progress).await?;
+            let n = match fetch_layer(&client, &store, &reference, &blob, &progress).await? {
+                Fetched::Stored(n) => n,
+                // The bytes an earlier pull left were not a prefix of the
+                // blob (the commit discarded them): once more from zero.
+                Fetched::BadResume { from, fetched } => {
+                    tracing::warn!(digest = %blob.digest, from, "the partial download left by an earlier pull did not verify: downloading it again from the start");
+                    match fetch_layer(&client, &store, &reference, &blob, &progress).await? {
+                        Fetched::Stored(n) => fetched + n,
+                        Fetched::BadResume { .. } => {
+                            return Err(PullError::Task(format!(
+                                "{}: a fresh download resumed from leftovers",
+                                blob.digest
+                            )))
+                        }
+                    }
+                }
+            };
             Ok::<_, PullError>((blob.digest, n))
         });
     }
@@ -386,13 +402,21 @@ async fn fetch_layers(
 
 /// Downloads one layer blob into the store, resuming from what an earlier
 /// attempt left. Returns the bytes fetched over the network.
+enum Fetched {
+    /// Stored, after fetching this many bytes.
+    Stored(u64),
+    /// Resumed at `from`, and the whole did not verify: the leftovers were
+    /// bad (the commit removed them).
+    BadResume { from: u64, fetched: u64 },
+}
+
 async fn fetch_layer(
     client: &Client,
     store: &ContentStore,
     reference: &Reference,
     blob: &BlobRef,
     progress: &Progress,
-) -> Result<u64, PullError> {
+) -> Result<Fetched, PullError> {
     let event = |state| {
         progress(PullEvent::Layer {
             digest: blob.digest.clone(),
@@ -414,9 +438,10 @@ async fn fetch_layer(
     };
     let Some(ingest) = ingest else {
         event(LayerState::AlreadyExists);
-        return Ok(0);
+        return Ok(Fetched::Stored(0));
     };
-    let mut offset = ingest.offset();
+    let from = ingest.offset();
+    let mut offset = from;
     if offset > 0 {
         tracing::info!(digest = %blob.digest, offset, size = blob.size, "resuming a layer download");
     }
@@ -433,9 +458,15 @@ async fn fetch_layer(
         (Ok(n), Ok(ingest)) => (n, ingest),
     };
     event(LayerState::Verifying);
-    blocking(move || ingest.commit()).await??;
+    match blocking(move || ingest.commit()).await? {
+        Ok(_) => {}
+        Err(StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. }) if from > 0 => {
+            return Ok(Fetched::BadResume { from, fetched: n })
+        }
+        Err(e) => return Err(e.into()),
+    }
     event(LayerState::DownloadComplete);
-    Ok(n)
+    Ok(Fetched::Stored(n))
 }
 
 /// Streams the blob from `offset` to its end into `tx`, reopening the

@@ -566,3 +566,40 @@ async fn a_full_disk_fails_the_pull_cleanly() {
         store.read_all(&b.digest, 8 << 20).unwrap();
     }
 }
+
+#[tokio::test]
+async fn bad_leftovers_of_an_earlier_pull_are_downloaded_again() {
+    use std::io::Write as _;
+    let reg = Registry::start();
+    let img = three_layer_image();
+    reg.push_image(&img, "test/app:v1");
+    let dir = Dir::new("leftovers");
+    let store = ContentStore::open(dir.0.join("content")).unwrap();
+    let images = Images::open(&dir.0).unwrap();
+    // An earlier pull "left" 300 kB of big1 that are not its bytes.
+    let big1 = &img.layers[1];
+    let d: Digest = big1.digest.parse().unwrap();
+    let mut ing = store
+        .ingest(&d, Some(big1.bytes.len() as u64))
+        .unwrap()
+        .unwrap();
+    ing.write_all(&noise(300_000, 99)).unwrap();
+    drop(ing);
+    let r = Reference::parse(&format!("{}/test/app:v1", reg.addr())).unwrap();
+    let p = pull(
+        &client(),
+        &store,
+        &images,
+        &r,
+        &PullOptions::default(),
+        berth_image::pull::no_progress(),
+    )
+    .await
+    .unwrap();
+    assert!(store.has(&d));
+    store.read_all(&d, 8 << 20).unwrap();
+    let (gets, bytes) = reg.wait_blob_gets(&big1.digest, 2);
+    assert_eq!(gets, 2, "a ranged GET, then the whole blob");
+    assert_eq!(bytes, 2 * big1.bytes.len() as u64 - 300_000);
+    assert_eq!(p.image_id.to_string(), img.config.digest);
+}
