@@ -888,7 +888,7 @@ fn copy_layer(src: &Path, dest: &Path) -> Result<(), SnapshotError> {
         src_root: src.to_path_buf(),
         dest_root: open(dest)?,
         links: HashMap::new(),
-        buf: vec![0; 1 << 20],
+        buf: Vec::new(),
     };
     let s = open(src)?;
     let d = open(dest)?;
@@ -1046,6 +1046,7 @@ impl Copier {
                 Ok(0) => break,
                 Ok(n) => left -= n as u64,
                 Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+                    self.buf.resize(1 << 20, 0);
                     loop {
                         let n = rustix::io::read(src, &mut self.buf)?;
                         if n == 0 {
