@@ -29,13 +29,18 @@ pub enum EventType {
     Oom,
     Restart,
     Delete,
+    /// Limits or the restart policy changed (`berth update`).
+    Update,
+    /// The health status changed (`status`: starting, healthy, unhealthy).
+    #[serde(rename = "health_status")]
+    HealthStatus,
     /// Not a state change: `missed` events were compacted away before this
     /// subscriber could read them.
     Missed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 14] = [
         EventType::Create,
         EventType::Start,
         EventType::ExecAdded,
@@ -47,6 +52,8 @@ impl EventType {
         EventType::Oom,
         EventType::Restart,
         EventType::Delete,
+        EventType::Update,
+        EventType::HealthStatus,
         EventType::Missed,
     ];
 
@@ -63,6 +70,8 @@ impl EventType {
             EventType::Oom => "oom",
             EventType::Restart => "restart",
             EventType::Delete => "delete",
+            EventType::Update => "update",
+            EventType::HealthStatus => "health_status",
             EventType::Missed => "missed",
         }
     }
@@ -108,6 +117,9 @@ pub struct Event {
     /// For `missed`: how many events were lost.
     #[serde(default)]
     pub missed: u64,
+    /// For `health_status`: the new status.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status: String,
 }
 
 /// What a publisher says; the bus adds `seq` and `time`.
@@ -118,6 +130,7 @@ pub struct EventInfo {
     pub process: String,
     pub pid: i32,
     pub exit_code: Option<i32>,
+    pub status: String,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -189,6 +202,7 @@ impl EventBus {
             pid: info.pid,
             exit_code: info.exit_code,
             missed: 0,
+            status: info.status,
         };
         let written = self.inner.store.write_with_event(save, remove, &ev);
         if let Err(e) = &written {
@@ -254,6 +268,7 @@ impl Subscription {
                 pid: 0,
                 exit_code: None,
                 missed,
+                status: String::new(),
             });
         }
         match store.events_after(self.next - 1, BATCH) {

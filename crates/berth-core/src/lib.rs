@@ -19,4 +19,4 @@ pub use container::{ContainerConfig, ContainerRecord, ExecRecord, Source, State}
 pub use event::{Event, EventBus, EventType};
 pub use exit::{Exit, ExitStatus, UNKNOWN_EXIT_CODE};
 pub use restart::RestartPolicy;
-pub use supervisor::{CreateParams, Error, Supervisor};
+pub use supervisor::{CreateParams, Error, Supervisor, Update};

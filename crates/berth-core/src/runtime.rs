@@ -177,6 +177,11 @@ pub trait Task: Send + Sync {
     async fn kill_exec(&self, exec_id: &str, signal: i32) -> Result<(), RuntimeError>;
     async fn pause(&self) -> Result<(), RuntimeError>;
     async fn resume(&self) -> Result<(), RuntimeError>;
+    /// Write new limits to the container's cgroup (only what `resources` sets).
+    async fn update(
+        &self,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), RuntimeError>;
     /// Start a process in the container; returns its pid, and its stdio
     /// when `req.attach` asked for it.
     async fn exec(&self, req: ExecTask) -> Result<(i32, Option<AttachIo>), RuntimeError>;

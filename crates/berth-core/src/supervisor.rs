@@ -227,6 +227,7 @@ fn info_of(rec: &ContainerRecord) -> EventInfo {
         process: String::new(),
         pid: 0,
         exit_code: None,
+        status: String::new(),
     }
 }
 
@@ -1365,6 +1366,9 @@ impl Supervisor {
         Ok(())
     }
 }
+
+mod update;
+pub use update::Update;
 
 #[cfg(test)]
 mod tests;

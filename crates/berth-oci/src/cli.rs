@@ -303,6 +303,25 @@ impl Backend for Cli {
         self.read_pid("exec", &pid_file)
     }
 
+    fn update(
+        &self,
+        id: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), OciError> {
+        validate_id(id)?;
+        let file = self.scratch_file("update", "json")?;
+        let json = serde_json::to_vec(resources)
+            .map_err(|e| OciError::other(format!("{} update failed: {e}", self.name)))?;
+        std::fs::write(&file.0, json)
+            .map_err(|e| OciError::other(format!("{} update failed: {e}", self.name)))?;
+        self.run(
+            "update",
+            &[os("--resources"), os(&file.0), os(id)],
+            None,
+            OP_TIMEOUT,
+        )
+    }
+
     fn delete(&self, id: &str, force: bool) -> Result<(), OciError> {
         validate_id(id)?;
         let mut args = Vec::new();

@@ -401,6 +401,38 @@ impl Backend for Embedded {
         .map(drop)
     }
 
+    fn update(
+        &self,
+        id: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), OciError> {
+        use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt};
+        let dir = self.container_dir(id)?;
+        let resources = resources.clone();
+        let id = id.to_string();
+        self.helper("update", OP_TIMEOUT, &[], move || {
+            let container = load(&dir, "update")?;
+            let spec = lc("update", container.spec())?;
+            // The manager libcontainer made the cgroup with, on the same path.
+            let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
+                cgroup_path: spec.cgroup_path,
+                systemd_cgroup: container.systemd(),
+                container_name: id,
+            })
+            .map_err(|e| OciError::other(format!("update failed: {e}")))?;
+            manager
+                .apply(&ControllerOpt {
+                    resources: &resources,
+                    disable_oom_killer: false,
+                    oom_score_adj: None,
+                    freezer_state: None,
+                })
+                .map_err(|e| lc_error("update", &e))?;
+            Ok(0)
+        })
+        .map(drop)
+    }
+
     fn resume(&self, id: &str) -> Result<(), OciError> {
         let dir = self.container_dir(id)?;
         self.helper("resume", OP_TIMEOUT, &[], move || {

@@ -137,6 +137,13 @@ pub trait Backend {
     /// whatever still runs in it first. A container the runtime does not know
     /// gives an error of kind [`ErrorKind::NotFound`].
     fn delete(&self, id: &str, force: bool) -> Result<(), OciError>;
+    /// Apply new limits to the running (or created, or paused) container's
+    /// cgroup: what `resources` sets is written, the rest is left alone.
+    fn update(
+        &self,
+        id: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), OciError>;
 }
 
 /// Check a container id before it becomes a directory name anywhere:

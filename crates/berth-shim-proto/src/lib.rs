@@ -166,6 +166,12 @@ pub enum Request {
     },
     /// Keep this connection and stream [`ShimEvent`]s on it.
     Subscribe,
+    /// Apply new limits to the container's cgroup (`berth update`):
+    /// `resources` is an OCI `linux.resources` object holding only what
+    /// changes (never device rules).
+    Update {
+        resources: serde_json::Value,
+    },
     /// After the `Response::Ok` this connection carries [`frame`]s: the
     /// process's output to the client, stdin, stdin EOF and resizes from it.
     /// The shim closes it once the process's output has ended and been sent.

@@ -1212,6 +1212,7 @@ impl Shim {
                 .map(|()| Response::Ok),
             Request::Pause => self.pause(true).map(|()| Response::Ok),
             Request::Resume => self.pause(false).map(|()| Response::Ok),
+            Request::Update { resources } => self.update(resources).map(|()| Response::Ok),
             Request::Exec {
                 exec_id,
                 process,
@@ -1318,6 +1319,19 @@ impl Shim {
         r.map_err(shim_error)?;
         self.state = to;
         Ok(())
+    }
+
+    fn update(&mut self, resources: serde_json::Value) -> Result<(), ShimError> {
+        if self.state == ShimState::Stopping {
+            return Err(self.invalid_state("update"));
+        }
+        let resources: berth_oci::oci_spec::runtime::LinuxResources =
+            serde_json::from_value(resources).map_err(|e| {
+                ShimError::new(ErrorKind::Other, format!("update: bad resources: {e}"))
+            })?;
+        self.backend
+            .update(&self.cfg.id, &resources)
+            .map_err(shim_error)
     }
 
     fn exec(

@@ -113,6 +113,7 @@ pub async fn run(cli: Cli) -> CmdResult {
             containers,
         } => crate::resources::stats(&mut client, containers, all, no_stream, &format).await,
         Cmd::Info => crate::resources::info(&mut client).await,
+        Cmd::Update(args) => crate::resources::update(&mut client, args).await,
         Cmd::Version => {
             let v = client.version(v1::VersionRequest {}).await?.into_inner();
             println!("berth   {}", env!("CARGO_PKG_VERSION"));

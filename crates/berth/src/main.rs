@@ -241,6 +241,14 @@ pub enum Cmd {
         #[arg(value_name = "CONTAINER")]
         containers: Vec<String>,
     },
+    /// Change the limits or the restart policy of containers, live when they
+    /// run; later runs keep them.
+    ///
+    ///   berth update --memory 256m --cpus 1.5 web
+    ///
+    ///   berth update --restart unless-stopped web db
+    #[command(verbatim_doc_comment)]
+    Update(resources::UpdateArgs),
     /// Show how the daemon and the host are set up: cgroup kind and
     /// controllers, runtime, root, container counts.
     Info,

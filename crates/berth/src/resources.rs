@@ -87,6 +87,95 @@ impl ResourceArgs {
 
 type Client = berth_api::ContainersClient<tonic::transport::Channel>;
 
+/// `berth update`'s flags.
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// Memory limit (e.g. 128m; at least 6m).
+    #[arg(short, long, value_name = "BYTES")]
+    pub memory: Option<String>,
+    /// Memory plus swap (e.g. 256m; -1: unlimited swap).
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Soft memory limit (e.g. 64m).
+    #[arg(long, value_name = "BYTES")]
+    pub memory_reservation: Option<String>,
+    /// CPUs' worth of time (e.g. 0.5, 2).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Relative CPU weight, 2 to 262144.
+    #[arg(short = 'c', long, value_name = "N")]
+    pub cpu_shares: Option<u64>,
+    /// CFS period in microseconds.
+    #[arg(long, value_name = "US")]
+    pub cpu_period: Option<u64>,
+    /// CFS quota in microseconds per period (-1: none).
+    #[arg(long, value_name = "US", allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// CPUs the container may run on (e.g. 0-1).
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use.
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_mems: Option<String>,
+    /// Most processes at once (-1: no limit).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Relative block I/O weight, 10 to 1000.
+    #[arg(long, value_name = "N")]
+    pub blkio_weight: Option<u32>,
+    /// Restart policy: no, always, on-failure[:MAX-RETRIES], unless-stopped.
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub ids: Vec<String>,
+}
+
+impl UpdateArgs {
+    fn request(&self, id: String) -> Result<v1::UpdateRequest, Failure> {
+        let extra = ResourceArgs {
+            memory_swap: self.memory_swap.clone(),
+            memory_reservation: self.memory_reservation.clone(),
+            cpu_shares: self.cpu_shares,
+            cpu_period: self.cpu_period,
+            cpu_quota: self.cpu_quota,
+            cpuset_cpus: self.cpuset_cpus.clone(),
+            cpuset_mems: self.cpuset_mems.clone(),
+            blkio_weight: self.blkio_weight,
+            ..Default::default()
+        };
+        Ok(v1::UpdateRequest {
+            id,
+            memory: size_flag(&self.memory, "--memory", false)?,
+            cpus: self.cpus,
+            pids_limit: self.pids_limit,
+            resources: extra.request()?,
+            restart: self.restart.clone(),
+        })
+    }
+}
+
+/// Update each container; print its name as given on success, one error
+/// line per failure (exit 1 when the daemon refused one, as Docker).
+pub async fn update(client: &mut Client, a: UpdateArgs) -> crate::CmdResult {
+    let mut code = 0;
+    for id in a.ids.clone() {
+        let req = a.request(id.clone())?;
+        match client.update(req).await {
+            Ok(_) => println!("{id}"),
+            Err(s) => {
+                let refused = matches!(
+                    s.code(),
+                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
+                );
+                let f = Failure::from(s);
+                eprintln!("berth: {}", f.message);
+                code = code.max(if refused { 1 } else { f.code });
+            }
+        }
+    }
+    Ok(code)
+}
+
 /// Docker's memory sizes: binary units, 4 significant digits ("1.5MiB").
 pub fn binary_size(v: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

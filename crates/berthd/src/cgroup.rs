@@ -283,7 +283,8 @@ impl Host {
         }
         if let Some(p) = r.pids() {
             if p.limit() > 0 {
-                self.need("--pids-limit", "pids", "pids.max", "")?;
+                // The root of the hierarchy has no pids.max: the controller is enough.
+                self.need("--pids-limit", "pids", "cgroup.procs", "")?;
             }
         }
         if let Some(io) = r.block_io() {

@@ -24,6 +24,40 @@ pub fn create_limits(r: &v1::CreateRequest) -> Result<Limits, Status> {
     Ok(l)
 }
 
+/// What an update request changes.
+pub fn update_of(r: &v1::UpdateRequest) -> Result<berth_core::Update, Status> {
+    let mut l = Limits {
+        memory: r.memory,
+        cpus: r.cpus,
+        pids: r.pids_limit,
+        ..Default::default()
+    };
+    if let Some(res) = &r.resources {
+        if !res.device_read_bps.is_empty() || !res.device_write_bps.is_empty() {
+            return Err(Status::invalid_argument(
+                "--device-read-bps and --device-write-bps cannot be updated: recreate the container",
+            ));
+        }
+        extra_limits(res, &mut l)?;
+    }
+    let restart = match &r.restart {
+        None => None,
+        Some(p) => Some(
+            p.parse::<berth_core::RestartPolicy>()
+                .map_err(Status::invalid_argument)?,
+        ),
+    };
+    if l.is_empty() && restart.is_none() {
+        return Err(Status::invalid_argument(
+            "nothing to update: give at least one of --memory, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit, --restart",
+        ));
+    }
+    Ok(berth_core::Update {
+        limits: (!l.is_empty()).then_some(l),
+        restart,
+    })
+}
+
 /// The fields of a `Resources` message into `l`.
 pub fn extra_limits(res: &v1::Resources, l: &mut Limits) -> Result<(), Status> {
     l.memory_swap = res.memory_swap;

@@ -183,6 +183,7 @@ fn event_proto(ev: &Event) -> v1::Event {
         exit_code: ev.exit_code,
         missed: ev.missed,
         name: ev.name.clone(),
+        status: ev.status.clone(),
     }
 }
 
@@ -919,6 +920,19 @@ impl berth_api::Containers for Service {
             runtime: self.runtime.clone(),
             root: self.root.display().to_string(),
         }))
+    }
+
+    async fn update(
+        &self,
+        req: Request<v1::UpdateRequest>,
+    ) -> Result<Response<v1::UpdateResponse>, Status> {
+        let r = req.into_inner();
+        let u = crate::resources::update_of(&r)?;
+        self.sup
+            .update(&r.id, u, |res| crate::cgroup::host().check(res))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::UpdateResponse {}))
     }
 
     type StatsStream = BoxStream<v1::StatsResponse>;

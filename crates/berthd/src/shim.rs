@@ -775,6 +775,15 @@ impl Task for ShimTask {
         self.ok(proto::Request::Resume).await
     }
 
+    async fn update(
+        &self,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), RuntimeError> {
+        let resources = serde_json::to_value(resources)
+            .map_err(|e| RuntimeError::other(format!("cannot serialize the resources: {e}")))?;
+        self.ok(proto::Request::Update { resources }).await
+    }
+
     async fn exec(&self, req: ExecTask) -> Result<(i32, Option<AttachIo>), RuntimeError> {
         let process = serde_json::to_value(&req.process)
             .map_err(|e| RuntimeError::other(format!("cannot serialize the process: {e}")))?;

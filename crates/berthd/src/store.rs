@@ -263,6 +263,7 @@ mod tests {
             pid: 0,
             exit_code: None,
             missed: 0,
+            status: String::new(),
         }
     }
 

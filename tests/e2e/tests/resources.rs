@@ -242,6 +242,83 @@ fn stats_see_memory_then_oom(rt: Rt) {
     d.berth(&["rm", &id]).ok();
 }
 
+/// `update` changes a running container's limits in its cgroup, in
+/// `stats` and `inspect`, and the next run keeps them.
+fn update_changes_live_limits(rt: Rt) {
+    let d = Daemon::start(rt);
+    let id = d
+        .run(
+            &["-d", "--memory", "64m", "--cpus", "0.5"],
+            &["sleep", "100"],
+        )
+        .ok();
+    let r = d.berth(&[
+        "update",
+        "--memory",
+        "128m",
+        "--cpus",
+        "1.5",
+        "--cpu-shares",
+        "256",
+        "--pids-limit",
+        "20",
+        "--restart",
+        "on-failure:3",
+        &id,
+    ]);
+    assert_eq!(r.ok(), id);
+    assert_eq!(
+        cgroup_file(&id, "memory.limit_in_bytes").as_deref(),
+        Some("134217728")
+    );
+    assert_eq!(
+        cgroup_file(&id, "cpu.cfs_quota_us").as_deref(),
+        Some("150000")
+    );
+    assert_eq!(cgroup_file(&id, "cpu.shares").as_deref(), Some("256"));
+    assert_eq!(cgroup_file(&id, "pids.max").as_deref(), Some("20"));
+    assert_eq!(stats_of(&d, &id)["memory_limit"], 128u64 << 20);
+    let v = d.inspect(&id);
+    assert_eq!(v["resources"]["memory"], 128u64 << 20);
+    assert_eq!(v["resources"]["cpus"], 1.5);
+    assert_eq!(v["resources"]["pids_limit"], 20);
+    let evs = d.events_json(&["--filter", "type=update"]);
+    assert_eq!(evs.len(), 1, "{evs:?}");
+
+    // Bad values change nothing.
+    for (args, want) in [
+        (vec!["--memory", "1m"], "6 MiB"),
+        (vec!["--cpu-shares", "1"], "2 to 262144"),
+        (vec!["--cpuset-cpus", "77"], "does not have"),
+        (vec!["--restart", "sometimes"], "restart"),
+        (vec![], "nothing to update"),
+    ] {
+        let mut a = vec!["update"];
+        a.extend(args.iter().copied());
+        a.push(&id);
+        let r = d.berth(&a);
+        assert_ne!(r.code, 0, "{args:?}");
+        assert!(r.stderr.contains(want), "{args:?}: {}", r.stderr);
+    }
+    assert_eq!(
+        cgroup_file(&id, "memory.limit_in_bytes").as_deref(),
+        Some("134217728")
+    );
+
+    // A stopped container is updated in its record; its next run has it.
+    d.berth(&["stop", "-t", "0", &id]).ok();
+    d.berth(&["update", "--memory", "96m", &id]).ok();
+    d.berth(&["start", &id]).ok();
+    assert_eq!(
+        cgroup_file(&id, "memory.limit_in_bytes").as_deref(),
+        Some("100663296")
+    );
+    assert_eq!(cgroup_file(&id, "pids.max").as_deref(), Some("20"));
+    d.berth(&["rm", "-f", &id]).ok();
+    let r = d.berth(&["update", "--memory", "96m", "nosuch"]);
+    assert_eq!(r.code, 1, "{r:?}");
+}
+
 /// `info` names the host's cgroup kind and the runtime.
 fn info_shows_cgroups(rt: Rt) {
     let d = Daemon::start(rt);
@@ -259,5 +336,6 @@ both_runtimes!(
     limit_flags_reach_the_cgroup,
     stats_show_cpu_limits,
     stats_see_memory_then_oom,
+    update_changes_live_limits,
     info_shows_cgroups
 );

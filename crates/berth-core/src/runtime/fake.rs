@@ -373,6 +373,13 @@ impl Task for FakeTask {
         Ok(())
     }
 
+    async fn update(
+        &self,
+        _resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
     async fn exec(&self, req: ExecTask) -> Result<(i32, Option<AttachIo>), RuntimeError> {
         let pid = {
             let mut g = self.inner();
