@@ -182,6 +182,9 @@ pub struct Snapshotter {
     /// Orders prepare (which records the layers it uses) against
     /// remove_layer (which checks those records).
     layers_lock: Mutex<()>,
+    /// Makes mount()'s "is it mounted? then mount" one step, so two calls
+    /// for one container cannot stack two overlays.
+    mount_lock: Mutex<()>,
 }
 
 const LAYERS: &str = "layers";
@@ -218,6 +221,7 @@ impl Snapshotter {
             dir,
             kind,
             layers_lock: Mutex::new(()),
+            mount_lock: Mutex::new(()),
         })
     }
 
@@ -465,6 +469,7 @@ impl Snapshotter {
         if meta.kind == SnapshotterKind::Copy {
             return Ok(rootfs);
         }
+        let _guard = self.mount_lock.lock().unwrap_or_else(|p| p.into_inner());
         if mountpoints()?.iter().any(|m| m == &rootfs) {
             return Ok(rootfs);
         }

@@ -725,16 +725,26 @@ impl Unpacker {
             }
         }
         for (key, value) in &meta.xattrs {
-            match name {
-                None => rustix::fs::fsetxattr(fd, key, value, XattrFlags::empty())?,
+            let set = match name {
+                None => rustix::fs::fsetxattr(fd, key, value, XattrFlags::empty()),
                 Some(name) => {
                     // lsetxattr on the directory's descriptor path: the
                     // magic link leads to the directory we hold, and the
                     // last component is not followed.
                     let mut p = format!("/proc/self/fd/{}/", fd.as_raw_fd()).into_bytes();
                     p.extend_from_slice(name.as_bytes());
-                    rustix::fs::lsetxattr(OsStr::from_bytes(&p), key, value, XattrFlags::empty())?
+                    rustix::fs::lsetxattr(OsStr::from_bytes(&p), key, value, XattrFlags::empty())
                 }
+            };
+            match set {
+                Ok(()) => {}
+                // A filesystem without this xattr namespace (or user.* on a
+                // symlink): the file matters more than the attribute, as in
+                // Docker and containerd.
+                Err(Errno::NOTSUP) => {
+                    tracing::warn!(xattr = ?key, "xattr not supported by the layer's filesystem: skipped");
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(())
