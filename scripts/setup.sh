@@ -3,8 +3,9 @@
 # libseccomp (seccomp in the embedded runtime), runc (the second runtime the
 # tests drive), busybox-static (the test and demo rootfs), the registry
 # tools of the image tests, gcc and libc6-dev (static helpers the security
-# tests and benchmarks build). Quiet when
-# everything is already there.
+# tests and benchmarks build), systemd (only for systemd-analyze, which
+# checks the units; it does not become init) and dpkg-dev (dpkg-shlibdeps,
+# for the Debian package's Depends). Quiet when everything is already there.
 set -euo pipefail
 # rustup's cargo may not be on a non-interactive shell's PATH.
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -15,6 +16,8 @@ dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || need+=(busybox-static)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# dpkg-shlibdeps, for the package's Depends (scripts/package.sh).
+command -v dpkg-shlibdeps >/dev/null 2>&1 || need+=(dpkg-dev)
 # The image tests: a real registry on loopback, skopeo to push to it, umoci
 # to build OCI images, htpasswd (bcrypt) for the registry's basic auth.
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
