@@ -4,8 +4,9 @@
 # tests drive), busybox-static (the test and demo rootfs), the registry
 # tools of the image tests, gcc and libc6-dev (static helpers the security
 # tests and benchmarks build), systemd (only for systemd-analyze, which
-# checks the units; it does not become init) and dpkg-dev (dpkg-shlibdeps,
-# for the Debian package's Depends). Quiet when everything is already there.
+# checks the units; it does not become init), dpkg-dev (dpkg-shlibdeps,
+# for the Debian package's Depends) and tini (run --init). Quiet when
+# everything is already there.
 set -euo pipefail
 # rustup's cargo may not be on a non-interactive shell's PATH.
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -26,6 +27,8 @@ command -v umoci >/dev/null 2>&1 || need+=(umoci)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
+# run --init: the static tini becomes the container's pid 1.
+[ -x /usr/bin/tini-static ] || need+=(tini)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -28,6 +28,8 @@ use oci_spec::OciSpecError;
 
 mod security;
 pub use security::{HostInfo, SecurityOptions};
+mod init;
+pub use init::{apply_init, INIT_TARGET};
 mod resources;
 pub use resources::{parse_cpuset, summary as resources_summary, DeviceRate, Limits, MIN_MEMORY};
 

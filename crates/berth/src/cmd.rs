@@ -298,6 +298,7 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
         ulimits: a.ulimit.clone(),
         oom_score_adj: a.oom_score_adj,
         resources: a.resources.request()?,
+        init: a.init,
     })
 }
 

@@ -317,6 +317,11 @@ pub struct CreateArgs {
     pub pids_limit: Option<i64>,
     #[command(flatten)]
     pub resources: resources::ResourceArgs,
+    /// Run the command under a small init (tini) as pid 1: it reaps
+    /// zombies and passes signals on, so `stop` works for commands that do
+    /// not handle SIGTERM themselves.
+    #[arg(long)]
+    pub init: bool,
     /// Restart policy: no, always, on-failure[:MAX-RETRIES], unless-stopped.
     #[arg(long, value_name = "POLICY")]
     pub restart: Option<String>,

@@ -118,6 +118,39 @@ fn device_rate(s: &str, flag: &str) -> Result<DeviceRate, Status> {
     })
 }
 
+/// The init `--init` runs: `BERTH_INIT` if set, else Debian's static tini.
+fn init_path() -> std::path::PathBuf {
+    std::env::var_os("BERTH_INIT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/usr/bin/tini-static"))
+}
+
+/// `--init`: the command runs under tini (rootfs containers only).
+pub fn with_init(
+    init: bool,
+    mut spec: Spec,
+    source: &berth_core::container::Source,
+) -> Result<Spec, Status> {
+    if !init {
+        return Ok(spec);
+    }
+    if matches!(source, berth_core::container::Source::Bundle(_)) {
+        return Err(Status::invalid_argument(
+            "--init does not apply to a --bundle: put an init in its process.args",
+        ));
+    }
+    let path = init_path();
+    if !path.is_file() {
+        return Err(Status::failed_precondition(format!(
+            "--init needs a static init at {}: install Debian's tini (apt-get install tini) or set BERTH_INIT for berthd",
+            path.display()
+        )));
+    }
+    berth_core::spec::apply_init(&mut spec, &path)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(spec)
+}
+
 /// Can the host enforce the spec's limits? A limit that cannot be applied
 /// is refused at create time.
 pub fn check_spec(spec: &Spec) -> Result<(), Status> {

@@ -375,6 +375,7 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
         }
     };
     crate::resources::check_spec(&spec)?;
+    let spec = crate::resources::with_init(r.init, spec, &source)?;
     let stop_signal = if r.stop_signal.is_empty() {
         DEFAULT_STOP_SIGNAL
     } else {

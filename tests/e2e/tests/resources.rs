@@ -319,6 +319,83 @@ fn update_changes_live_limits(rt: Rt) {
     assert_eq!(r.code, 1, "{r:?}");
 }
 
+/// Zombie children of host pid `parent` (an exited process leaves its
+/// cgroup, so they are found by parent).
+fn zombies_of(parent: i64) -> usize {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+                .filter(|s| {
+                    s.rsplit_once(')').is_some_and(|(_, r)| {
+                        let f: Vec<&str> = r.split_whitespace().collect();
+                        f.first() == Some(&"Z") && f.get(1) == Some(&parent.to_string().as_str())
+                    })
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn children_of(parent: i64) -> usize {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+                .filter(|s| {
+                    s.rsplit_once(')').is_some_and(|(_, r)| {
+                        r.split_whitespace().nth(1) == Some(parent.to_string().as_str())
+                    })
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// `--init`: tini is pid 1, reaps orphans, and passes SIGTERM on so that a
+/// command that never handles it still stops at once.
+fn init_reaps_and_forwards(rt: Rt) {
+    let d = Daemon::start(rt);
+    // The subshell's sleep is orphaned: re-parented to pid 1.
+    let orphan = ["sh", "-c", "(sleep 0.1 &); exec sleep 100"];
+    let plain = d.run(&["-d"], &orphan).ok();
+    let init = d.run(&["-d", "--init"], &orphan).ok();
+    // Without an init the orphan stays a zombie (pid 1 is sleep, which never
+    // waits): the test can see one.
+    let plain_pid = d.inspect(&plain)["pid"].as_i64().unwrap();
+    poll(
+        "a zombie without --init",
+        std::time::Duration::from_secs(5),
+        || (zombies_of(plain_pid) == 1).then_some(()),
+    );
+    let pid = d.inspect(&init)["pid"].as_i64().unwrap();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "docker-init", "pid 1 is the init (tini)");
+    // The orphan of the --init container (started after the other one, whose
+    // zombie is there) is reaped: tini is left with its one child, sleep.
+    poll(
+        "tini to reap the orphan",
+        std::time::Duration::from_secs(2),
+        || (children_of(pid) == 1 && zombies_of(pid) == 0).then_some(()),
+    );
+    d.berth(&["rm", "-f", &plain]).ok();
+
+    // sleep as pid 1 would ignore SIGTERM; under tini it dies of it.
+    let t0 = std::time::Instant::now();
+    d.berth(&["stop", "-t", "10", &init]).ok();
+    let took = t0.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "stop took {took:?}"
+    );
+    assert_eq!(d.berth(&["wait", &init]).ok(), "143");
+    d.berth(&["rm", &init]).ok();
+
+    let r = d.run(&["--rm", "--init"], &["sh", "-c", "echo $$"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_ne!(r.stdout.trim(), "1", "the command is not pid 1");
+}
+
 /// `info` names the host's cgroup kind and the runtime.
 fn info_shows_cgroups(rt: Rt) {
     let d = Daemon::start(rt);
@@ -337,5 +414,6 @@ both_runtimes!(
     stats_show_cpu_limits,
     stats_see_memory_then_oom,
     update_changes_live_limits,
+    init_reaps_and_forwards,
     info_shows_cgroups
 );
