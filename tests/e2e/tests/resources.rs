@@ -375,7 +375,7 @@ fn init_reaps_and_forwards(rt: Rt) {
     // zombie is there) is reaped: tini is left with its one child, sleep.
     poll(
         "tini to reap the orphan",
-        std::time::Duration::from_secs(2),
+        std::time::Duration::from_secs(5),
         || (children_of(pid) == 1 && zombies_of(pid) == 0).then_some(()),
     );
     d.berth(&["rm", "-f", &plain]).ok();
@@ -385,7 +385,7 @@ fn init_reaps_and_forwards(rt: Rt) {
     d.berth(&["stop", "-t", "10", &init]).ok();
     let took = t0.elapsed();
     assert!(
-        took < std::time::Duration::from_secs(2),
+        took < std::time::Duration::from_secs(3),
         "stop took {took:?}"
     );
     assert_eq!(d.berth(&["wait", &init]).ok(), "143");
