@@ -15,6 +15,8 @@ pub mod v1 {
 
 pub use v1::containers_client::ContainersClient;
 pub use v1::containers_server::{Containers, ContainersServer};
+pub use v1::images_client::ImagesClient;
+pub use v1::images_server::{Images, ImagesServer};
 
 /// Default socket of berthd.
 pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";
@@ -59,6 +61,17 @@ pub enum ConnectError {
 
 /// Connect to berthd over its unix socket.
 pub async fn connect(socket: &Path) -> Result<ContainersClient<Channel>, ConnectError> {
+    Ok(ContainersClient::new(connect_channel(socket).await?).max_decoding_message_size(64 << 20))
+}
+
+/// The image API over the same kind of connection.
+pub fn images_client(channel: Channel) -> ImagesClient<Channel> {
+    ImagesClient::new(channel).max_decoding_message_size(64 << 20)
+}
+
+/// One connection to berthd, for any of its services (one connection per
+/// command: a client for each service can share it).
+pub async fn connect_channel(socket: &Path) -> Result<Channel, ConnectError> {
     // Fail fast with a clear message when nothing listens, rather than a
     // transport error from the lazy channel.
     drop(
@@ -81,7 +94,7 @@ pub async fn connect(socket: &Path) -> Result<ContainersClient<Channel>, Connect
             path: socket.to_path_buf(),
             source,
         })?;
-    Ok(ContainersClient::new(channel).max_decoding_message_size(64 << 20))
+    Ok(channel)
 }
 
 impl v1::ExitStatus {

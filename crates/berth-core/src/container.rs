@@ -40,6 +40,31 @@ impl State {
 pub enum Source {
     Rootfs(PathBuf),
     Bundle(PathBuf),
+    /// A snapshot of an image (berthd's image store) mounted at `rootfs`,
+    /// owned by the container and released with it.
+    Image(ImageSource),
+}
+
+/// The image a container was created from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSource {
+    /// The reference as the user gave it, normalized
+    /// (`docker.io/library/busybox:latest`), or the image id when given by id.
+    pub reference: String,
+    /// The image id (`sha256:` + the config's digest).
+    pub id: String,
+    /// Where the container's root is mounted.
+    pub rootfs: PathBuf,
+}
+
+impl Source {
+    /// The image of an image container.
+    pub fn image(&self) -> Option<&ImageSource> {
+        match self {
+            Source::Image(i) => Some(i),
+            _ => None,
+        }
+    }
 }
 
 /// Options that are berth's, not the OCI spec's.

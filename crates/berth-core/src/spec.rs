@@ -32,6 +32,7 @@ mod init;
 pub use init::{apply_init, INIT_TARGET};
 mod resources;
 pub use resources::{parse_cpuset, summary as resources_summary, DeviceRate, Limits, MIN_MEMORY};
+pub mod image;
 
 /// `PATH` given to every container process unless `-e PATH=…` overrides it
 /// (the same value as Docker's default).

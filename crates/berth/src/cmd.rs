@@ -7,6 +7,7 @@ use std::path::Path;
 use berth_api::{v1, ContainersClient};
 use tonic::transport::Channel;
 
+use crate::image::{self, ImageClient};
 use crate::{format, tty};
 use crate::{Cli, Cmd, CmdResult, CreateArgs, ExecArgs, Failure, RunArgs};
 
@@ -19,14 +20,32 @@ pub async fn run(cli: Cli) -> CmdResult {
     {
         check_format(format)?;
     }
-    let mut client = berth_api::connect(&cli.socket).await?;
+    // Credentials live client side, as Docker's: no daemon needed.
+    match &cli.cmd {
+        Cmd::Login(a) => return image::login(a),
+        Cmd::Logout { registry } => return image::logout(registry.as_deref()),
+        _ => {}
+    }
+    // One connection per command, shared by the services' clients.
+    let channel = berth_api::connect_channel(&cli.socket).await?;
+    let mut client = ContainersClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+    let mut images = berth_api::images_client(channel);
     match cli.cmd {
-        Cmd::Run(args) => run_container(&mut client, args).await,
+        Cmd::Run(args) => run_container(&mut client, &mut images, args).await,
         Cmd::Create(args) => {
-            let id = create(&mut client, &args).await?;
+            let id = create(&mut client, &mut images, &args).await?;
             println!("{id}");
             Ok(0)
         }
+        Cmd::Pull(a) => image::pull(&mut images, &a).await,
+        Cmd::Images(a) => image::list(&mut images, &a).await,
+        Cmd::Rmi(a) => image::remove(&mut images, &a).await,
+        Cmd::Tag(a) => image::tag(&mut images, &a).await,
+        Cmd::History(a) => image::history(&mut images, &a).await,
+        Cmd::Load(a) => image::load(&mut images, &a).await,
+        Cmd::Save(a) => image::save(&mut images, &a).await,
+        Cmd::Image(c) => image::image_cmd(&mut images, c).await,
+        Cmd::Login(_) | Cmd::Logout { .. } => Ok(0),
         Cmd::Start {
             attach,
             interactive,
@@ -128,7 +147,7 @@ pub async fn run(cli: Cli) -> CmdResult {
     }
 }
 
-fn check_format(f: &str) -> Result<(), Failure> {
+pub fn check_format(f: &str) -> Result<(), Failure> {
     match f {
         "table" | "json" => Ok(()),
         other => Err(Failure::own(format!(
@@ -216,19 +235,41 @@ fn absolute(p: &Path, flag: &str) -> Result<String, Failure> {
     Ok(abs.display().to_string())
 }
 
-async fn create(client: &mut Client, a: &CreateArgs) -> Result<String, Failure> {
-    let resp = client.create(create_request(a)?).await?;
+async fn create(
+    client: &mut Client,
+    images: &mut ImageClient,
+    a: &CreateArgs,
+) -> Result<String, Failure> {
+    let req = create_request(a)?;
+    let resp = image::with_image(images, a, &req, || {
+        let mut c = client.clone();
+        let req = req.clone();
+        async move { c.create(req).await }
+    })
+    .await?;
     Ok(resp.into_inner().id)
 }
 
 fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
-    let source = match (&a.rootfs, &a.bundle) {
-        (Some(r), None) => v1::create_request::Source::Rootfs(absolute(r, "--rootfs")?),
-        (None, Some(b)) => v1::create_request::Source::Bundle(absolute(b, "--bundle")?),
-        _ => return Err(Failure::own(
-            "no root filesystem: give --rootfs DIR or --bundle DIR (images are not supported yet)",
-        )),
+    use v1::create_request::Source;
+    let (source, args) = match (&a.rootfs, &a.bundle) {
+        (Some(r), None) => (Source::Rootfs(absolute(r, "--rootfs")?), a.command.clone()),
+        (None, Some(b)) => (Source::Bundle(absolute(b, "--bundle")?), a.command.clone()),
+        (None, None) => match a.command.split_first() {
+            Some((image, cmd)) => (Source::Image(image.clone()), cmd.to_vec()),
+            None => {
+                return Err(Failure::own(
+                    "no image: give IMAGE [CMD...] (or --rootfs DIR, or --bundle DIR)",
+                ))
+            }
+        },
+        (Some(_), Some(_)) => {
+            return Err(Failure::own(
+                "--rootfs and --bundle exclude each other: give one",
+            ))
+        }
     };
+    image::check_pull_policy(&a.pull)?;
     let mut env = Vec::new();
     for f in &a.env_file {
         env.extend(read_env_file(f)?);
@@ -270,7 +311,7 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
     Ok(v1::CreateRequest {
         name: a.name.clone().unwrap_or_default(),
         source: Some(source),
-        args: a.command.clone(),
+        args,
         env,
         workdir: a.workdir.clone().unwrap_or_default(),
         user: a.user.clone().unwrap_or_default(),
@@ -299,6 +340,8 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
         oom_score_adj: a.oom_score_adj,
         resources: a.resources.request()?,
         init: a.init,
+        entrypoint: a.entrypoint.clone(),
+        platform: a.platform.clone().unwrap_or_default(),
     })
 }
 
@@ -346,7 +389,7 @@ fn output_discarded() -> bool {
     null(1) && null(2)
 }
 
-async fn run_container(client: &mut Client, args: RunArgs) -> CmdResult {
+async fn run_container(client: &mut Client, images: &mut ImageClient, args: RunArgs) -> CmdResult {
     let detach_keys = tty::parse_detach_keys(&args.detach_keys).map_err(Failure::own)?;
     let c = &args.create;
     check_terminal(c.tty, c.interactive && !args.detach)?;
@@ -354,10 +397,16 @@ async fn run_container(client: &mut Client, args: RunArgs) -> CmdResult {
         // Nothing to show: let the daemon run it to completion, which also
         // tears it down however it ends (even if this CLI is killed).
         let req = create_request(&args.create)?;
-        let resp = client.run_to_completion(req).await?.into_inner();
+        let resp = image::with_image(images, &args.create, &req, || {
+            let mut c = client.clone();
+            let req = req.clone();
+            async move { c.run_to_completion(req).await }
+        })
+        .await?
+        .into_inner();
         return exit_code_of(&resp.exit.unwrap_or_default());
     }
-    let id = create(client, &args.create).await?;
+    let id = create(client, images, &args.create).await?;
     if args.detach {
         if let Err(e) = client.start(v1::StartRequest { id: id.clone() }).await {
             cleanup_failed(client, &id, args.create.rm).await;

@@ -69,12 +69,13 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 pub fn ps_table(cs: &[v1::Container]) -> String {
-    let rows: Vec<[String; 6]> = cs
+    let rows: Vec<[String; 7]> = cs
         .iter()
         .map(|c| {
             [
                 c.id.chars().take(12).collect(),
                 c.name.clone(),
+                container_image(c),
                 format!("\"{}\"", truncate(&c.command.join(" "), 20)),
                 ago(&c.created_at),
                 status_text(c),
@@ -90,6 +91,7 @@ pub fn ps_table(cs: &[v1::Container]) -> String {
         &[
             "CONTAINER ID",
             "NAME",
+            "IMAGE",
             "COMMAND",
             "CREATED",
             "STATUS",
@@ -149,11 +151,23 @@ pub fn exit_json(e: &v1::ExitStatus) -> Value {
     })
 }
 
+/// What ps shows in its IMAGE column: the image as named at create, in
+/// Docker's short form; empty for --rootfs and --bundle containers.
+fn container_image(c: &v1::Container) -> String {
+    if c.image.is_empty() {
+        String::new()
+    } else {
+        familiar(&c.image)
+    }
+}
+
 /// The `ps --format json` object.
 pub fn ps_json(c: &v1::Container) -> Value {
     json!({
         "id": c.id,
         "name": c.name,
+        "image": opt_str(&container_image(c)),
+        "image_id": opt_str(&c.image_id),
         "state": c.state,
         "pid": c.pid,
         "exit_code": exit_code(c),
@@ -187,6 +201,142 @@ pub fn inspect_json(c: &v1::Container) -> Value {
         m.insert("config".into(), config);
     }
     v
+}
+
+/// A normalized reference in the short form Docker prints:
+/// `docker.io/library/busybox:latest` → `busybox:latest`,
+/// `docker.io/me/app:1` → `me/app:1`; other registries stay as they are.
+pub fn familiar(reference: &str) -> String {
+    let r = reference
+        .strip_prefix("docker.io/library/")
+        .or_else(|| reference.strip_prefix("docker.io/"))
+        .unwrap_or(reference);
+    r.to_string()
+}
+
+/// The repository of a reference in Docker's short form (no tag or digest).
+pub fn familiar_repository(reference: &str) -> String {
+    let f = familiar(reference);
+    let f = f.split_once('@').map_or(f.as_str(), |(n, _)| n);
+    match f.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => name.to_string(),
+        _ => f.to_string(),
+    }
+}
+
+/// "1.2MB", "4.5kB", as Docker prints sizes (decimal units).
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{:.3}", v)
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + UNITS[u]
+    }
+}
+
+/// `images`: one row per name (an untagged image is `<none>`).
+pub fn images_table(images: &[v1::Image], no_trunc: bool) -> String {
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    for i in images {
+        let id = if no_trunc {
+            i.id.clone()
+        } else {
+            i.id.trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect()
+        };
+        let created = if i.created.is_empty() {
+            "N/A".to_string()
+        } else {
+            ago(&i.created)
+        };
+        let names: Vec<(String, String)> = if i.repo_tags.is_empty() {
+            vec![("<none>".into(), "<none>".into())]
+        } else {
+            i.repo_tags
+                .iter()
+                .map(|t| {
+                    let repo = familiar_repository(t);
+                    let tag = familiar(t)
+                        .strip_prefix(&repo)
+                        .and_then(|r| r.strip_prefix(':'))
+                        .unwrap_or("<none>")
+                        .to_string();
+                    (repo, tag)
+                })
+                .collect()
+        };
+        for (repo, tag) in names {
+            rows.push([repo, tag, id.clone(), created.clone(), human_size(i.size)]);
+        }
+    }
+    table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows)
+}
+
+/// The `images --format json` object.
+pub fn image_json(i: &v1::Image) -> Value {
+    json!({
+        "id": i.id,
+        "repo_tags": i.repo_tags,
+        "repo_digests": i.repo_digests,
+        "created": opt_str(&i.created),
+        "size": i.size,
+        "platform": i.platform,
+        "containers": i.containers,
+    })
+}
+
+pub fn history_table(entries: &[v1::HistoryEntry], no_trunc: bool) -> String {
+    let rows: Vec<[String; 5]> = entries
+        .iter()
+        .map(|e| {
+            let id = if e.id.starts_with("sha256:") && !no_trunc {
+                e.id.trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect()
+            } else {
+                e.id.clone()
+            };
+            let by = if no_trunc {
+                e.created_by.clone()
+            } else {
+                truncate(&e.created_by, 45)
+            };
+            let created = if e.created.is_empty() {
+                "N/A".into()
+            } else {
+                ago(&e.created)
+            };
+            [id, created, by, human_size(e.size), e.comment.clone()]
+        })
+        .collect();
+    table(
+        &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+        &rows,
+    )
+}
+
+pub fn history_json(e: &v1::HistoryEntry) -> Value {
+    json!({
+        "id": e.id,
+        "created": opt_str(&e.created),
+        "created_by": e.created_by,
+        "size": e.size,
+        "comment": e.comment,
+        "empty_layer": e.empty_layer,
+    })
 }
 
 pub fn event_json(e: &v1::Event) -> Value {

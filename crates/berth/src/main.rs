@@ -9,6 +9,7 @@
 mod cmd;
 mod complete;
 mod format;
+mod image;
 mod resources;
 mod tty;
 
@@ -268,6 +269,35 @@ pub enum Cmd {
     /// when the daemon does not answer.
     #[command(name = "__complete", hide = true)]
     Complete { kind: String },
+    /// Fetch an image from a registry (progress bars on a terminal).
+    Pull(image::PullArgs),
+    /// List images.
+    Images(image::ListArgs),
+    /// Remove images (untag; the content goes when nothing needs it).
+    Rmi(image::RmiArgs),
+    /// Give an image another name: SOURCE and TARGET as IMAGE[:TAG].
+    Tag(image::TagArgs),
+    /// Show how an image was made, layer by layer.
+    History(image::HistoryArgs),
+    /// Load images from an OCI layout archive or a `docker save` archive
+    /// (gzip or not; standard input unless -i).
+    #[command(alias = "import")]
+    Load(image::LoadArgs),
+    /// Write images to an OCI image layout archive (standard output
+    /// unless -o).
+    Save(image::SaveArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(image::ImageCmd),
+    /// Store credentials for a registry, used by pull and run (a file of
+    /// mode 0600: $XDG_CONFIG_HOME/berth/auth.json, in Docker's format;
+    /// Docker's ~/.docker/config.json is read too).
+    Login(image::LoginArgs),
+    /// Remove the stored credentials for a registry.
+    Logout {
+        /// The registry, e.g. 127.0.0.1:5000 (default: docker.io).
+        registry: Option<String>,
+    },
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -279,6 +309,16 @@ pub enum CompletionShell {
 
 #[derive(Args, Debug, Clone)]
 pub struct CreateArgs {
+    /// Replace the image's entrypoint ("" clears it: the command alone runs).
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// When to pull the image: missing (only when it is not in the store),
+    /// always, never.
+    #[arg(long, value_name = "WHEN", default_value = "missing")]
+    pub pull: String,
+    /// The platform of the image, os/arch[/variant] (default: the host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// Root filesystem directory: berth generates the OCI spec from the flags.
     #[arg(long, value_name = "DIR", conflicts_with = "bundle")]
     pub rootfs: Option<PathBuf>,
@@ -384,11 +424,12 @@ pub struct CreateArgs {
     /// own value needs CAP_SYS_RESOURCE).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub oom_score_adj: Option<i32>,
-    /// The command and its arguments.
+    /// IMAGE, then the command and its arguments (with --rootfs or
+    /// --bundle: the command alone). The command replaces the image's CMD.
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
-        value_name = "CMD"
+        value_name = "IMAGE] [CMD"
     )]
     pub command: Vec<String>,
 }

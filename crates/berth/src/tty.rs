@@ -36,6 +36,29 @@ impl Drop for RawMode {
     }
 }
 
+/// Read a line from the terminal on stdin without echoing it (a password).
+pub fn read_password(prompt: &str) -> std::io::Result<String> {
+    use std::io::Write;
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(std::io::Error::other(
+            "stdin is not a terminal: use --password-stdin",
+        ));
+    }
+    let saved = termios::tcgetattr(stdin.as_fd()).map_err(std::io::Error::from)?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(termios::LocalFlags::ECHO);
+    quiet.local_flags.insert(termios::LocalFlags::ECHONL);
+    termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &quiet).map_err(std::io::Error::from)?;
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line);
+    let _ = termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &saved);
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
 /// The size (rows, columns) of the terminal on stdout, else on stdin.
 pub fn size() -> Option<(u16, u16)> {
     [std::io::stdout().as_raw_fd(), std::io::stdin().as_raw_fd()]

@@ -90,6 +90,18 @@ pub struct Args {
     /// keep running and the next berthd adopts them (live restore).
     #[arg(long)]
     pub stop_containers_on_exit: bool,
+    /// How a container's root is made from its image's layers: `overlay`
+    /// (overlayfs over the shared, read-only layers), `copy` (a private
+    /// copy), or `auto`: overlay where an overlayfs mount works (probed at
+    /// start), else copy.
+    #[arg(long, env = "BERTH_SNAPSHOTTER", value_name = "KIND", default_value = "auto", value_parser = parse_snapshotter)]
+    pub snapshotter: String,
+}
+
+fn parse_snapshotter(s: &str) -> Result<String, String> {
+    s.parse::<berth_image::snapshot::SnapshotterChoice>()
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 const AFTER_HELP: &str = "SIGHUP re-reads the config file and applies what can change live \

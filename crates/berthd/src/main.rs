@@ -6,7 +6,10 @@
 mod attach;
 mod cgroup;
 mod config;
+mod images;
+mod images_api;
 mod logs;
+mod pull;
 mod resources;
 mod service;
 mod shim;
@@ -22,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use berth_api::ContainersServer;
+use berth_api::{ContainersServer, ImagesServer};
 use berth_shim_proto::RuntimeKind;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -317,15 +320,33 @@ async fn run(
         RuntimeKind::Embedded => "embedded".to_string(),
         RuntimeKind::Cli { path } => path.display().to_string(),
     };
+    let images = Arc::new(
+        images::Images::open(
+            &root,
+            args.snapshotter.parse().context("bad --snapshotter")?,
+        )
+        .context("cannot open the image store")?,
+    );
     let runtime = Arc::new(
         shim::ShimRuntime::new(root.clone(), shim, kind)
-            .with_log_defaults(args.log_max_size, args.log_max_files),
+            .with_log_defaults(args.log_max_size, args.log_max_files)
+            .with_rootfs(images.clone()),
     );
     runtime
         .forget_previous_boot()
         .context("cannot compare the boot id with the last run's")?;
     let sup = berth_core::Supervisor::new(runtime.clone(), store.clone())?;
     sup.restore().await.context("cannot restore containers")?;
+    // Snapshots no container owns (a crash mid-create or mid-remove) go;
+    // a stopped container keeps its own until it is removed.
+    {
+        let known: std::collections::HashSet<String> =
+            sup.list(true).into_iter().map(|r| r.id).collect();
+        let images = images.clone();
+        tokio::task::spawn_blocking(move || images.cleanup(&known))
+            .await
+            .context("snapshot cleanup failed")?;
+    }
 
     let compactor = store.clone();
     tokio::spawn(async move {
@@ -367,7 +388,8 @@ async fn run(
     info!(root = %root.display(), socket = %socket_shown, activated, runtime = %runtime_name, config = %cfg.file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()), "berthd ready");
     let cgroups = cgroup::host();
     info!(cgroups = %cgroups.describe(), controllers = ?cgroups.controllers(), "cgroups detected");
-    let service = service::Service::new(sup.clone(), root, runtime_name);
+    let service = service::Service::new(sup.clone(), root, runtime_name, images.clone());
+    let images_api = images_api::ImagesApi::new(images, sup.clone());
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     // On SIGTERM: no more policy restarts; with --stop-containers-on-exit,
     // stop every container (clients still see their exits); then stop
@@ -392,6 +414,7 @@ async fn run(
             // berthd takes (validate.rs bounds each field well under it).
             ContainersServer::new(service).max_decoding_message_size(validate::MAX_REQUEST),
         )
+        .add_service(ImagesServer::new(images_api).max_decoding_message_size(4 << 20))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
     tokio::pin!(server);
     // Restore is done and the socket listens: what a connection sends from

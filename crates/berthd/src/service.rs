@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use berth_api::v1;
@@ -22,8 +23,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
+use crate::images::{ImageError, Images, Prepared};
 use crate::logs::{self, Follower, Record};
-use crate::shim::Layout;
+use crate::shim::{Layout, RootfsProvider};
 use crate::validate;
 
 /// How often a follower looks for new output when its log cannot be watched.
@@ -40,17 +42,59 @@ pub struct Service {
     root: PathBuf,
     runtime: String,
     sampler: crate::stats::Sampler,
+    images: Arc<Images>,
 }
 
 impl Service {
-    pub fn new(sup: Supervisor, root: PathBuf, runtime: String) -> Self {
+    pub fn new(sup: Supervisor, root: PathBuf, runtime: String, images: Arc<Images>) -> Self {
         let sampler = crate::stats::Sampler::new(sup.clone());
         Self {
             sup,
             root,
             runtime,
             sampler,
+            images,
         }
+    }
+
+    /// The create parameters of a request; for an image, its snapshot is
+    /// made first (and released again if the parameters are refused).
+    async fn params(&self, r: v1::CreateRequest) -> Result<CreateParams, Status> {
+        // Bad input is refused before anything is unpacked or mounted.
+        validate::create(&r)?;
+        let id = berth_core::id::generate_id().map_err(|e| Status::internal(e.to_string()))?;
+        let prepared = match &r.source {
+            Some(v1::create_request::Source::Image(name)) => {
+                if !r.name.is_empty() {
+                    // Refuse a bad name before any unpacking.
+                    berth_core::id::validate_name(&r.name)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                }
+                let (images, cid, name, platform) = (
+                    self.images.clone(),
+                    id.clone(),
+                    name.clone(),
+                    r.platform.clone(),
+                );
+                let p = tokio::task::spawn_blocking(move || images.prepare(&cid, &name, &platform))
+                    .await
+                    .map_err(|e| Status::internal(format!("preparing the image failed: {e}")))?
+                    .map_err(image_status)?;
+                Some(p)
+            }
+            _ => None,
+        };
+        let res = create_params(id.clone(), r, prepared.as_ref());
+        if res.is_err() && prepared.is_some() {
+            self.release(&id).await;
+        }
+        res
+    }
+
+    /// Release the snapshot made for a container that was not created.
+    async fn release(&self, id: &str) {
+        let (images, id) = (self.images.clone(), id.to_string());
+        let _ = tokio::task::spawn_blocking(move || images.release(&id)).await;
     }
 
     fn layout(&self, id: &str) -> Layout {
@@ -123,6 +167,17 @@ pub fn status(e: Error) -> Status {
     }
 }
 
+/// Map an image error to a gRPC status (NOT_FOUND keeps Docker's text).
+pub fn image_status(e: ImageError) -> Status {
+    let msg = e.to_string();
+    match e {
+        ImageError::NotFound(_) => Status::not_found(msg),
+        ImageError::Invalid(_) => Status::invalid_argument(msg),
+        ImageError::InUse(_) => Status::failed_precondition(msg),
+        ImageError::Failed(_) => Status::internal(msg),
+    }
+}
+
 pub fn exit_proto(e: &Exit) -> v1::ExitStatus {
     let (kind, signal, reason) = match &e.status {
         ExitStatus::Exited { .. } => (v1::exit_status::Kind::Exited, 0, String::new()),
@@ -155,6 +210,18 @@ fn container_proto(rec: &ContainerRecord, log_path: &Path) -> v1::Container {
         finished_at: rec.finished_at.clone().unwrap_or_default(),
         oom_killed: rec.exit.as_ref().is_some_and(|e| e.oom_killed),
         restart_count: rec.restart_count,
+        image: rec
+            .config
+            .source
+            .image()
+            .map(|i| i.reference.clone())
+            .unwrap_or_default(),
+        image_id: rec
+            .config
+            .source
+            .image()
+            .map(|i| i.id.clone())
+            .unwrap_or_default(),
         command: rec.command(),
         config_json: config.to_string(),
         log_path: log_path.display().to_string(),
@@ -286,10 +353,20 @@ fn open_log(path: &Path, filter: &logs::Filter) -> std::io::Result<(Vec<Record>,
     Ok((logs::apply_filter(records, filter), follower))
 }
 
-/// Validate a create request and build the spec and options it asks for.
-fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
-    validate::create(&r)?;
-    let id = berth_core::id::generate_id().map_err(|e| Status::internal(e.to_string()))?;
+/// Validate a create request and build the spec and options it asks for:
+/// for a rootfs, a bundle, or an image whose snapshot was `prepared` for
+/// this `id`.
+fn create_params(
+    id: String,
+    r: v1::CreateRequest,
+    prepared: Option<&Prepared>,
+) -> Result<CreateParams, Status> {
+    let image_only = r.entrypoint.is_some() || !r.platform.is_empty();
+    if image_only && prepared.is_none() {
+        return Err(Status::invalid_argument(
+            "--entrypoint and --platform apply to images only: drop them with --rootfs or --bundle",
+        ));
+    }
     if !r.name.is_empty() {
         berth_core::id::validate_name(&r.name)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -297,7 +374,51 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
     let cgroups_path = format!("/berth/{id}");
     let limits = crate::resources::create_limits(&r)?;
     let requested = requested_security(&r);
+    let mut labels: std::collections::BTreeMap<String, String> =
+        r.labels.clone().into_iter().collect();
+    let mut stop_signal_name = r.stop_signal.clone();
     let (spec, source) = match r.source.clone() {
+        Some(v1::create_request::Source::Image(name)) => {
+            let Some(p) = prepared else {
+                return Err(Status::internal(format!(
+                    "image {name} was not prepared for the container"
+                )));
+            };
+            let img = &p.defaults;
+            let args = spec::image::command(img, r.entrypoint.as_deref(), &r.args);
+            if args.is_empty() {
+                return Err(Status::invalid_argument(format!(
+                    "no command specified: image {name} has no Entrypoint or Cmd; give the command after the image"
+                )));
+            }
+            let rootfs = p.source.rootfs.clone();
+            let (passwd, group) = spec::read_user_db(&rootfs);
+            let security = spec::SecurityOptions {
+                host: host_info(),
+                ..requested
+            };
+            let opts = SpecOptions {
+                rootfs,
+                args,
+                env: spec::image::env(img, &r.env),
+                cwd: spec::image::or_image(&r.workdir, &img.workdir),
+                user: spec::image::or_image(&r.user, &img.user),
+                hostname: opt(r.hostname.clone()),
+                readonly_rootfs: r.read_only,
+                terminal: r.tty,
+                cgroups_path: cgroups_path.clone(),
+                id: id.clone(),
+                limits,
+                security,
+            };
+            let spec = spec::generate(&opts, passwd.as_deref(), group.as_deref())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            labels = spec::image::labels(img, labels);
+            if stop_signal_name.is_empty() {
+                stop_signal_name = img.stop_signal.clone().unwrap_or_default();
+            }
+            (spec, Source::Image(p.source.clone()))
+        }
         Some(v1::create_request::Source::Rootfs(p)) => {
             let rootfs = PathBuf::from(&p);
             if !rootfs.is_absolute() {
@@ -370,26 +491,25 @@ fn create_params(r: v1::CreateRequest) -> Result<CreateParams, Status> {
         }
         None => {
             return Err(Status::invalid_argument(
-                "no root filesystem: give --rootfs DIR or --bundle DIR",
+                "no root filesystem: give an image, --rootfs DIR or --bundle DIR",
             ))
         }
     };
     crate::resources::check_spec(&spec)?;
     let spec = crate::resources::with_init(r.init, spec, &source)?;
-    let stop_signal = if r.stop_signal.is_empty() {
+    let stop_signal = if stop_signal_name.is_empty() {
         DEFAULT_STOP_SIGNAL
     } else {
-        parse_signal(&r.stop_signal).ok_or_else(|| {
+        parse_signal(&stop_signal_name).ok_or_else(|| {
             Status::invalid_argument(format!(
-                "invalid stop signal {:?}: use a name like SIGTERM or a number",
-                r.stop_signal
+                "invalid stop signal {stop_signal_name:?}: use a name like SIGTERM or a number",
             ))
         })?
     };
     let config = ContainerConfig {
         source,
         auto_remove: r.auto_remove,
-        labels: r.labels.into_iter().collect(),
+        labels,
         stop_signal,
         stop_timeout: r.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
         log_max_size: r.log_max_size,
@@ -499,23 +619,36 @@ impl berth_api::Containers for Service {
         &self,
         req: Request<v1::CreateRequest>,
     ) -> Result<Response<v1::CreateResponse>, Status> {
-        let params = create_params(req.into_inner())?;
-        let id = self.sup.create(params).await.map_err(status)?;
-        Ok(Response::new(v1::CreateResponse { id }))
+        let params = self.params(req.into_inner()).await?;
+        let id = params.id.clone();
+        match self.sup.create(params).await {
+            Ok(id) => Ok(Response::new(v1::CreateResponse { id })),
+            Err(e) => {
+                self.release(&id).await;
+                Err(status(e))
+            }
+        }
     }
 
     async fn run_to_completion(
         &self,
         req: Request<v1::CreateRequest>,
     ) -> Result<Response<v1::WaitResponse>, Status> {
-        let params = create_params(req.into_inner())?;
+        let params = self.params(req.into_inner()).await?;
         // In a task of its own, so that the container is torn down even if
         // the client goes away before it exits.
         let sup = self.sup.clone();
-        let exit = tokio::spawn(async move { sup.run_to_completion(params, None).await })
-            .await
-            .map_err(|e| Status::internal(format!("run to completion: {e}")))?
-            .map_err(status)?;
+        let images = self.images.clone();
+        let exit = tokio::spawn(async move {
+            let id = params.id.clone();
+            let res = sup.run_to_completion(params, None).await;
+            // Removed with the container; a create that failed left it.
+            let _ = tokio::task::spawn_blocking(move || images.release(&id)).await;
+            res
+        })
+        .await
+        .map_err(|e| Status::internal(format!("run to completion: {e}")))?
+        .map_err(status)?;
         Ok(Response::new(v1::WaitResponse {
             exit: Some(exit_proto(&exit)),
         }))

@@ -43,6 +43,20 @@ pub struct ShimRuntime {
     /// reload, SIGHUP).
     log_max_size: AtomicU64,
     log_max_files: AtomicU32,
+    /// The containers' root filesystems that berthd provides (image
+    /// snapshots), kept in step with the containers' files.
+    rootfs: Option<Arc<dyn RootfsProvider>>,
+}
+
+/// Who owns the root filesystems of containers made from images: mounted
+/// again before each run when a reboot took the mount away, released when
+/// the container is removed (also as an orphan of a crash).
+pub trait RootfsProvider: Send + Sync {
+    /// Make sure the container's root is mounted (a no-op for a container
+    /// that has no root of ours).
+    fn ensure(&self, id: &str) -> Result<(), String>;
+    /// Unmount and delete the container's root, if it has one of ours.
+    fn release(&self, id: &str);
 }
 
 /// Paths of one container's files.
@@ -142,6 +156,22 @@ impl ShimRuntime {
             kind,
             log_max_size: AtomicU64::new(DEFAULT_LOG_MAX_SIZE),
             log_max_files: AtomicU32::new(DEFAULT_LOG_MAX_FILES),
+            rootfs: None,
+        }
+    }
+
+    /// Root filesystems provided by berthd (the image snapshots).
+    pub fn with_rootfs(mut self, provider: Arc<dyn RootfsProvider>) -> Self {
+        self.rootfs = Some(provider);
+        self
+    }
+
+    /// Release a container's root in a blocking task (it unmounts and
+    /// deletes a tree).
+    async fn release_rootfs(&self, id: &str) {
+        if let Some(p) = self.rootfs.clone() {
+            let id = id.to_string();
+            let _ = tokio::task::spawn_blocking(move || p.release(&id)).await;
         }
     }
 
@@ -609,6 +639,7 @@ impl Runtime for ShimRuntime {
             if let Err(e) = std::fs::remove_dir_all(&layout.dir) {
                 warn!(id = %id, error = %e, "cannot remove an orphaned container's files");
             }
+            self.release_rootfs(&id).await;
             drop(lock);
             removed.push(id);
         }
@@ -625,11 +656,15 @@ impl Runtime for ShimRuntime {
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let layout = self.layout(id);
-        match std::fs::remove_dir_all(&layout.dir) {
+        let removed = match std::fs::remove_dir_all(&layout.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("cannot remove", &layout.dir, e)),
-        }
+        };
+        // Then the root: a crash in between leaves a snapshot no container
+        // owns, which the next berthd's snapshot cleanup removes.
+        self.release_rootfs(id).await;
+        removed
     }
 }
 
@@ -654,6 +689,16 @@ impl ShimRuntime {
                     "a shim of an earlier run of this container does not go away",
                 ));
             }
+        }
+        // After a reboot an image container's root is no longer mounted.
+        if let Some(p) = self.rootfs.clone() {
+            let id = req.id.clone();
+            tokio::task::spawn_blocking(move || p.ensure(&id))
+                .await
+                .map_err(|e| RuntimeError::other(format!("mounting the root failed: {e}")))?
+                .map_err(|e| {
+                    RuntimeError::other(format!("cannot mount the container's root: {e}"))
+                })?;
         }
         // A previous run's leftovers would be mistaken for this run's.
         for stale in [layout.exit_file(), layout.socket()] {

@@ -124,8 +124,15 @@ pub fn create(r: &v1::CreateRequest) -> Result<(), Status> {
     match &r.source {
         Some(v1::create_request::Source::Rootfs(p)) => path("rootfs", p)?,
         Some(v1::create_request::Source::Bundle(p)) => path("bundle", p)?,
+        // References are bounded by their grammar (255 bytes of name); this
+        // only keeps a huge one out of the error message.
+        Some(v1::create_request::Source::Image(i)) => short("the image", i, MAX_PATH)?,
         None => {}
     }
+    if let Some(e) = &r.entrypoint {
+        short("the entrypoint", e, MAX_PATH)?;
+    }
+    short("the platform", &r.platform, MAX_PATH)?;
     process(&r.args, &r.env)?;
     for (field, v) in [
         ("workdir", &r.workdir),

@@ -11,6 +11,8 @@
 
 pub mod registry;
 
+pub mod image;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -280,6 +282,27 @@ impl Daemon {
         )
     }
 
+    /// Run the CLI with `input` on its stdin.
+    pub fn berth_input(&self, args: &[&str], input: &[u8]) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run berth");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let data = input.to_vec();
+        // A thread, so a CLI that stops reading cannot deadlock the test.
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        let out = child.wait_with_output().expect("wait berth");
+        let _ = writer.join();
+        Run::from(out)
+    }
+
     /// A CLI command against this daemon, to spawn yourself.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin_dir().join("berth"));
@@ -389,7 +412,25 @@ impl Drop for Daemon {
                 self.daemon_log()
             );
         }
+        // Never delete through a mount (a container's root, a bind mount):
+        // unmount whatever is left under the root first.
+        unmount_under(&self.root);
         let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Lazily unmount every mount at or below `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let Some(prefix) = dir.to_str() else { return };
+    let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|p| p == prefix || p.starts_with(&format!("{prefix}/")))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

@@ -1,0 +1,510 @@
+//! berthd's image service: the one place that composes berth-image's
+//! content store, image metadata, snapshots and registry client. The gRPC
+//! `Images` service (`crate::images_api`) and container create both go
+//! through it; nothing here knows about gRPC.
+//!
+//! Everything here is blocking file-system work (hashing, unpacking,
+//! mounting): callers run it with `spawn_blocking`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_api::v1;
+
+use berth_core::container::ImageSource;
+use berth_core::spec::image::ImageDefaults;
+use berth_image::archive;
+use berth_image::digest::Digest;
+use berth_image::images::{self as meta, Found, ImageSummary, Images as ImageDb};
+use berth_image::model::{self, Platform};
+use berth_image::reference::Reference;
+use berth_image::snapshot::{SnapshotError, Snapshotter, SnapshotterChoice};
+use berth_image::store::ContentStore;
+use berth_image::unpack;
+use oci_spec::image::ImageConfiguration;
+use tracing::{info, warn};
+
+use crate::shim::RootfsProvider;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Docker's text, which clients match on ("No such image: …").
+    #[error("No such image: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    InUse(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ImageError {
+    pub fn failed(what: &str, e: impl std::fmt::Display) -> Self {
+        ImageError::Failed(format!("{what}: {e}"))
+    }
+
+    /// The metadata database's errors, by what the client did wrong.
+    pub fn meta(e: meta::ImageError) -> Self {
+        use meta::ImageError as M;
+        match e {
+            M::NotFound(n) => ImageError::NotFound(n),
+            M::InUse { .. } | M::MultipleNames { .. } => ImageError::InUse(e.to_string()),
+            M::Ambiguous(_) | M::DigestTarget(_) | M::Reference(_) => {
+                ImageError::Invalid(e.to_string())
+            }
+            other => ImageError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// An image with its config.
+pub struct Resolved {
+    pub summary: ImageSummary,
+    /// How the name given found it.
+    pub found: Found,
+    pub config: ImageConfiguration,
+}
+
+/// What a container made from an image gets: its root and its defaults.
+pub struct Prepared {
+    pub source: ImageSource,
+    pub defaults: ImageDefaults,
+}
+
+pub struct Images {
+    pub store: ContentStore,
+    pub db: ImageDb,
+    pub snaps: Snapshotter,
+    /// Held for reading while a container's root is made from an image,
+    /// for writing while images and their content are removed: a create
+    /// never finds its layers deleted under it.
+    gc_lock: Arc<tokio::sync::RwLock<()>>,
+}
+
+impl Images {
+    /// Open the image store under `<root>/images`.
+    pub fn open(root: &Path, kind: SnapshotterChoice) -> Result<Self, ImageError> {
+        let dir = root.join("images");
+        let store = ContentStore::open(&dir)
+            .map_err(|e| ImageError::failed("cannot open the content store", e))?;
+        let db = ImageDb::open(&dir)
+            .map_err(|e| ImageError::failed("cannot open the image database", e))?;
+        let snaps = Snapshotter::open(&dir.join("snapshots"), kind)
+            .map_err(|e| ImageError::failed("cannot open the snapshots", e))?;
+        Ok(Self {
+            store,
+            db,
+            snaps,
+            gc_lock: Arc::new(tokio::sync::RwLock::new(())),
+        })
+    }
+
+    /// Find an image by reference, id or id prefix. A string that is
+    /// neither a valid reference nor an id is an invalid reference.
+    pub fn resolve(&self, name: &str) -> Result<Resolved, ImageError> {
+        let hexish = name
+            .strip_prefix("sha256:")
+            .unwrap_or(name)
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit());
+        if !hexish {
+            Reference::parse(name).map_err(|e| ImageError::Invalid(e.to_string()))?;
+        }
+        let (id, found) = self.db.resolve(name).map_err(ImageError::meta)?;
+        let summary = self
+            .db
+            .get(&id)
+            .map_err(ImageError::meta)?
+            .ok_or_else(|| ImageError::NotFound(name.to_string()))?;
+        let bytes = self
+            .store
+            .read_all(&summary.record.id, model::MAX_CONFIG_SIZE)
+            .map_err(|e| ImageError::failed("cannot read the image's config", e))?;
+        let config = model::parse_config(&bytes)
+            .map_err(|e| ImageError::failed("the image's config is invalid", e))?;
+        Ok(Resolved {
+            summary,
+            found,
+            config,
+        })
+    }
+
+    /// Unpack every layer of an image that is not a snapshot yet; return
+    /// the chain ids, bottom first.
+    pub fn unpack(&self, img: &Resolved) -> Result<Vec<Digest>, ImageError> {
+        let rec = &img.summary.record;
+        for (i, layer) in rec.layers.iter().enumerate() {
+            let parent = i.checked_sub(1).map(|p| &rec.chain_ids[p]);
+            self.unpack_layer(layer, &rec.diff_ids[i], &rec.chain_ids[i], parent)?;
+        }
+        Ok(rec.chain_ids.clone())
+    }
+
+    /// Unpack one layer as snapshot `chain` (nothing to do when that
+    /// snapshot exists); its content must match `diff_id`. Layers are
+    /// unpacked bottom first, so `parent` is there already.
+    pub fn unpack_layer(
+        &self,
+        layer: &model::Layer,
+        diff_id: &Digest,
+        chain: &Digest,
+        parent: Option<&Digest>,
+    ) -> Result<(), ImageError> {
+        let layer_err = |e: SnapshotError| {
+            ImageError::failed(&format!("cannot unpack layer {}", layer.digest), e)
+        };
+        if self.snaps.layer(chain).map_err(layer_err)?.is_some() {
+            return Ok(());
+        }
+        if let Some(p) = parent {
+            if self.snaps.layer(p).map_err(layer_err)?.is_none() {
+                return Err(ImageError::Failed(format!(
+                    "cannot unpack layer {}: the layer below it ({p}) is not unpacked",
+                    layer.digest
+                )));
+            }
+        }
+        let started = std::time::Instant::now();
+        let blob = self
+            .store
+            .open_blob(&layer.digest)
+            .map_err(|e| ImageError::failed(&format!("layer {} is missing", layer.digest), e))?;
+        let info = self
+            .snaps
+            .unpack_layer(chain, diff_id, blob, unpack_compression(layer.compression))
+            .map_err(layer_err)?;
+        info!(layer = %layer.digest, chain = %chain, bytes = info.size, ms = started.elapsed().as_millis() as u64, "layer unpacked");
+        Ok(())
+    }
+
+    /// The layers of a stored manifest.
+    pub fn manifest_layers(&self, manifest: &Digest) -> Result<Vec<model::Layer>, ImageError> {
+        let bytes = self
+            .store
+            .read_all(manifest, model::MAX_MANIFEST_SIZE)
+            .map_err(|e| ImageError::failed("cannot read the manifest", e))?;
+        Ok(model::parse_manifest(&bytes, None)
+            .map_err(|e| ImageError::failed("the manifest is invalid", e))?
+            .layers)
+    }
+
+    /// Held by a pull or a load while it writes content that no image
+    /// record names yet: garbage collection waits for it.
+    pub async fn gc_guard(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.gc_lock.clone().read_owned().await
+    }
+
+    /// Make the root of container `cid` from the image `name`: unpack what
+    /// is not unpacked yet, then a snapshot (overlay or copy) of its layers.
+    pub fn prepare(&self, cid: &str, name: &str, platform: &str) -> Result<Prepared, ImageError> {
+        let _gc = self.gc_lock.blocking_read();
+        let img = self.resolve(name)?;
+        if !platform.is_empty() {
+            let want: Platform = platform.parse().map_err(|e| {
+                ImageError::Invalid(format!("invalid --platform {platform:?}: {e}"))
+            })?;
+            let have = model::config_platform(&img.config);
+            if !want.compatible().contains(&have) {
+                return Err(ImageError::Invalid(format!(
+                    "image {name} is for {have}, not {want}: pull it with --platform {want}"
+                )));
+            }
+        }
+        let chains = self.unpack(&img)?;
+        let rootfs = self
+            .snaps
+            .prepare(cid, &chains)
+            .map_err(|e| ImageError::failed("cannot make the container's root", e))?;
+        let id = img.summary.record.id.to_string();
+        let reference = match &img.found {
+            Found::Name(n) | Found::RepoDigest(n) => n.clone(),
+            Found::Id => id.clone(),
+        };
+        Ok(Prepared {
+            source: ImageSource {
+                reference,
+                id,
+                rootfs,
+            },
+            defaults: defaults(&img.config),
+        })
+    }
+}
+
+/// The API's view of an image.
+pub fn image_proto(s: &ImageSummary) -> v1::Image {
+    let r = &s.record;
+    v1::Image {
+        id: r.id.to_string(),
+        repo_tags: s.names.clone(),
+        repo_digests: r.repo_digests.clone(),
+        created: r.created.clone().unwrap_or_default(),
+        size: r.size,
+        platform: r.platform.to_string(),
+        containers: 0,
+    }
+}
+
+impl Images {
+    pub fn list(&self) -> Result<Vec<v1::Image>, ImageError> {
+        Ok(self
+            .db
+            .list()
+            .map_err(ImageError::meta)?
+            .iter()
+            .map(image_proto)
+            .collect())
+    }
+
+    /// The image and its JSON description (Docker's `image inspect` shape,
+    /// with berth's names).
+    pub fn inspect(&self, name: &str) -> Result<(v1::Image, String), ImageError> {
+        let img = self.resolve(name)?;
+        let s = &img.summary;
+        let r = &s.record;
+        let doc = serde_json::json!({
+            "Id": r.id.to_string(),
+            "RepoTags": s.names,
+            "RepoDigests": r.repo_digests,
+            "Created": r.created,
+            "Size": r.size,
+            "Architecture": r.platform.architecture,
+            "Os": r.platform.os,
+            "Variant": r.platform.variant,
+            "Config": img.config.config(),
+            "RootFS": {
+                "Type": "layers",
+                "Layers": r.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            },
+            "Manifest": {
+                "Digest": r.manifest.digest.to_string(),
+                "MediaType": r.manifest.media_type,
+            },
+            "Layers": r.layers.iter().map(|l| serde_json::json!({
+                "Digest": l.digest.to_string(),
+                "Size": l.size,
+                "MediaType": l.media_type,
+            })).collect::<Vec<_>>(),
+            "ChainIds": r.chain_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        });
+        let json = serde_json::to_string(&doc)
+            .map_err(|e| ImageError::failed("cannot describe the image", e))?;
+        Ok((image_proto(s), json))
+    }
+
+    pub fn tag(&self, source: &str, target: &str) -> Result<String, ImageError> {
+        Reference::parse(target).map_err(|e| ImageError::Invalid(e.to_string()))?;
+        self.resolve(source)?;
+        self.db.tag(source, target).map_err(ImageError::meta)?;
+        Ok(Reference::parse(target)
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| target.to_string()))
+    }
+
+    /// `rmi`: remove a name (or the image given by id); content no image
+    /// needs goes at once.
+    pub fn remove(
+        &self,
+        name: &str,
+        force: bool,
+        users: &HashMap<String, u32>,
+    ) -> Result<(Vec<String>, Vec<String>), ImageError> {
+        let _gc = self.gc_lock.blocking_write();
+        let in_use = in_use(users);
+        let removed = self
+            .db
+            .remove(name, force, &in_use)
+            .map_err(ImageError::meta)?;
+        let deleted: Vec<String> = removed.deleted.iter().map(|d| d.to_string()).collect();
+        if !deleted.is_empty() {
+            self.collect_garbage()?;
+        }
+        Ok((removed.untagged, deleted))
+    }
+
+    /// `image prune`: dangling images (every unused one with `all`), then
+    /// every blob and snapshot no image needs.
+    pub fn prune(
+        &self,
+        all: bool,
+        users: &HashMap<String, u32>,
+    ) -> Result<v1::PruneImagesResponse, ImageError> {
+        let _gc = self.gc_lock.blocking_write();
+        let in_use = in_use(users);
+        let removed = self.db.prune(all, &in_use).map_err(ImageError::meta)?;
+        let reclaimed = self.collect_garbage()?;
+        let mut resp = v1::PruneImagesResponse {
+            reclaimed,
+            ..Default::default()
+        };
+        for r in removed {
+            resp.untagged.extend(r.untagged);
+            resp.deleted.extend(r.deleted.map(|d| d.to_string()));
+        }
+        Ok(resp)
+    }
+
+    /// Delete the blobs and snapshots no image needs; the bytes freed.
+    /// Called with the gc lock held.
+    fn collect_garbage(&self) -> Result<u64, ImageError> {
+        let report = self
+            .db
+            .gc(&self.store, &HashSet::new())
+            .map_err(ImageError::meta)?;
+        let mut freed = report.freed_bytes;
+        let layers = self
+            .snaps
+            .layers()
+            .map_err(|e| ImageError::failed("cannot list the layer snapshots", e))?;
+        for l in layers {
+            if report.needed_chain_ids.contains(&l.chain_id) {
+                continue;
+            }
+            match self.snaps.remove_layer(&l.chain_id) {
+                Ok(()) => freed += l.size,
+                // A container still runs on it (its image was removed with
+                // -f): it goes with a later prune.
+                Err(SnapshotError::LayerInUse { .. }) => {}
+                Err(e) => return Err(ImageError::failed("cannot remove a layer snapshot", e)),
+            }
+        }
+        Ok(freed)
+    }
+
+    pub fn history(&self, name: &str) -> Result<Vec<v1::HistoryEntry>, ImageError> {
+        let img = self.resolve(name)?;
+        let entries = self
+            .db
+            .history(&self.store, &img.summary.record.id.to_string())
+            .map_err(ImageError::meta)?;
+        // Newest first, as Docker prints it; the top entry carries the id.
+        Ok(entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| v1::HistoryEntry {
+                id: if i == 0 {
+                    img.summary.record.id.to_string()
+                } else {
+                    "<missing>".into()
+                },
+                created: e.created.unwrap_or_default(),
+                created_by: e.created_by.unwrap_or_default(),
+                size: e.size,
+                comment: e.comment.unwrap_or_default(),
+                empty_layer: e.empty_layer,
+            })
+            .collect())
+    }
+
+    /// `load`: an archive into the store, each image recorded and unpacked;
+    /// what Docker prints for each name.
+    pub fn load(&self, reader: impl std::io::Read) -> Result<Vec<v1::LoadProgress>, ImageError> {
+        let _gc = self.gc_lock.blocking_read();
+        let loaded = archive::load(reader, &self.store, &self.db, &mut |_| {})
+            .map_err(|e| ImageError::Invalid(format!("cannot load the archive: {e}")))?;
+        let mut out = Vec::new();
+        for img in &loaded {
+            let resolved = self.documents_of(&img.id)?;
+            self.unpack(&resolved)?;
+            if img.names.is_empty() {
+                out.push(v1::LoadProgress {
+                    message: format!("Loaded image ID: {}", img.id),
+                    image_id: img.id.to_string(),
+                    reference: String::new(),
+                });
+            }
+            for n in &img.names {
+                let familiar = Reference::parse(n)
+                    .map(|r| r.familiar())
+                    .unwrap_or_else(|_| n.clone());
+                out.push(v1::LoadProgress {
+                    message: format!("Loaded image: {familiar}"),
+                    image_id: img.id.to_string(),
+                    reference: n.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `save`: the images as one OCI layout archive.
+    pub fn save(&self, names: &[String], writer: impl std::io::Write) -> Result<(), ImageError> {
+        let inputs: Vec<&str> = names.iter().map(String::as_str).collect();
+        archive::save(&inputs, &self.store, &self.db, writer)
+            .map(|_| ())
+            .map_err(|e| ImageError::failed("cannot write the archive", e))
+    }
+
+    /// An image by id, with its config.
+    fn documents_of(&self, id: &Digest) -> Result<Resolved, ImageError> {
+        self.resolve(&id.to_string())
+    }
+
+    /// At start: snapshots that no container of `known` owns go (a crash
+    /// mid-create or mid-remove left them).
+    pub fn cleanup(&self, known: &HashSet<String>) {
+        if let Err(e) = self.snaps.cleanup(known) {
+            warn!(error = %e, "cannot clean up stale snapshots");
+        }
+        if let Err(e) = self.store.cleanup_ingests(STALE_INGEST) {
+            warn!(error = %e, "cannot clean up stale ingests");
+        }
+    }
+}
+
+/// An interrupted download is kept this long for a pull to resume it.
+const STALE_INGEST: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn in_use(users: &HashMap<String, u32>) -> HashSet<Digest> {
+    users.keys().filter_map(|k| k.parse().ok()).collect()
+}
+
+// model and unpack name the same three compressions.
+fn unpack_compression(c: model::Compression) -> unpack::Compression {
+    match c {
+        model::Compression::None => unpack::Compression::None,
+        model::Compression::Gzip => unpack::Compression::Gzip,
+        model::Compression::Zstd => unpack::Compression::Zstd,
+    }
+}
+
+/// What an image config gives a container by default.
+pub fn defaults(config: &ImageConfiguration) -> ImageDefaults {
+    let Some(c) = config.config() else {
+        return ImageDefaults::default();
+    };
+    let labels: BTreeMap<String, String> = c
+        .labels()
+        .clone()
+        .map(|l| l.into_iter().collect())
+        .unwrap_or_default();
+    let mut exposed_ports = c.exposed_ports().clone().unwrap_or_default();
+    exposed_ports.sort();
+    ImageDefaults {
+        entrypoint: c.entrypoint().clone().unwrap_or_default(),
+        cmd: c.cmd().clone().unwrap_or_default(),
+        env: c.env().clone().unwrap_or_default(),
+        workdir: c.working_dir().clone().filter(|w| !w.is_empty()),
+        user: c.user().clone().filter(|u| !u.is_empty()),
+        stop_signal: c.stop_signal().clone().filter(|s| !s.is_empty()),
+        labels,
+        exposed_ports,
+    }
+}
+
+impl RootfsProvider for Images {
+    fn ensure(&self, id: &str) -> Result<(), String> {
+        match self.snaps.mount(id) {
+            Ok(_) | Err(SnapshotError::NoSnapshot(_)) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn release(&self, id: &str) {
+        if let Err(e) = self.snaps.remove(id) {
+            warn!(id = %id, error = %e, "cannot remove the container's snapshot");
+        }
+    }
+}
