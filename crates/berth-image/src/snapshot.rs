@@ -894,6 +894,8 @@ fn copy_layer(src: &Path, dest: &Path) -> Result<(), SnapshotError> {
         dest_root: open(dest)?,
         links: HashMap::new(),
         buf: Vec::new(),
+        xnames: Vec::new(),
+        xvalue: Vec::new(),
     };
     let s = open(src)?;
     let d = open(dest)?;
@@ -912,6 +914,9 @@ struct Copier {
     /// (device, inode) in the layer → the first copy's path in dest.
     links: HashMap<(u64, u64), PathBuf>,
     buf: Vec<u8>,
+    /// xattr name list and value buffers, reused from file to file.
+    xnames: Vec<u8>,
+    xvalue: Vec<u8>,
 }
 
 fn times_of(st: &rustix::fs::Stat) -> Timestamps {
@@ -1073,7 +1078,7 @@ impl Copier {
     /// Owner, mode and xattrs (but overlayfs's own) from src to dst: on the
     /// descriptors, or for symlinks and nodes on `name` in them.
     fn copy_meta(
-        &self,
+        &mut self,
         src: BorrowedFd<'_>,
         sname: Option<&OsStr>,
         dst: BorrowedFd<'_>,
@@ -1100,38 +1105,85 @@ impl Copier {
                 }
             }
         }
-        let mut names = vec![0u8; 4096];
-        let len = loop {
-            let r = match sname {
-                None => rustix::fs::flistxattr(src, &mut names[..]),
-                Some(n) => rustix::fs::llistxattr(proc_path(src, n), &mut names[..]),
+        let mut names = std::mem::take(&mut self.xnames);
+        let r = self.copy_xattrs(src, sname, dst, dname, ft, &mut names);
+        self.xnames = names;
+        r
+    }
+
+    fn copy_xattrs(
+        &mut self,
+        src: BorrowedFd<'_>,
+        sname: Option<&OsStr>,
+        dst: BorrowedFd<'_>,
+        dname: Option<&OsStr>,
+        ft: FileType,
+        names: &mut Vec<u8>,
+    ) -> rustix::io::Result<()> {
+        let list = |fd: BorrowedFd<'_>, name: Option<&OsStr>, buf: &mut Vec<u8>| loop {
+            if buf.is_empty() {
+                buf.resize(4096, 0);
+            }
+            let r = match name {
+                None => rustix::fs::flistxattr(fd, &mut buf[..]),
+                Some(n) => rustix::fs::llistxattr(proc_path(fd, n), &mut buf[..]),
             };
             match r {
-                Ok(len) => break len,
-                Err(Errno::RANGE) => names.resize(names.len() * 4, 0),
-                Err(Errno::NOTSUP) => return Ok(()),
+                Ok(len) => return Ok(len),
+                Err(Errno::RANGE) => buf.resize(buf.len() * 4, 0),
+                Err(Errno::NOTSUP) => return Ok(0),
                 Err(e) => return Err(e),
             }
         };
-        let mut value = vec![0u8; 65536];
-        for key in names[..len].split(|&b| b == 0).filter(|k| !k.is_empty()) {
-            if key.starts_with(b"trusted.overlay.") {
-                continue;
+        // Not copied, and left alone on the copy: overlayfs's own, and the
+        // host's security labels.
+        let skip =
+            |k: &[u8]| k.starts_with(b"trusted.overlay.") || k.starts_with(b"security.selinux");
+        let len = list(src, sname, names)?;
+        let keys: Vec<Vec<u8>> = names[..len]
+            .split(|&b| b == 0)
+            .filter(|k| !k.is_empty() && !skip(k))
+            .map(<[u8]>::to_vec)
+            .collect();
+        if ft == FileType::Directory && dname.is_none() {
+            // A directory merged over a lower one shows only the upper's
+            // xattrs in overlayfs: drop the lower's that the upper lacks.
+            let mut old = Vec::new();
+            let n = list(dst, None, &mut old)?;
+            for k in old[..n]
+                .split(|&b| b == 0)
+                .filter(|k| !k.is_empty() && !skip(k))
+            {
+                if !keys.iter().any(|x| x == k) {
+                    match rustix::fs::fremovexattr(dst, OsStr::from_bytes(k)) {
+                        Ok(()) | Err(Errno::NODATA) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
             }
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        if self.xvalue.is_empty() {
+            self.xvalue.resize(65536, 0);
+        }
+        for key in &keys {
             let key = OsStr::from_bytes(key);
             let n = match sname {
-                None => rustix::fs::fgetxattr(src, key, &mut value[..]),
-                Some(n) => rustix::fs::lgetxattr(proc_path(src, n), key, &mut value[..]),
+                None => rustix::fs::fgetxattr(src, key, &mut self.xvalue[..]),
+                Some(n) => rustix::fs::lgetxattr(proc_path(src, n), key, &mut self.xvalue[..]),
             };
             let n = match n {
                 Ok(n) => n,
                 Err(Errno::NODATA) => continue,
                 Err(e) => return Err(e),
             };
+            let value = &self.xvalue[..n];
             match dname {
-                None => rustix::fs::fsetxattr(dst, key, &value[..n], XattrFlags::empty())?,
+                None => rustix::fs::fsetxattr(dst, key, value, XattrFlags::empty())?,
                 Some(d) => {
-                    rustix::fs::lsetxattr(proc_path(dst, d), key, &value[..n], XattrFlags::empty())?
+                    rustix::fs::lsetxattr(proc_path(dst, d), key, value, XattrFlags::empty())?
                 }
             }
         }

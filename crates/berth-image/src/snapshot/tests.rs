@@ -51,7 +51,13 @@ struct Layers {
 
 fn layers() -> Layers {
     let l1 = TarBuilder::new()
-        .dir("etc", 0o755)
+        .add(E {
+            kind: EntryType::Directory,
+            name: b"etc",
+            mode: 0o755,
+            pax: vec![("SCHILY.xattr.user.lower", b"1")],
+            ..E::default()
+        })
         .file("etc/passwd", 0o644, b"root:x:0:0::/root:/bin/sh\n")
         .file("etc/group", 0o644, b"root:x:0:\n")
         .dir("bin", 0o755)
