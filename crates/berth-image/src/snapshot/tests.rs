@@ -551,3 +551,26 @@ fn mountinfo_unescapes() {
     );
     assert_eq!(unescape_mountinfo(b"/x\\04"), OsString::from("/x\\04"));
 }
+
+#[test]
+fn a_busy_snapshot_is_detached_and_removed() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Snapshotter>();
+    let fx = Fixture::new();
+    let s = fx.open(SnapshotterChoice::Overlay);
+    let l = layers();
+    unpack_all(&s, &l);
+    let root = s.prepare("busy", &l.chain_ids).unwrap();
+    // A process with its cwd in the root makes umount(2) say EBUSY.
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .current_dir(&root)
+        .spawn()
+        .unwrap();
+    let removed = s.remove("busy");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    removed.unwrap();
+    assert!(fx.mounts().is_empty());
+    assert!(!s.dir().join("containers/busy").exists());
+}
