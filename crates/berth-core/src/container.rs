@@ -88,6 +88,112 @@ pub struct ContainerConfig {
     /// The init's stdin stays open for attached clients (`-i`).
     #[serde(default)]
     pub open_stdin: bool,
+    /// The health check (`--health-*` flags, or the image's `Healthcheck`).
+    #[serde(default)]
+    pub health: Option<HealthConfig>,
+}
+
+/// A health check, as Docker's `HealthConfig` (and an image config's
+/// `Healthcheck`, which has the same fields): durations in nanoseconds, 0
+/// meaning the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthConfig {
+    /// `["CMD", prog, args...]`, `["CMD-SHELL", "command"]` (run by
+    /// `/bin/sh -c`), or `["NONE"]` (no check, also the image's).
+    pub test: Vec<String>,
+    #[serde(default)]
+    pub interval: u64,
+    #[serde(default)]
+    pub timeout: u64,
+    #[serde(default)]
+    pub start_period: u64,
+    /// Consecutive failures that make the container unhealthy (0: 3).
+    #[serde(default)]
+    pub retries: u32,
+}
+
+impl HealthConfig {
+    pub const DEFAULT_INTERVAL: u64 = 30_000_000_000;
+    pub const DEFAULT_TIMEOUT: u64 = 30_000_000_000;
+    pub const DEFAULT_RETRIES: u32 = 3;
+
+    /// The command to exec, or None for `NONE` (or an empty test).
+    pub fn command(&self) -> Option<Vec<String>> {
+        match self.test.split_first() {
+            Some((kind, rest)) if kind == "CMD" && !rest.is_empty() => Some(rest.to_vec()),
+            Some((kind, rest)) if kind == "CMD-SHELL" && !rest.is_empty() => {
+                Some(vec!["/bin/sh".into(), "-c".into(), rest.join(" ")])
+            }
+            _ => None,
+        }
+    }
+
+    fn or(v: u64, d: u64) -> std::time::Duration {
+        std::time::Duration::from_nanos(if v == 0 { d } else { v })
+    }
+
+    pub fn interval(&self) -> std::time::Duration {
+        Self::or(self.interval, Self::DEFAULT_INTERVAL)
+    }
+
+    pub fn timeout(&self) -> std::time::Duration {
+        Self::or(self.timeout, Self::DEFAULT_TIMEOUT)
+    }
+
+    pub fn start_period(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.start_period)
+    }
+
+    pub fn retries(&self) -> u32 {
+        if self.retries == 0 {
+            Self::DEFAULT_RETRIES
+        } else {
+            self.retries
+        }
+    }
+}
+
+/// A container's health, as `ps` and `inspect` show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    #[default]
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl HealthStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HealthStatus::Starting => "starting",
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// One run of the health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResult {
+    pub start: String,
+    pub end: String,
+    /// The check's exit code; -1 when it timed out or could not run.
+    pub exit_code: i32,
+    /// Its output, at most [`HEALTH_OUTPUT_MAX`] bytes.
+    pub output: String,
+}
+
+/// Results kept per container (Docker's: the last 5).
+pub const HEALTH_LOG_MAX: usize = 5;
+/// Output kept per result (Docker's: 4 KiB).
+pub const HEALTH_OUTPUT_MAX: usize = 4096;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: HealthStatus,
+    pub failing_streak: u32,
+    pub log: Vec<HealthResult>,
 }
 
 pub const DEFAULT_STOP_TIMEOUT: u32 = 10;
@@ -133,6 +239,9 @@ pub struct ContainerRecord {
     pub restarting: bool,
     #[serde(default)]
     pub execs: BTreeMap<String, ExecRecord>,
+    /// Health of the current run, when the container has a health check.
+    #[serde(default)]
+    pub health: Option<Health>,
 }
 
 impl ContainerRecord {

@@ -384,6 +384,7 @@ impl Supervisor {
             manually_stopped: false,
             restarting: false,
             execs: Default::default(),
+            health: None,
         };
         let entry = Entry::new(rec.clone(), 1, None);
         // Hold the new container's lock from before it is visible until it
@@ -1367,6 +1368,7 @@ impl Supervisor {
     }
 }
 
+mod health;
 mod update;
 pub use update::Update;
 

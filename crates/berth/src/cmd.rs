@@ -342,6 +342,7 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
         init: a.init,
         entrypoint: a.entrypoint.clone(),
         platform: a.platform.clone().unwrap_or_default(),
+        health: a.health.request(),
     })
 }
 

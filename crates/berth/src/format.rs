@@ -36,6 +36,20 @@ pub fn exit_code(c: &v1::Container) -> Option<i32> {
 }
 
 pub fn status_text(c: &v1::Container) -> String {
+    let health = match c.health.as_str() {
+        "" => String::new(),
+        "starting" => " (health: starting)".into(),
+        other => format!(" ({other})"),
+    };
+    let s = status_base(c);
+    if c.state == "running" {
+        s + &health
+    } else {
+        s
+    }
+}
+
+fn status_base(c: &v1::Container) -> String {
     match c.state.as_str() {
         "running" => format!(
             "Up {}",
@@ -176,6 +190,7 @@ pub fn ps_json(c: &v1::Container) -> Value {
         "finished_at": opt_str(&c.finished_at),
         "command": c.command,
         "status": status_text(c),
+        "health": opt_str(&c.health),
     })
 }
 
@@ -196,6 +211,8 @@ pub fn inspect_json(c: &v1::Container) -> Value {
         let resources: Value =
             serde_json::from_str(&c.resources_json).unwrap_or_else(|_| json!({}));
         m.insert("resources".into(), resources);
+        let health: Value = serde_json::from_str(&c.health_json).unwrap_or(Value::Null);
+        m.insert("health".into(), health);
         m.insert("log_path".into(), json!(c.log_path));
         let config: Value = serde_json::from_str(&c.config_json).unwrap_or(Value::Null);
         m.insert("config".into(), config);
@@ -349,6 +366,9 @@ pub fn event_json(e: &v1::Event) -> Value {
     if let Value::Object(m) = &mut v {
         if !e.name.is_empty() {
             m.insert("name".into(), json!(e.name));
+        }
+        if !e.status.is_empty() {
+            m.insert("status".into(), json!(e.status));
         }
         if !e.process.is_empty() {
             m.insert("process".into(), json!(e.process));

@@ -357,6 +357,8 @@ pub struct CreateArgs {
     pub pids_limit: Option<i64>,
     #[command(flatten)]
     pub resources: resources::ResourceArgs,
+    #[command(flatten)]
+    pub health: resources::HealthArgs,
     /// Run the command under a small init (tini) as pid 1: it reaps
     /// zombies and passes signals on, so `stop` works for commands that do
     /// not handle SIGTERM themselves.

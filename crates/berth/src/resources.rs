@@ -45,6 +45,64 @@ pub struct ResourceArgs {
     pub device_write_bps: Vec<String>,
 }
 
+/// The health check flags of `run`/`create` (Docker's).
+#[derive(Args, Debug, Clone, Default)]
+pub struct HealthArgs {
+    /// Command that checks health, run by /bin/sh -c in the container
+    /// (e.g. 'wget -q -O- localhost:8080/health'); exit 0 is healthy.
+    #[arg(long, value_name = "CMD")]
+    pub health_cmd: Option<String>,
+    /// Time between checks (e.g. 30s, 1m; default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub health_interval: Option<u64>,
+    /// A check running longer is killed and counts as failed (default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub health_timeout: Option<u64>,
+    /// Consecutive failures that make the container unhealthy (default 3).
+    #[arg(long, value_name = "N")]
+    pub health_retries: Option<u32>,
+    /// Failures in this time after the start do not count (default 0s).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub health_start_period: Option<u64>,
+    /// No health check (also none of the image's).
+    #[arg(long, conflicts_with = "health_cmd")]
+    pub no_healthcheck: bool,
+}
+
+/// A duration flag ("30s", "1m30s", "500ms") in nanoseconds.
+fn duration(s: &str) -> Result<u64, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}): use e.g. 30s, 1m30s or 500ms"))
+        .and_then(|d| u64::try_from(d.as_nanos()).map_err(|_| format!("{s:?} is too long")))
+}
+
+impl HealthArgs {
+    pub fn request(&self) -> Option<v1::HealthCheck> {
+        let test = if self.no_healthcheck {
+            vec!["NONE".to_string()]
+        } else if let Some(cmd) = &self.health_cmd {
+            vec!["CMD-SHELL".to_string(), cmd.clone()]
+        } else if self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some()
+        {
+            // Timing without a command: the daemon says what is missing
+            // (an image's check would take these once images exist).
+            Vec::new()
+        } else {
+            return None;
+        };
+        Some(v1::HealthCheck {
+            test,
+            interval: self.health_interval.unwrap_or(0),
+            timeout: self.health_timeout.unwrap_or(0),
+            start_period: self.health_start_period.unwrap_or(0),
+            retries: self.health_retries.unwrap_or(0),
+        })
+    }
+}
+
 /// A size flag in bytes ("64m", "1g"); `allow_unlimited` takes -1 too.
 pub fn size_flag(
     v: &Option<String>,

@@ -6,6 +6,7 @@
 mod attach;
 mod cgroup;
 mod config;
+mod health;
 mod images;
 mod images_api;
 mod logs;

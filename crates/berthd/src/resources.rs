@@ -151,6 +151,43 @@ pub fn with_init(
     Ok(spec)
 }
 
+/// The health check of a create request, checked as Docker does.
+pub fn health_config(
+    h: Option<&v1::HealthCheck>,
+) -> Result<Option<berth_core::container::HealthConfig>, Status> {
+    let Some(h) = h else { return Ok(None) };
+    let bad = |m: String| Err(Status::invalid_argument(m));
+    match h.test.first().map(String::as_str) {
+        Some("NONE") if h.test.len() == 1 => {}
+        Some("CMD") | Some("CMD-SHELL") if h.test.len() > 1 && !h.test[1].is_empty() => {}
+        _ => {
+            return bad(format!(
+                "invalid health check test {:?}: use [\"CMD\", prog, args...], [\"CMD-SHELL\", command] or [\"NONE\"] (--health-cmd CMD, --no-healthcheck)",
+                h.test
+            ))
+        }
+    }
+    const MIN: u64 = 1_000_000; // 1 ms, as Docker
+    for (flag, v) in [
+        ("--health-interval", h.interval),
+        ("--health-timeout", h.timeout),
+        ("--health-start-period", h.start_period),
+    ] {
+        if v != 0 && v < MIN {
+            return bad(format!(
+                "{flag} must be at least 1ms (or 0 for the default): use e.g. 10s"
+            ));
+        }
+    }
+    Ok(Some(berth_core::container::HealthConfig {
+        test: h.test.clone(),
+        interval: h.interval,
+        timeout: h.timeout,
+        start_period: h.start_period,
+        retries: h.retries,
+    }))
+}
+
 /// Can the host enforce the spec's limits? A limit that cannot be applied
 /// is refused at create time.
 pub fn check_spec(spec: &Spec) -> Result<(), Status> {

@@ -48,6 +48,7 @@ pub struct Service {
 impl Service {
     pub fn new(sup: Supervisor, root: PathBuf, runtime: String, images: Arc<Images>) -> Self {
         let sampler = crate::stats::Sampler::new(sup.clone());
+        crate::health::Checker::spawn(sup.clone(), root.clone());
         Self {
             sup,
             root,
@@ -236,6 +237,17 @@ fn container_proto(rec: &ContainerRecord, log_path: &Path) -> v1::Container {
             .unwrap_or(false),
         interactive: rec.config.open_stdin,
         resources_json: crate::resources::summary_json(&rec.spec),
+        health: rec
+            .health
+            .as_ref()
+            .filter(|_| rec.state.is_live())
+            .map(|h| h.status.as_str().to_string())
+            .unwrap_or_default(),
+        health_json: rec
+            .health
+            .as_ref()
+            .and_then(|h| serde_json::to_string(h).ok())
+            .unwrap_or_default(),
     }
 }
 
@@ -519,6 +531,7 @@ fn create_params(
             .parse::<RestartPolicy>()
             .map_err(Status::invalid_argument)?,
         open_stdin: r.interactive,
+        health: crate::resources::health_config(r.health.as_ref())?,
     };
     Ok(CreateParams {
         id,

@@ -396,6 +396,126 @@ fn init_reaps_and_forwards(rt: Rt) {
     assert_ne!(r.stdout.trim(), "1", "the command is not pid 1");
 }
 
+/// A check that starts failing makes the container unhealthy after
+/// --health-retries failures, with one health_status event per change; a
+/// check that hangs is killed at its timeout.
+fn health_checks(rt: Rt) {
+    let d = Daemon::start(rt);
+    // Healthy while /dev/shm/ok exists.
+    let id = d
+        .run(
+            &[
+                "-d",
+                "--health-cmd",
+                "echo checked; test -e /dev/shm/ok",
+                "--health-interval",
+                "200ms",
+                "--health-retries",
+                "2",
+            ],
+            &["sh", "-c", "touch /dev/shm/ok; exec sleep 100"],
+        )
+        .ok();
+    let status = |d: &Daemon| {
+        d.inspect(&id)["health"]["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    poll("healthy", std::time::Duration::from_secs(10), || {
+        (status(&d) == "healthy").then_some(())
+    });
+    let ps = d.berth(&["ps", "--format", "json"]).ok();
+    assert!(ps.contains("\"health\":\"healthy\""), "{ps}");
+    let table = d.berth(&["ps"]).ok();
+    assert!(table.contains("(healthy)"), "{table}");
+    d.berth(&["exec", &id, "rm", "/dev/shm/ok"]).ok();
+    poll("unhealthy", std::time::Duration::from_secs(10), || {
+        (status(&d) == "unhealthy").then_some(())
+    });
+    let h = d.inspect(&id)["health"].clone();
+    assert!(h["failing_streak"].as_u64().unwrap() >= 2, "{h}");
+    let log = h["log"].as_array().unwrap();
+    assert!(!log.is_empty() && log.len() <= 5, "{h}");
+    assert_eq!(log.last().unwrap()["exit_code"], 1, "{h}");
+    assert_eq!(log.last().unwrap()["output"], "checked\n", "{h}");
+    // Let a few more failing checks run: still one event per change.
+    poll("more results", std::time::Duration::from_secs(10), || {
+        (d.inspect(&id)["health"]["failing_streak"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 4)
+            .then_some(())
+    });
+    let evs: Vec<String> = d
+        .events_json(&["--filter", "type=health_status"])
+        .iter()
+        .map(|e| e["status"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(evs, ["healthy", "unhealthy"]);
+    d.berth(&["rm", "-f", &id]).ok();
+
+    // A hanging check is killed at its timeout.
+    let id = d
+        .run(
+            &[
+                "-d",
+                "--health-cmd",
+                "sleep 30",
+                "--health-interval",
+                "100ms",
+                "--health-timeout",
+                "300ms",
+                "--health-retries",
+                "1",
+            ],
+            &["sleep", "100"],
+        )
+        .ok();
+    let t0 = std::time::Instant::now();
+    let h = poll(
+        "unhealthy by timeout",
+        std::time::Duration::from_secs(10),
+        || {
+            let h = d.inspect(&id)["health"].clone();
+            (h["status"] == "unhealthy").then_some(h)
+        },
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(8));
+    let last = h["log"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["exit_code"], -1, "{h}");
+    assert!(
+        last["output"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded timeout"),
+        "{h}"
+    );
+    // Killed: no check process is left running in the container.
+    let pid = d.inspect(&id)["pid"].as_i64().unwrap();
+    poll(
+        "the hung check gone",
+        std::time::Duration::from_secs(5),
+        || {
+            let procs = cgroup_file(&id, "cgroup.procs").unwrap_or_default();
+            let others = procs
+                .lines()
+                .filter(|p| p.parse::<i64>().ok() != Some(pid))
+                .count();
+            // sh -c 'sleep 30' may leave its sleep: at most that one.
+            (others <= 1).then_some(())
+        },
+    );
+    d.berth(&["rm", "-f", &id]).ok();
+
+    let r = d.run(
+        &["--rm", "--health-cmd", "true", "--health-interval", "1us"],
+        &["true"],
+    );
+    assert_eq!(r.code, 125, "{r:?}");
+    assert!(r.stderr.contains("at least 1ms"), "{r:?}");
+}
+
 /// `info` names the host's cgroup kind and the runtime.
 fn info_shows_cgroups(rt: Rt) {
     let d = Daemon::start(rt);
@@ -415,5 +535,6 @@ both_runtimes!(
     stats_see_memory_then_oom,
     update_changes_live_limits,
     init_reaps_and_forwards,
+    health_checks,
     info_shows_cgroups
 );

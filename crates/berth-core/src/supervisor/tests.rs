@@ -29,6 +29,7 @@ fn params(name: Option<&str>, args: &[&str]) -> CreateParams {
             log_max_files: 0,
             restart: Default::default(),
             open_stdin: false,
+            health: None,
         },
     }
 }
