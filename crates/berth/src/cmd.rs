@@ -15,10 +15,17 @@ type Client = ContainersClient<Channel>;
 
 pub async fn run(cli: Cli) -> CmdResult {
     // Check what can be checked before touching the daemon.
-    if let Cmd::Ps { format, .. } | Cmd::Events { format, .. } | Cmd::Stats { format, .. } =
-        &cli.cmd
-    {
+    if let Cmd::Events { format, .. } | Cmd::Stats { format, .. } = &cli.cmd {
         check_format(format)?;
+    }
+    if let Cmd::Ps {
+        format, filters, ..
+    } = &cli.cmd
+    {
+        if format != "table" && format != "json" {
+            crate::psfmt::Template::parse(format)?;
+        }
+        crate::psfmt::Filters::parse(filters)?;
     }
     // Credentials live client side, as Docker's: no daemon needed.
     match &cli.cmd {
@@ -59,7 +66,23 @@ pub async fn run(cli: Cli) -> CmdResult {
             sig_proxy,
             id,
         } => attach_existing(&mut client, id, !no_stdin, &detach_keys, sig_proxy).await,
-        Cmd::Ps { all, quiet, format } => ps(&mut client, all, quiet, &format).await,
+        Cmd::Ps {
+            all,
+            quiet,
+            format,
+            filters,
+            no_trunc,
+            last,
+        } => {
+            let opts = PsOptions {
+                all,
+                quiet,
+                filters,
+                no_trunc,
+                last,
+            };
+            ps(&mut client, opts, &format).await
+        }
         Cmd::Inspect { ids } => inspect(&mut client, ids).await,
         Cmd::Logs {
             follow,
@@ -766,17 +789,37 @@ async fn exec(client: &mut Client, a: ExecArgs) -> CmdResult {
     attach(client, spec).await
 }
 
-async fn ps(client: &mut Client, all: bool, quiet: bool, fmt: &str) -> CmdResult {
-    let list = client
+struct PsOptions {
+    all: bool,
+    quiet: bool,
+    filters: Vec<String>,
+    no_trunc: bool,
+    last: Option<usize>,
+}
+
+async fn ps(client: &mut Client, o: PsOptions, fmt: &str) -> CmdResult {
+    let filters = crate::psfmt::Filters::parse(&o.filters)?;
+    let all = o.all || o.last.is_some() || filters.wants_all();
+    let mut list = client
         .list(v1::ListRequest { all })
         .await?
         .into_inner()
         .containers;
+    list.retain(|c| filters.keep(c));
+    if let Some(n) = o.last {
+        // The list is oldest first; -n keeps the newest N, newest first.
+        list.reverse();
+        list.truncate(n);
+    }
     let mut out = std::io::stdout().lock();
-    if quiet {
+    if o.quiet {
         for c in &list {
-            let _ = writeln!(out, "{}", &c.id[..c.id.len().min(12)]);
+            let n = if o.no_trunc { c.id.len() } else { 12 };
+            let _ = writeln!(out, "{}", &c.id[..c.id.len().min(n)]);
         }
+    } else if fmt != "table" && fmt != "json" {
+        let t = crate::psfmt::Template::parse(fmt)?;
+        let _ = write!(out, "{}", t.output(&list, o.no_trunc));
     } else if fmt == "json" {
         for c in &list {
             let _ = writeln!(out, "{}", format::ps_json(c));

@@ -167,7 +167,7 @@ pub fn exit_json(e: &v1::ExitStatus) -> Value {
 
 /// What ps shows in its IMAGE column: the image as named at create, in
 /// Docker's short form; empty for --rootfs and --bundle containers.
-fn container_image(c: &v1::Container) -> String {
+pub fn container_image(c: &v1::Container) -> String {
     if c.image.is_empty() {
         String::new()
     } else {

@@ -10,6 +10,7 @@ mod cmd;
 mod complete;
 mod format;
 mod image;
+mod psfmt;
 mod resources;
 mod tty;
 
@@ -136,9 +137,26 @@ pub enum Cmd {
         /// Only print ids.
         #[arg(short, long)]
         quiet: bool,
-        /// Output format: `table`, or `json` (one object per line).
+        /// Output format: `table`, `json` (one object per line), or a
+        /// Go-template-style line such as '{{.Names}} {{.Status}}' or
+        /// 'table {{.ID}}\t{{.Names}}\t{{.Status}}' (placeholders .ID
+        /// .Names .Image .Command .CreatedAt .RunningFor .Status .State
+        /// .Ports .Labels .Label "KEY").
         #[arg(long, default_value = "table")]
         format: String,
+        /// Only containers matching KEY=VALUE: id, name, label (KEY or
+        /// KEY=VALUE), status (created, running, paused, restarting,
+        /// exited), exited (a code), ancestor (an image), health
+        /// (starting, healthy, unhealthy, none). Repeatable: the same key
+        /// ORs, different keys AND. E.g. --filter status=exited --filter exited=137
+        #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+        filters: Vec<String>,
+        /// Full ids and commands.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Only the N most recently created containers (all states).
+        #[arg(short = 'n', long, value_name = "N")]
+        last: Option<usize>,
     },
     /// Show the full state and configuration of containers as a JSON array.
     Inspect {

@@ -538,3 +538,133 @@ both_runtimes!(
     health_checks,
     info_shows_cgroups
 );
+
+/// `ps --filter` and `--format`, against what `docker ps` prints for the
+/// same containers (fixed expectations, written from Docker 27's output).
+#[test]
+fn ps_filter_and_format_as_docker() {
+    let d = Daemon::start(Rt::Embedded);
+    let web = d
+        .berth(&[
+            "create",
+            "--rootfs",
+            rootfs().to_str().unwrap(),
+            "--name",
+            "web",
+            "--label",
+            "tier=front",
+            "sleep",
+            "100",
+        ])
+        .ok();
+    d.berth(&[
+        "create",
+        "--rootfs",
+        rootfs().to_str().unwrap(),
+        "--name",
+        "db",
+        "--label",
+        "tier=back",
+        "sleep",
+        "100",
+    ])
+    .ok();
+    let r = d.run(&["--name", "job"], &["sh", "-c", "exit 3"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    let ps = |args: &[&str]| {
+        let mut a = vec!["ps"];
+        a.extend_from_slice(args);
+        d.berth(&a).ok()
+    };
+    // docker ps -a --filter label=tier=front --format '{{.Names}} {{.Status}}'
+    assert_eq!(
+        ps(&[
+            "-a",
+            "--filter",
+            "label=tier=front",
+            "--format",
+            "{{.Names}} {{.Status}}"
+        ]),
+        "web Created"
+    );
+    // docker ps -a --filter name=we --format 'table {{.Names}}\t{{.State}}'
+    assert_eq!(
+        ps(&[
+            "-a",
+            "--filter",
+            "name=we",
+            "--format",
+            r"table {{.Names}}\t{{.State}}"
+        ]),
+        "NAMES     STATE\nweb       created"
+    );
+    // docker ps --filter exited=3 --format '{{.Names}} {{.State}} {{.Command}}'
+    // (exited= implies -a)
+    assert_eq!(
+        ps(&[
+            "--filter",
+            "exited=3",
+            "--format",
+            "{{.Names}} {{.State}} {{.Command}}"
+        ]),
+        "job exited \"sh -c exit 3\""
+    );
+    let st = ps(&["--filter", "status=exited", "--format", "{{.Status}}"]);
+    assert!(
+        st.starts_with("Exited (3) ") && st.ends_with(" ago"),
+        "{st}"
+    );
+    // Same key ORs, different keys AND.
+    assert_eq!(
+        ps(&[
+            "-a",
+            "--filter",
+            "label=tier",
+            "--filter",
+            "name=db",
+            "--format",
+            "{{.Names}} {{.Label \"tier\"}}"
+        ]),
+        "db back"
+    );
+    assert_eq!(
+        ps(&[
+            "-a",
+            "--filter",
+            "name=web",
+            "--filter",
+            "name=db",
+            "-q",
+            "--no-trunc"
+        ])
+        .lines()
+        .count(),
+        2
+    );
+    assert!(ps(&["-a", "--filter", "id=", "--format", "{{.ID}}"])
+        .lines()
+        .all(|l| l.len() == 12));
+    assert_eq!(
+        ps(&[
+            "-a",
+            "--filter",
+            &format!("id={}", &web[..8]),
+            "--format",
+            "{{.ID}} {{.Labels}}"
+        ]),
+        format!("{} tier=front", &web[..12])
+    );
+    assert_eq!(ps(&["-n", "1", "--format", "{{.Names}}"]), "job");
+    for bad in [
+        vec!["--filter", "colour=red"],
+        vec!["--filter", "status=sleeping"],
+        vec!["--format", "{{.Nope}}"],
+    ] {
+        let mut a = vec!["ps"];
+        a.extend(bad.iter().copied());
+        let r = d.berth(&a);
+        assert_eq!(r.code, 125, "{bad:?}: {r:?}");
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    }
+    d.berth(&["rm", "-f", "web", "db", "job"]).ok();
+}
