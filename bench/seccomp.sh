@@ -57,7 +57,7 @@ one() {
 stats() {
 	sort -n | awk '{ v[NR] = $1; s += $1 } END {
 		p90 = int(NR * 0.9); if (p90 < 1) p90 = 1;
-		printf "%.2f %.2f %.2f", s / NR, (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[p90] }'
+		printf "%.2f %.2f %.2f\n", s / NR, (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[p90] }'
 }
 
 printf '| runtime | profile | runs | mean ms | median ms | p90 ms |\n'

@@ -562,7 +562,29 @@ fn requested_security(r: &v1::CreateRequest) -> spec::SecurityOptions {
 /// none of it changes while the daemon runs.
 fn host_info() -> spec::HostInfo {
     static HOST: std::sync::OnceLock<spec::HostInfo> = std::sync::OnceLock::new();
-    HOST.get_or_init(spec::HostInfo::current).clone()
+    HOST.get_or_init(|| {
+        let mut h = spec::HostInfo::current();
+        h.seccomp.x32_abi = x32_abi();
+        h
+    })
+    .clone()
+}
+
+/// Whether the kernel runs x32 syscalls: getpid with the x32 bit set
+/// answers a pid, or ENOSYS where the ABI is compiled out or disabled
+/// (`syscall.x32=n`).
+#[cfg(target_arch = "x86_64")]
+fn x32_abi() -> bool {
+    const X32_SYSCALL_BIT: libc::c_long = 0x4000_0000;
+    // SAFETY: getpid takes no arguments and touches no memory; with the x32
+    // bit it is either that same getpid or an unknown syscall (ENOSYS).
+    let r = unsafe { libc::syscall(X32_SYSCALL_BIT | libc::SYS_getpid) };
+    r > 0
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn x32_abi() -> bool {
+    false
 }
 
 /// The process of an exec: the container's own, with the request's

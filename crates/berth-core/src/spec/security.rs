@@ -157,6 +157,7 @@ impl Default for HostInfo {
             seccomp: seccomp::Host {
                 arch: "amd64".into(),
                 kernel: (6, 1),
+                x32_abi: true,
             },
             bounding: CAPS_BY_BIT.iter().copied().collect(),
             rlimits: BTreeMap::new(),
