@@ -393,10 +393,11 @@ impl PullView {
             .filter(|(_, t)| !t.contains('/'))
             .map(|(_, t)| t)
             .unwrap_or("latest");
-        self.line(&format!(
-            "{tag}: Pulling from {}",
-            format::familiar_repository(&r.reference)
-        ));
+        // Docker names the repository without its registry.
+        let repo = berth_image::reference::Reference::parse(&r.reference)
+            .map(|r| r.repository().to_string())
+            .unwrap_or_else(|_| format::familiar_repository(&r.reference));
+        self.line(&format!("{tag}: Pulling from {repo}"));
         if let Some((m, bars)) = &mut self.bars {
             let style = ProgressStyle::with_template(
                 "{prefix}: {msg:<18} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {eta:>4}",
