@@ -68,6 +68,17 @@ pub struct Args {
     /// Log level: error, warn, info, debug, trace (or a tracing filter).
     #[arg(long, env = "BERTH_LOG", value_name = "LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
+    /// Log format: `text` (for people: coloured on a terminal, plain
+    /// `key=value` fields otherwise, as journald expects) or `json` (one
+    /// object a line, with the container span's id, for log shippers).
+    #[arg(
+        long,
+        env = "BERTH_LOG_FORMAT",
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// The berth-shim binary (default: next to berthd, then
     /// ../libexec/berth/ beside it, then PATH).
     #[arg(long, env = "BERTH_SHIM", value_name = "PATH")]
@@ -102,6 +113,13 @@ fn parse_snapshotter(s: &str) -> Result<String, String> {
     s.parse::<berth_image::snapshot::SnapshotterChoice>()
         .map(|_| s.to_string())
         .map_err(|e| e.to_string())
+}
+
+/// How berthd writes its log (stderr).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 const AFTER_HELP: &str = "SIGHUP re-reads the config file and applies what can change live \

@@ -488,15 +488,24 @@ fn main() -> std::process::ExitCode {
     let filter = config::log_filter(&cfg.args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (filter, log) = tracing_subscriber::reload::Layer::new(filter);
+    let json = cfg.args.log_format == config::LogFormat::Json;
     tracing_subscriber::registry()
         .with(filter)
-        .with(
+        .with((!json).then(|| {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 // Colour only for a person at a terminal, not for
                 // journald or a log file.
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        }))
+        .with(json.then(|| {
+            // The spans (container{id=...}) go with each line.
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(std::io::stderr)
+        }))
         .init();
     // Before any thread starts: this clears systemd's variables.
     let handover = match systemd::take() {

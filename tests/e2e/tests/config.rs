@@ -310,3 +310,37 @@ fn sighup_reloads_what_can_change_live() {
     let still = chatty(&d);
     assert_eq!(still.len(), 2, "{still:?}");
 }
+
+/// log-format = "json": one JSON object a line; a line about a container
+/// carries its id.
+#[test]
+fn json_log_lines_carry_the_container_id() {
+    let d = Daemon::start_configured(Rt::Embedded, "log-format = \"json\"\n", &[]);
+    assert_eq!(d.run(&["--rm"], &["true"]).code, 0);
+    let created = d.events_json(&["--filter", "type=create"]);
+    let id = created[0]["container"].as_str().unwrap().to_string();
+    poll(
+        "the removal to be logged",
+        std::time::Duration::from_secs(10),
+        || d.daemon_log().contains("removed").then_some(()),
+    );
+    let log = d.daemon_log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "berthd ready"),
+        "{log}"
+    );
+    let about: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "berth_core::supervisor")
+        .collect();
+    assert!(!about.is_empty(), "{log}");
+    for l in about {
+        assert_eq!(l["span"]["id"], id.as_str(), "{l}");
+    }
+}
