@@ -214,14 +214,14 @@ fn a_pull_interrupted_by_a_berthd_sigkill_resumes_without_fetching_finished_blob
 fn last_get_bytes(log: &str, digest: &str) -> u64 {
     let needle = format!("/blobs/{digest} ");
     log.lines()
+        .rev()
         .filter(|l| l.contains("\"GET ") && l.contains(&needle))
-        .filter_map(|l| {
+        .find_map(|l| {
             let (_, after) = l.split_once("HTTP/1.1\" ")?;
             let mut f = after.split_whitespace();
             let status = f.next()?;
             let bytes = f.next()?.parse().ok()?;
             status.starts_with('2').then_some(bytes)
         })
-        .last()
         .unwrap_or(0)
 }
