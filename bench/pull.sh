@@ -543,6 +543,29 @@ table() {
 			}' "$RES"
 	done
 }
+# per_round METRIC: one row per round, each stack's time over berth's
+per_round() {
+	local s
+	echo -n "| round |"
+	for s in "${started[@]}"; do echo -n " $s |"; done
+	echo
+	echo -n "| ---: |"
+	for s in "${started[@]}"; do echo -n " ---: |"; done
+	echo
+	awk -F'\t' -v m="$1" -v list="${started[*]}" -v rounds="$ROUNDS" '
+		$1 == m { t[$2, $3] = $4 }
+		END {
+			n = split(list, st, " ")
+			for (r = 1; r <= rounds; r++) {
+				printf "| %d |", r
+				for (i = 1; i <= n; i++)
+					if ((st[i], r) in t && ("berth", r) in t && t["berth", r] > 0)
+						printf " %.2f× |", t[st[i], r] / t["berth", r]
+					else printf " — |"
+				print ""
+			}
+		}' "$RES"
+}
 disk_line() {
 	awk -F'\t' -v mib="$UNC_MIB" '
 		function med(a, n,   i, j, t) {
@@ -580,11 +603,19 @@ mkdir -p "$(dirname "$OUT")"
 	echo
 	echo "skopeo copies to a directory: download and digest checks only, no unpack."
 	echo
+	echo "Per round, each stack's cold pull time over berth's in the same round:"
+	echo
+	per_round pull
+	echo
 	echo "## Cold pull, then the first container's output (ms)"
 	echo
 	echo "From the start of the pull to \`run --rm IMAGE echo hi\` printing hi."
 	echo
 	table run
+	echo
+	echo "Per round, over berth's:"
+	echo
+	per_round run
 	echo
 	echo "## Disk"
 	echo
