@@ -390,6 +390,12 @@ pub async fn info(client: &mut Client) -> crate::CmdResult {
     println!("CPUs: {}", i.cpus);
     println!("Total memory: {}", binary_size(i.memory));
     println!("Kernel: {}", i.kernel);
+    if !i.config.is_empty() {
+        println!("Config:");
+        for line in i.config.lines() {
+            println!(" {line}");
+        }
+    }
     Ok(0)
 }
 

@@ -478,14 +478,38 @@ impl Config {
 
     /// The settings in force as a TOML document that berthd reads back.
     pub fn to_toml(&self) -> String {
+        render(self.file.as_deref(), &self.in_force())
+    }
+
+    /// What is in force after a reload to `new`: its live settings, and
+    /// this config's others (they wait for a restart).
+    pub fn with_live_of(&self, new: &Config) -> String {
+        let fresh = new.in_force();
+        let merged: Vec<Setting> = self
+            .in_force()
+            .into_iter()
+            .map(|s| {
+                if LIVE.contains(&s.key.as_str()) {
+                    fresh.iter().find(|f| f.key == s.key).cloned().unwrap_or(s)
+                } else {
+                    s
+                }
+            })
+            .collect();
+        render(new.file.as_deref(), &merged)
+    }
+}
+
+fn render(file: Option<&Path>, settings: &[Setting]) -> String {
+    {
         let mut out = format!(
             "# berthd settings in force (config file: {})\n",
-            match &self.file {
+            match file {
                 Some(p) => p.display().to_string(),
                 None => "none".to_string(),
             }
         );
-        for s in self.in_force() {
+        for s in settings {
             match &s.value {
                 Some(v) => out.push_str(&format!("{} = {v} # {}\n", s.key, s.source.describe())),
                 None => out.push_str(&format!("# {} is not set\n", s.key)),
@@ -493,7 +517,9 @@ impl Config {
         }
         out
     }
+}
 
+impl Config {
     /// A setting's value as TOML ("" when unset).
     pub fn value_of(&self, key: &str) -> String {
         self.in_force()

@@ -181,6 +181,8 @@ struct Live {
     store: Arc<store::DbStore>,
     stop_containers: Arc<AtomicBool>,
     notify: Option<Arc<systemd::Notifier>>,
+    /// What `berth info` shows.
+    in_force: Arc<std::sync::RwLock<String>>,
 }
 
 impl Live {
@@ -281,6 +283,8 @@ fn reload_once(
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "none".into());
     info!(file = %file, applied = applied.len(), not_applied = pending.len(), "config reloaded");
+    let text = started.with_live_of(&new);
+    *live.in_force.write().unwrap_or_else(|p| p.into_inner()) = text;
     Some(new)
 }
 
@@ -375,6 +379,7 @@ async fn run(
         ),
     };
     let stop_containers = Arc::new(AtomicBool::new(args.stop_containers_on_exit));
+    let in_force = Arc::new(std::sync::RwLock::new(cfg.to_toml()));
     tokio::spawn(reload_on_hangup(
         argv,
         cfg.clone(),
@@ -384,12 +389,14 @@ async fn run(
             store,
             stop_containers: stop_containers.clone(),
             notify: notify.clone(),
+            in_force: in_force.clone(),
         },
     ));
     info!(root = %root.display(), socket = %socket_shown, activated, runtime = %runtime_name, config = %cfg.file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()), "berthd ready");
     let cgroups = cgroup::host();
     info!(cgroups = %cgroups.describe(), controllers = ?cgroups.controllers(), "cgroups detected");
-    let service = service::Service::new(sup.clone(), root, runtime_name, images.clone());
+    let service = service::Service::new(sup.clone(), root, runtime_name, images.clone())
+        .with_config(in_force);
     let images_api = images_api::ImagesApi::new(images, sup.clone());
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     // On SIGTERM: no more policy restarts; with --stop-containers-on-exit,

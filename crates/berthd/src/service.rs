@@ -43,6 +43,9 @@ pub struct Service {
     runtime: String,
     sampler: crate::stats::Sampler,
     images: Arc<Images>,
+    /// The settings in force as TOML (`berth info`), kept current by
+    /// reloads.
+    config: Arc<std::sync::RwLock<String>>,
 }
 
 impl Service {
@@ -55,7 +58,14 @@ impl Service {
             runtime,
             sampler,
             images,
+            config: Arc::default(),
         }
+    }
+
+    /// Where `berth info` reads the settings in force.
+    pub fn with_config(mut self, config: Arc<std::sync::RwLock<String>>) -> Self {
+        self.config = config;
+        self
     }
 
     /// The create parameters of a request; for an image, its snapshot is
@@ -1139,6 +1149,11 @@ impl berth_api::Containers for Service {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default(),
+            config: self
+                .config
+                .read()
+                .map(|c| c.clone())
+                .unwrap_or_else(|p| p.into_inner().clone()),
         }))
     }
 }

@@ -77,6 +77,12 @@ fn every_key_in_the_file_takes_effect() {
     assert_eq!(meta.mode() & 0o777, 0o660);
     let v = d.berth(&["version"]).ok();
     assert!(v.contains("runtime: /") && v.contains("runc"), "{v}");
+    let info = d.berth(&["info"]).ok();
+    assert!(info.contains("\n events-max = 6 # file\n"), "{info}");
+    assert!(
+        info.contains("\n events-max-age = \"7d\" # default\n"),
+        "{info}"
+    );
 
     // shim: the container's init is a child of the copied shim.
     let id = d.run(&["-d"], &["sleep", "600"]).ok();
@@ -288,6 +294,15 @@ fn sighup_reloads_what_can_change_live() {
     );
     let v = d.berth(&["version"]).ok();
     assert!(v.contains("runtime: embedded"), "{v}");
+    // berth info shows what is in force: the reloaded live settings, and
+    // the runtime still as started.
+    let info = d.berth(&["info"]).ok();
+    assert!(info.contains("\n log-max-files = 1 # file\n"), "{info}");
+    assert!(info.contains("\n log-max-size = \"8k\" # file\n"), "{info}");
+    assert!(
+        info.contains("\n runtime = \"embedded\" # file\n"),
+        "{info}"
+    );
     let debug_lines = log.matches("DEBUG").count();
     let after = chatty(&d);
     assert_eq!(after.len(), 2, "{after:?}");
