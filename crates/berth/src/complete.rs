@@ -6,8 +6,9 @@
 //! clap_complete writes the static part (subcommands, flags). berth adds,
 //! per shell, a hook that completes the names of containers where a
 //! subcommand takes a container: every positional argument whose value
-//! name is in [`KINDS`]. Later kinds (images, volumes, networks) are one
-//! line in [`KINDS`] and one arm in [`names`].
+//! name is in [`KINDS`] (containers, images). Later kinds (volumes,
+//! networks) are one line in [`KINDS`] and one arm in [`names`]. Only
+//! top-level subcommands are hooked (`berth rmi`, not `berth image rm`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,11 @@ use clap::{Arg, ArgAction, Command};
 use clap_complete::Shell;
 
 /// Which names a positional completes, by its value name.
-const KINDS: &[(&str, &str)] = &[("ID", "containers"), ("CONTAINER", "containers")];
+const KINDS: &[(&str, &str)] = &[
+    ("ID", "containers"),
+    ("CONTAINER", "containers"),
+    ("IMAGE", "images"),
+];
 
 /// How long `__complete` may take: a shell waits for it.
 const LIST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -241,9 +246,24 @@ _berth_{k}() {{
 /// when the daemon cannot be asked, so a shell shows no error.
 pub async fn names(socket: &Path, kind: &str) -> u8 {
     let list = async {
-        let mut client = berth_api::connect(socket).await.ok()?;
+        let channel = berth_api::connect_channel(socket).await.ok()?;
         match kind {
+            "images" => {
+                let r = berth_api::images_client(channel)
+                    .list(berth_api::v1::ListImagesRequest { all: false })
+                    .await
+                    .ok()?;
+                // As `berth images` shows them: busybox:latest.
+                Some(
+                    r.into_inner()
+                        .images
+                        .iter()
+                        .flat_map(|i| i.repo_tags.iter().map(|t| crate::format::familiar(t)))
+                        .collect::<Vec<String>>(),
+                )
+            }
             "containers" => {
+                let mut client = berth_api::ContainersClient::new(channel);
                 let r = client
                     .list(berth_api::v1::ListRequest { all: true })
                     .await

@@ -283,8 +283,8 @@ pub enum Cmd {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
-    /// Names for shell completion, one a line (containers); prints nothing
-    /// when the daemon does not answer.
+    /// Names for shell completion, one a line (containers, images); prints
+    /// nothing when the daemon does not answer.
     #[command(name = "__complete", hide = true)]
     Complete { kind: String },
     /// Fetch an image from a registry (progress bars on a terminal).

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use berth_e2e::image::{busybox_layer, Compression, Config, Image};
 use berth_e2e::*;
 
 fn script(shell: &str, dir: &Path) -> PathBuf {
@@ -119,6 +120,20 @@ fn bash_completes_commands_flags_and_container_names() {
         complete(&bash, &[], &["berth", "--socket", s, "rm", ""]),
         both
     );
+    // Image names, as `berth images` shows them, where a command takes an
+    // image (rmi, history, save); containers are not offered there.
+    let img = Image::build(&[busybox_layer()], Compression::Gzip, &Config::default());
+    let r = d.berth_input(&["load"], &img.oci_archive("docker.io/library/compl:1"));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        complete(&bash, &env, &["berth", "rmi", ""]),
+        vec!["compl:1"]
+    );
+    assert_eq!(
+        complete(&bash, &env, &["berth", "history", "co"]),
+        vec!["compl:1"]
+    );
+    assert_eq!(complete(&bash, &env, &["berth", "rm", ""]), both);
     // No daemon: nothing, no error.
     let gone = Path::new("/nonexistent/berth.sock");
     assert_eq!(
@@ -136,6 +151,7 @@ fn zsh_and_fish_scripts_ask_the_daemon_for_names() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(zsh.starts_with("#compdef berth"), "{zsh}");
     assert!(zsh.contains("_berth_containers() {"));
+    assert!(zsh.contains("_berth_images() {"));
     assert!(zsh.contains("'*::ids:_berth_containers'"));
     assert!(zsh.contains("':id:_berth_containers'"));
     assert!(!zsh.contains("__complete:"), "hidden command offered");
@@ -147,6 +163,9 @@ fn zsh_and_fish_scripts_ask_the_daemon_for_names() {
             "{sub}: {fish}"
         );
     }
+    assert!(fish.contains(
+        "complete -c berth -n \"__fish_berth_using_subcommand rmi\" -f -a \"(berth __complete images 2>/dev/null)\""
+    ));
     // Only where a subcommand takes a container.
     assert!(!fish.contains("__fish_berth_using_subcommand run\" -f -a \"(berth __complete"));
 }
