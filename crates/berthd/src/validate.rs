@@ -144,6 +144,16 @@ pub fn create(r: &v1::CreateRequest) -> Result<(), Status> {
         short(field, v, MAX_PATH)?;
     }
     labels(r.labels.iter())?;
+    short(
+        "entrypoint",
+        r.entrypoint.as_deref().unwrap_or_default(),
+        MAX_ARG,
+    )?;
+    short("platform", &r.platform, MAX_PATH)?;
+    if let Some(h) = &r.health {
+        // The health command runs as an exec: the same bounds as a command.
+        process(&h.test, &[])?;
+    }
     if r.log_max_files > MAX_LOG_FILES {
         return Err(bad(format!(
             "log_max_files {}: keep at most {MAX_LOG_FILES} rotated files",
