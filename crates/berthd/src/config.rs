@@ -563,8 +563,9 @@ mod tests {
             .collect()
     }
 
+    /// A file in a directory of its own (tests run in parallel).
     fn file(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("berthd-config-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("berthd-config-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let p = dir.join(name);
         std::fs::write(&p, text).expect("write");
@@ -576,7 +577,9 @@ mod tests {
         let mut a = vec!["--config", p.to_str().expect("utf8")];
         a.extend_from_slice(extra);
         let r = load(&argv(&a));
-        let _ = std::fs::remove_file(&p);
+        if let Some(dir) = p.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         r.map_err(|e| match e {
             LoadError::Cli(e) => e.to_string(),
             LoadError::File(s) => s,

@@ -194,6 +194,14 @@ fn berthd_with(file: &Path, text: &str, extra: &[&str]) -> (i32, String) {
 fn mistakes_are_one_line_with_file_line_and_key() {
     let dir = std::env::temp_dir().join(format!("be2e-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // Removed even when an assertion fails.
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(dir.clone());
     let file = dir.join("berthd.toml");
     let root = dir.join("state");
     let head = format!("root = {root:?}\nsocket = {:?}\n", dir.join("s.sock"));
@@ -249,7 +257,6 @@ fn mistakes_are_one_line_with_file_line_and_key() {
         err.contains("cannot read the config file /nonexistent/b.toml"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// SIGHUP applies the live settings at once, says which changed settings
