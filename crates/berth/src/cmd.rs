@@ -29,7 +29,7 @@ pub async fn run(cli: Cli) -> CmdResult {
     }
     // Credentials live client side, as Docker's: no daemon needed.
     match &cli.cmd {
-        Cmd::Login(a) => return image::login(a),
+        Cmd::Login(a) => return image::login(a).await,
         Cmd::Logout { registry } => return image::logout(registry.as_deref()),
         _ => {}
     }

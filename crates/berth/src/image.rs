@@ -182,8 +182,11 @@ fn credentials_for(reference: &str) -> Result<Option<v1::RegistryAuth>, Failure>
     }))
 }
 
-pub fn login(a: &LoginArgs) -> CmdResult {
-    let registry = a.registry.as_deref().unwrap_or("docker.io");
+pub async fn login(a: &LoginArgs) -> CmdResult {
+    let registry =
+        berth_image::reference::normalize_registry(a.registry.as_deref().unwrap_or("docker.io"))
+            .map_err(|e| Failure::own(e.to_string()))?;
+    let registry = registry.as_str();
     let username = match &a.username {
         Some(u) => u.clone(),
         None if std::io::stdin().is_terminal() && !a.password_stdin => {
@@ -221,9 +224,17 @@ pub fn login(a: &LoginArgs) -> CmdResult {
         ));
     }
     let creds = berth_image::auth::Credentials::new(username, password);
-    let path = berth_image::auth::login(registry, &creds)
+    // Checked against the registry before they are kept, as Docker does.
+    let client = berth_image::registry::Client::new(Default::default())
+        .map_err(|e| Failure::own(format!("cannot set up the registry client: {e}")))?;
+    client.set_credentials(registry, creds.clone());
+    client
+        .ping(registry)
+        .await
+        .map_err(|e| Failure::own(format!("login to {registry} failed: {e}")))?;
+    berth_image::auth::login(registry, &creds)
         .map_err(|e| Failure::own(format!("cannot store the credentials: {e}")))?;
-    println!("Credentials for {registry} saved in {}", path.display());
+    println!("Login Succeeded");
     Ok(0)
 }
 

@@ -225,3 +225,66 @@ fn last_get_bytes(log: &str, digest: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+#[test]
+fn login_is_checked_stored_0600_and_sent_with_the_pull() {
+    let reg = Registry::start_with_basic_auth("alice", "s3cret");
+    reg.push_image(&app_image(), "e2e/private:1");
+    let d = Daemon::start(Rt::Embedded);
+    let home = d.root.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let cli = |args: &[&str], input: &str| {
+        let mut c = d.cmd(args);
+        c.env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("DOCKER_CONFIG", home.join(".docker"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let name = format!("{}/e2e/private:1", reg.addr());
+    let auth_file = home.join(".config/berth/auth.json");
+
+    let (code, _, err) = cli(&["pull", &name], "");
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("login"), "tells to log in: {err}");
+
+    let (code, _, err) = cli(
+        &["login", "-u", "alice", "--password-stdin", &reg.addr()],
+        "wrong\n",
+    );
+    assert_eq!(code, 125, "{err}");
+    assert!(!auth_file.exists(), "wrong credentials were stored");
+
+    let (code, out, err) = cli(
+        &["login", "-u", "alice", "--password-stdin", &reg.addr()],
+        "s3cret\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "Login Succeeded");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&auth_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let (code, out, err) = cli(&["pull", "-q", &name], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("sha256:"), "{out}");
+
+    let (code, _, _) = cli(&["logout", &reg.addr()], "");
+    assert_eq!(code, 0);
+    let text = std::fs::read_to_string(&auth_file).unwrap_or_default();
+    assert!(!text.contains(&reg.addr()), "{text}");
+}
