@@ -366,6 +366,11 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
         entrypoint: a.entrypoint.clone(),
         platform: a.platform.clone().unwrap_or_default(),
         health: a.health.request(),
+        network: a.network.clone().unwrap_or_default(),
+        dns: a.dns.clone(),
+        dns_search: a.dns_search.clone(),
+        dns_option: a.dns_option.clone(),
+        add_host: a.add_host.clone(),
     })
 }
 

@@ -444,6 +444,23 @@ pub struct CreateArgs {
     /// own value needs CAP_SYS_RESOURCE).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub oom_score_adj: Option<i32>,
+    /// Network: none (loopback only; the default for now), host (the
+    /// daemon's network namespace), container:ID|NAME (share a running
+    /// container's network namespace).
+    #[arg(long = "network", alias = "net", value_name = "MODE")]
+    pub network: Option<String>,
+    /// A nameserver for /etc/resolv.conf (repeatable; replaces the host's).
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<String>,
+    /// A search domain for /etc/resolv.conf (repeatable).
+    #[arg(long, value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// A resolv.conf option such as ndots:2 (repeatable).
+    #[arg(long, value_name = "OPT")]
+    pub dns_option: Vec<String>,
+    /// Add NAME:IP to /etc/hosts (repeatable).
+    #[arg(long, value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
     /// IMAGE, then the command and its arguments (with --rootfs or
     /// --bundle: the command alone). The command replaces the image's CMD.
     #[arg(

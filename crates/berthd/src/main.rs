@@ -10,6 +10,7 @@ mod health;
 mod images;
 mod images_api;
 mod logs;
+mod net;
 mod pull;
 mod resources;
 mod service;
@@ -332,10 +333,11 @@ async fn run(
         )
         .context("cannot open the image store")?,
     );
+    let net = Arc::new(net::Net::new(&root));
     let runtime = Arc::new(
         shim::ShimRuntime::new(root.clone(), shim, kind)
             .with_log_defaults(args.log_max_size, args.log_max_files)
-            .with_rootfs(images.clone()),
+            .with_rootfs(Arc::new(net::Providers(vec![images.clone(), net.clone()]))),
     );
     runtime
         .forget_previous_boot()
@@ -348,9 +350,14 @@ async fn run(
         let known: std::collections::HashSet<String> =
             sup.list(true).into_iter().map(|r| r.id).collect();
         let images = images.clone();
-        tokio::task::spawn_blocking(move || images.cleanup(&known))
-            .await
-            .context("snapshot cleanup failed")?;
+        let net = net.clone();
+        tokio::task::spawn_blocking(move || {
+            // Network namespaces and settings of containers that are gone.
+            net.reconcile(&known.iter().cloned().collect::<Vec<_>>());
+            images.cleanup(&known)
+        })
+        .await
+        .context("snapshot cleanup failed")?;
     }
 
     let compactor = store.clone();
@@ -395,7 +402,7 @@ async fn run(
     info!(root = %root.display(), socket = %socket_shown, activated, runtime = %runtime_name, config = %cfg.file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()), "berthd ready");
     let cgroups = cgroup::host();
     info!(cgroups = %cgroups.describe(), controllers = ?cgroups.controllers(), "cgroups detected");
-    let service = service::Service::new(sup.clone(), root, runtime_name, images.clone())
+    let service = service::Service::new(sup.clone(), root, runtime_name, images.clone(), net)
         .with_config(in_force);
     let images_api = images_api::ImagesApi::new(images, sup.clone());
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();

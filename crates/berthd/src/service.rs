@@ -46,10 +46,17 @@ pub struct Service {
     /// The settings in force as TOML (`berth info`), kept current by
     /// reloads.
     config: Arc<std::sync::RwLock<String>>,
+    net: Arc<crate::net::Net>,
 }
 
 impl Service {
-    pub fn new(sup: Supervisor, root: PathBuf, runtime: String, images: Arc<Images>) -> Self {
+    pub fn new(
+        sup: Supervisor,
+        root: PathBuf,
+        runtime: String,
+        images: Arc<Images>,
+        net: Arc<crate::net::Net>,
+    ) -> Self {
         let sampler = crate::stats::Sampler::new(sup.clone());
         crate::health::Checker::spawn(sup.clone(), root.clone());
         Self {
@@ -59,6 +66,7 @@ impl Service {
             sampler,
             images,
             config: Arc::default(),
+            net,
         }
     }
 
@@ -73,6 +81,7 @@ impl Service {
     async fn params(&self, r: v1::CreateRequest) -> Result<CreateParams, Status> {
         // Bad input is refused before anything is unpacked or mounted.
         validate::create(&r)?;
+        let mode = self.network_mode(&r)?;
         let id = berth_core::id::generate_id().map_err(|e| Status::internal(e.to_string()))?;
         let prepared = match &r.source {
             Some(v1::create_request::Source::Image(name)) => {
@@ -95,17 +104,72 @@ impl Service {
             }
             _ => None,
         };
-        let res = create_params(id.clone(), r, prepared.as_ref());
+        let res = create_params(id.clone(), r, prepared.as_ref(), mode.as_ref(), &self.net);
         if res.is_err() && prepared.is_some() {
             self.release(&id).await;
         }
         res
     }
 
-    /// Release the snapshot made for a container that was not created.
+    /// The network mode of a request, with a `container:` target looked up
+    /// (it must be running, as Docker's); `None` for a bundle.
+    fn network_mode(&self, r: &v1::CreateRequest) -> Result<Option<crate::net::Mode>, Status> {
+        use crate::net::{Mode, ParsedMode};
+        let flags = !r.network.is_empty()
+            || !r.dns.is_empty()
+            || !r.dns_search.is_empty()
+            || !r.dns_option.is_empty()
+            || !r.add_host.is_empty();
+        if matches!(r.source, Some(v1::create_request::Source::Bundle(_))) {
+            if flags {
+                return Err(Status::invalid_argument(
+                    "--network, --dns* and --add-host do not apply to a --bundle: set its config.json's namespaces and mounts",
+                ));
+            }
+            return Ok(None);
+        }
+        Ok(Some(match crate::net::parse_mode(&r.network)? {
+            ParsedMode::None => Mode::None,
+            ParsedMode::Host => Mode::Host,
+            ParsedMode::Container(key) => {
+                let other = self.sup.inspect(&key).map_err(|e| {
+                    Status::invalid_argument(format!("--network container:{key}: {e}"))
+                })?;
+                if other.pid <= 0 {
+                    return Err(Status::invalid_argument(format!(
+                        "--network container:{key}: the container is not running; start it first"
+                    )));
+                }
+                let ns = other
+                    .spec
+                    .linux()
+                    .as_ref()
+                    .and_then(|l| l.namespaces().clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network);
+                match ns {
+                    // It shares the host's: so does this one.
+                    None => Mode::Host,
+                    Some(n) => {
+                        Mode::Join(n.path().clone().unwrap_or_else(|| {
+                            PathBuf::from(format!("/proc/{}/ns/net", other.pid))
+                        }))
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Release the snapshot and network settings made for a container that
+    /// was not created.
     async fn release(&self, id: &str) {
-        let (images, id) = (self.images.clone(), id.to_string());
-        let _ = tokio::task::spawn_blocking(move || images.release(&id)).await;
+        let (images, net, id) = (self.images.clone(), self.net.clone(), id.to_string());
+        let _ = tokio::task::spawn_blocking(move || {
+            images.release(&id);
+            net.release(&id);
+        })
+        .await;
     }
 
     fn layout(&self, id: &str) -> Layout {
@@ -382,6 +446,8 @@ fn create_params(
     id: String,
     r: v1::CreateRequest,
     prepared: Option<&Prepared>,
+    network: Option<&crate::net::Mode>,
+    net: &crate::net::Net,
 ) -> Result<CreateParams, Status> {
     let image_only = r.entrypoint.is_some() || !r.platform.is_empty();
     if image_only && prepared.is_none() {
@@ -518,7 +584,12 @@ fn create_params(
         }
     };
     crate::resources::check_spec(&spec)?;
-    let spec = crate::resources::with_init(r.init, spec, &source)?;
+    let mut spec = crate::resources::with_init(r.init, spec, &source)?;
+    // Last, once nothing else can refuse the request: the plan is a file.
+    if let Some(mode) = network {
+        let plan = net.apply(&id, mode, &r, &mut spec)?;
+        net.save(&id, &plan)?;
+    }
     let stop_signal = if stop_signal_name.is_empty() {
         DEFAULT_STOP_SIGNAL
     } else {
@@ -684,11 +755,16 @@ impl berth_api::Containers for Service {
         // the client goes away before it exits.
         let sup = self.sup.clone();
         let images = self.images.clone();
+        let net = self.net.clone();
         let exit = tokio::spawn(async move {
             let id = params.id.clone();
             let res = sup.run_to_completion(params, None).await;
             // Removed with the container; a create that failed left it.
-            let _ = tokio::task::spawn_blocking(move || images.release(&id)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                images.release(&id);
+                net.release(&id);
+            })
+            .await;
             res
         })
         .await

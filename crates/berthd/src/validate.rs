@@ -140,6 +140,7 @@ pub fn create(r: &v1::CreateRequest) -> Result<(), Status> {
         ("hostname", &r.hostname),
         ("stop signal", &r.stop_signal),
         ("restart policy", &r.restart),
+        ("network", &r.network),
     ] {
         short(field, v, MAX_PATH)?;
     }
@@ -167,6 +168,10 @@ pub fn create(r: &v1::CreateRequest) -> Result<(), Status> {
         ("group_add", &r.group_add, MAX_PATH),
         ("ulimits", &r.ulimits, MAX_PATH),
         ("security_opt", &r.security_opt, MAX_SECURITY_OPT),
+        ("dns", &r.dns, MAX_PATH),
+        ("dns_search", &r.dns_search, MAX_PATH),
+        ("dns_option", &r.dns_option, MAX_PATH),
+        ("add_host", &r.add_host, MAX_PATH),
     ] {
         for v in list {
             short(field, v, max)?;
