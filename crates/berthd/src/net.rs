@@ -81,8 +81,6 @@ pub struct Net {
     root: PathBuf,
 }
 
-const NSFS_MAGIC: i64 = 0x6e73_6673;
-
 impl Net {
     pub fn new(root: &Path) -> Self {
         Self {
@@ -309,7 +307,8 @@ impl RootfsProvider for Net {
 
 /// Whether `path` is a bound namespace (and not the empty file under it).
 fn is_nsfs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
 /// Sets IFF_UP on `lo` of the calling thread's network namespace.
