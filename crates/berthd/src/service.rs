@@ -585,11 +585,6 @@ fn create_params(
     };
     crate::resources::check_spec(&spec)?;
     let mut spec = crate::resources::with_init(r.init, spec, &source)?;
-    // Last, once nothing else can refuse the request: the plan is a file.
-    if let Some(mode) = network {
-        let plan = net.apply(&id, mode, &r, &mut spec)?;
-        net.save(&id, &plan)?;
-    }
     let stop_signal = if stop_signal_name.is_empty() {
         DEFAULT_STOP_SIGNAL
     } else {
@@ -614,6 +609,11 @@ fn create_params(
         open_stdin: r.interactive,
         health: crate::resources::health_config(r.health.as_ref())?,
     };
+    // Last, once nothing else can refuse the request: the plan is a file.
+    if let Some(mode) = network {
+        let plan = net.apply(&id, mode, &r, &mut spec)?;
+        net.save(&id, &plan)?;
+    }
     Ok(CreateParams {
         id,
         name: opt(r.name),
