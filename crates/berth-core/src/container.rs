@@ -91,6 +91,9 @@ pub struct ContainerConfig {
     /// The health check (`--health-*` flags, or the image's `Healthcheck`).
     #[serde(default)]
     pub health: Option<HealthConfig>,
+    /// Ports the image declares (`80/tcp`), kept for networking (`-P`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_ports: Vec<String>,
 }
 
 /// A health check, as Docker's `HealthConfig` (and an image config's

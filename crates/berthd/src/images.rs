@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use berth_api::v1;
 
-use berth_core::container::ImageSource;
+use berth_core::container::{HealthConfig, ImageSource};
 use berth_core::spec::image::ImageDefaults;
 use berth_image::archive;
 use berth_image::digest::Digest;
@@ -65,6 +65,50 @@ pub struct Resolved {
     /// How the name given found it.
     pub found: Found,
     pub config: ImageConfiguration,
+    /// The config's `Healthcheck`, which the OCI types leave out.
+    pub healthcheck: Option<HealthConfig>,
+}
+
+/// Docker's `config.Healthcheck` in an image config (durations in ns).
+#[derive(serde::Deserialize)]
+struct DockerConfig {
+    #[serde(rename = "config", default)]
+    config: Option<DockerRunConfig>,
+}
+
+#[derive(serde::Deserialize)]
+struct DockerRunConfig {
+    #[serde(rename = "Healthcheck", default)]
+    healthcheck: Option<DockerHealth>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerHealth {
+    #[serde(default)]
+    test: Vec<String>,
+    #[serde(default)]
+    interval: u64,
+    #[serde(default)]
+    timeout: u64,
+    #[serde(default)]
+    start_period: u64,
+    #[serde(default)]
+    retries: u32,
+}
+
+fn image_healthcheck(config: &[u8]) -> Option<HealthConfig> {
+    let h = serde_json::from_slice::<DockerConfig>(config)
+        .ok()?
+        .config?
+        .healthcheck?;
+    (!h.test.is_empty()).then_some(HealthConfig {
+        test: h.test,
+        interval: h.interval,
+        timeout: h.timeout,
+        start_period: h.start_period,
+        retries: h.retries,
+    })
 }
 
 /// What a container made from an image gets: its root and its defaults.
@@ -128,6 +172,7 @@ impl Images {
             summary,
             found,
             config,
+            healthcheck: image_healthcheck(&bytes),
         })
     }
 
@@ -228,7 +273,10 @@ impl Images {
                 id,
                 rootfs,
             },
-            defaults: defaults(&img.config),
+            defaults: ImageDefaults {
+                healthcheck: img.healthcheck.clone(),
+                ..defaults(&img.config)
+            },
         })
     }
 }
@@ -491,6 +539,7 @@ pub fn defaults(config: &ImageConfiguration) -> ImageDefaults {
         stop_signal: c.stop_signal().clone().filter(|s| !s.is_empty()),
         labels,
         exposed_ports,
+        healthcheck: None,
     }
 }
 

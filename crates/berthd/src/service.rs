@@ -465,6 +465,8 @@ fn create_params(
     let mut labels: std::collections::BTreeMap<String, String> =
         r.labels.clone().into_iter().collect();
     let mut stop_signal_name = r.stop_signal.clone();
+    let mut image_health = None;
+    let mut exposed_ports = Vec::new();
     let (spec, source) = match r.source.clone() {
         Some(v1::create_request::Source::Image(name)) => {
             let Some(p) = prepared else {
@@ -505,6 +507,8 @@ fn create_params(
             if stop_signal_name.is_empty() {
                 stop_signal_name = img.stop_signal.clone().unwrap_or_default();
             }
+            image_health = img.healthcheck.clone();
+            exposed_ports = img.exposed_ports.clone();
             (spec, Source::Image(p.source.clone()))
         }
         Some(v1::create_request::Source::Rootfs(p)) => {
@@ -607,7 +611,12 @@ fn create_params(
             .parse::<RestartPolicy>()
             .map_err(Status::invalid_argument)?,
         open_stdin: r.interactive,
-        health: crate::resources::health_config(r.health.as_ref())?,
+        // The flags' health check, else the image's.
+        health: match crate::resources::health_config(r.health.as_ref())? {
+            Some(h) => Some(h),
+            None => image_health,
+        },
+        exposed_ports,
     };
     // Last, once nothing else can refuse the request: the plan is a file.
     if let Some(mode) = network {

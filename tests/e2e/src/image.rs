@@ -176,6 +176,10 @@ pub struct Config {
     pub user: Option<String>,
     pub labels: Vec<(String, String)>,
     pub stop_signal: Option<String>,
+    /// Docker's `Healthcheck` object, as it stands in a config.
+    pub healthcheck: Option<serde_json::Value>,
+    /// `80/tcp`-style ports.
+    pub exposed_ports: Vec<String>,
 }
 
 /// A test image: blobs by digest, its manifest and config.
@@ -234,6 +238,17 @@ impl Image {
         }
         if let Some(s) = &config.stop_signal {
             cfg["StopSignal"] = serde_json::json!(s);
+        }
+        if let Some(h) = &config.healthcheck {
+            cfg["Healthcheck"] = h.clone();
+        }
+        if !config.exposed_ports.is_empty() {
+            let ports: serde_json::Map<String, serde_json::Value> = config
+                .exposed_ports
+                .iter()
+                .map(|p| (p.clone(), serde_json::json!({})))
+                .collect();
+            cfg["ExposedPorts"] = serde_json::Value::Object(ports);
         }
         let config_json = serde_json::to_vec(&serde_json::json!({
             "created": "2026-01-02T03:04:05Z",

@@ -159,6 +159,7 @@ fn the_image_config_gives_the_defaults_and_flags_override_them() {
         user: Some("nobody".into()),
         labels: vec![("from".into(), "image".into())],
         stop_signal: Some("SIGUSR1".into()),
+        ..Default::default()
     };
     let img = Image::build(&[busybox_layer()], Compression::Gzip, &config);
     load(&d, &img.oci_archive("docker.io/library/cfg:latest"));
@@ -361,6 +362,46 @@ fn an_image_container_survives_a_daemon_kill_and_its_root_is_released() {
     poll("the root to be unmounted", Duration::from_secs(10), || {
         mount_leftovers(&id).is_empty().then_some(())
     });
+}
+
+#[test]
+fn the_image_healthcheck_runs_and_its_exposed_ports_are_recorded() {
+    let d = Daemon::start(Rt::Embedded);
+    let config = Config {
+        healthcheck: Some(serde_json::json!({
+            "Test": ["CMD-SHELL", "test -e /tmp/ok"],
+            "Interval": 200_000_000u64,
+            "Retries": 1,
+        })),
+        exposed_ports: vec!["8080/tcp".into(), "53/udp".into()],
+        ..Default::default()
+    };
+    let img = Image::build(&[busybox_layer()], Compression::Gzip, &config);
+    load(&d, &img.oci_archive("docker.io/library/checked:1"));
+    let id = d
+        .berth(&[
+            "run",
+            "-d",
+            "checked:1",
+            "sh",
+            "-c",
+            "touch /tmp/ok; exec sleep 100",
+        ])
+        .ok();
+    poll("healthy", Duration::from_secs(15), || {
+        (d.inspect(&id)["health"]["status"] == "healthy").then_some(())
+    });
+    let v = d.inspect(&id);
+    let ports = &v["config"]["config"]["exposed_ports"];
+    assert_eq!(ports, &serde_json::json!(["53/udp", "8080/tcp"]), "{v}");
+    // --no-healthcheck drops the image's check.
+    let quiet = d
+        .berth(&["run", "-d", "--no-healthcheck", "checked:1", "sleep", "100"])
+        .ok();
+    assert!(
+        d.inspect(&quiet)["health"]["status"].is_null() || d.inspect(&quiet)["health"].is_null()
+    );
+    d.berth(&["rm", "-f", &id, &quiet]).ok();
 }
 
 /// A scratch directory inside the daemon's test root (removed with it).

@@ -18,6 +18,8 @@ pub struct ImageDefaults {
     pub labels: BTreeMap<String, String>,
     /// `80/tcp`-style ports the image declares (recorded for networking).
     pub exposed_ports: Vec<String>,
+    /// The image's `Healthcheck` (a Docker extension of the config).
+    pub healthcheck: Option<crate::container::HealthConfig>,
 }
 
 /// The process arguments: the entrypoint followed by the command.

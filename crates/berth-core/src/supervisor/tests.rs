@@ -30,6 +30,7 @@ fn params(name: Option<&str>, args: &[&str]) -> CreateParams {
             restart: Default::default(),
             open_stdin: false,
             health: None,
+            exposed_ports: Vec::new(),
         },
     }
 }
