@@ -321,6 +321,19 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
             ))
         })?,
     };
+    let shm_size = match &a.shm_size {
+        None => None,
+        Some(s) => Some(
+            berth_api::parse_size(s)
+                .and_then(|n| i64::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    Failure::own(format!(
+                        "invalid --shm-size {s:?}: use a size like 64m or 1g"
+                    ))
+                })?,
+        ),
+    };
     let mut sysctls = HashMap::new();
     for l in &a.sysctl {
         let (k, v) = parse_kv(l, "--sysctl")?;
@@ -371,6 +384,10 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
         dns_search: a.dns_search.clone(),
         dns_option: a.dns_option.clone(),
         add_host: a.add_host.clone(),
+        binds: a.volume.clone(),
+        mounts: a.mount.clone(),
+        tmpfs: a.tmpfs.clone(),
+        shm_size,
     })
 }
 

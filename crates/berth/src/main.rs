@@ -429,6 +429,21 @@ pub struct CreateArgs {
     /// Give the container a host device: HOST[:CONTAINER][:rwm].
     #[arg(long, value_name = "DEVICE")]
     pub device: Vec<String>,
+    /// Bind-mount a host directory: HOST:CONTAINER[:ro|rw][,rprivate|
+    /// rshared|rslave]. HOST must be absolute; a missing one is created.
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:OPTS]")]
+    pub volume: Vec<String>,
+    /// A mount as key=value pairs: type=bind,src=/HOST,dst=/PATH
+    /// [,readonly][,bind-propagation=rslave] (a missing src is an error), or
+    /// type=tmpfs,dst=/PATH[,tmpfs-size=64m][,tmpfs-mode=1777].
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    pub mount: Vec<String>,
+    /// Mount a fresh tmpfs: DIR[:size=SIZE,mode=OCTAL,ro].
+    #[arg(long, value_name = "DIR[:OPTS]")]
+    pub tmpfs: Vec<String>,
+    /// Size of /dev/shm (e.g. 256m; default 64m).
+    #[arg(long, value_name = "SIZE")]
+    pub shm_size: Option<String>,
     /// An extra group for the process: a name from the container's
     /// /etc/group, or a gid.
     #[arg(long, value_name = "GROUP")]

@@ -10,6 +10,7 @@ mod health;
 mod images;
 mod images_api;
 mod logs;
+mod mounts;
 mod net;
 mod pull;
 mod resources;

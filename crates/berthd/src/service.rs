@@ -82,6 +82,8 @@ impl Service {
         // Bad input is refused before anything is unpacked or mounted.
         validate::create(&r)?;
         let mode = self.network_mode(&r)?;
+        crate::mounts::requests(&r)?;
+        crate::mounts::shm_size(&r)?;
         let id = berth_core::id::generate_id().map_err(|e| Status::internal(e.to_string()))?;
         let prepared = match &r.source {
             Some(v1::create_request::Source::Image(name)) => {
@@ -460,6 +462,8 @@ fn create_params(
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
     }
     let cgroups_path = format!("/berth/{id}");
+    let mount_reqs = crate::mounts::requests(&r)?;
+    let shm_size = crate::mounts::shm_size(&r)?;
     let limits = crate::resources::create_limits(&r)?;
     let requested = requested_security(&r);
     let mut labels: std::collections::BTreeMap<String, String> =
@@ -501,8 +505,10 @@ fn create_params(
                 limits,
                 security,
             };
-            let spec = spec::generate(&opts, passwd.as_deref(), group.as_deref())
+            let mut spec = spec::generate(&opts, passwd.as_deref(), group.as_deref())
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let extra = crate::mounts::resolve(&opts.rootfs, &mount_reqs)?;
+            crate::mounts::apply(&mut spec, extra, shm_size)?;
             labels = spec::image::labels(img, labels);
             if stop_signal_name.is_empty() {
                 stop_signal_name = img.stop_signal.clone().unwrap_or_default();
@@ -547,8 +553,10 @@ fn create_params(
                 limits,
                 security,
             };
-            let spec = spec::generate(&opts, passwd.as_deref(), group.as_deref())
+            let mut spec = spec::generate(&opts, passwd.as_deref(), group.as_deref())
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let extra = crate::mounts::resolve(&opts.rootfs, &mount_reqs)?;
+            crate::mounts::apply(&mut spec, extra, shm_size)?;
             (spec, Source::Rootfs(rootfs))
         }
         Some(v1::create_request::Source::Bundle(b)) => {
@@ -560,6 +568,11 @@ fn create_params(
             if !limits.is_empty() {
                 return Err(Status::invalid_argument(
                     "resource limits (--memory, --cpus, ...) do not apply to a --bundle: set linux.resources in its config.json",
+                ));
+            }
+            if !mount_reqs.is_empty() || shm_size.is_some() {
+                return Err(Status::invalid_argument(
+                    "mounts (-v, --mount, --tmpfs, --shm-size) do not apply to a --bundle: set mounts in its config.json",
                 ));
             }
             let bundle = PathBuf::from(&b);
