@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         root.join("berth/v1/berth.proto"),
         root.join("berth/v1/images.proto"),
+        root.join("berth/v1/volumes.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

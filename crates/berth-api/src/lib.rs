@@ -17,6 +17,8 @@ pub use v1::containers_client::ContainersClient;
 pub use v1::containers_server::{Containers, ContainersServer};
 pub use v1::images_client::ImagesClient;
 pub use v1::images_server::{Images, ImagesServer};
+pub use v1::volumes_client::VolumesClient;
+pub use v1::volumes_server::{Volumes as VolumesService, VolumesServer};
 
 /// Default socket of berthd.
 pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";

@@ -36,7 +36,7 @@ pub async fn run(cli: Cli) -> CmdResult {
     // One connection per command, shared by the services' clients.
     let channel = berth_api::connect_channel(&cli.socket).await?;
     let mut client = ContainersClient::new(channel.clone()).max_decoding_message_size(64 << 20);
-    let mut images = berth_api::images_client(channel);
+    let mut images = berth_api::images_client(channel.clone());
     match cli.cmd {
         Cmd::Run(args) => run_container(&mut client, &mut images, args).await,
         Cmd::Create(args) => {
@@ -52,6 +52,10 @@ pub async fn run(cli: Cli) -> CmdResult {
         Cmd::Load(a) => image::load(&mut images, &a).await,
         Cmd::Save(a) => image::save(&mut images, &a).await,
         Cmd::Image(c) => image::image_cmd(&mut images, c).await,
+        Cmd::Volume(c) => {
+            let mut vc = berth_api::VolumesClient::new(channel);
+            crate::volume::volume_cmd(&mut vc, c).await
+        }
         Cmd::Login(_) | Cmd::Logout { .. } => Ok(0),
         Cmd::Start {
             attach,
@@ -120,10 +124,18 @@ pub async fn run(cli: Cli) -> CmdResult {
             })
             .await
         }
-        Cmd::Rm { force, ids } => {
+        Cmd::Rm {
+            force,
+            volumes,
+            ids,
+        } => {
             each(ids, |id| {
                 let mut c = client.clone();
-                async move { c.delete(v1::DeleteRequest { id, force }).await.map(|_| ()) }
+                async move {
+                    c.delete(v1::DeleteRequest { id, force, volumes })
+                        .await
+                        .map(|_| ())
+                }
             })
             .await
         }
@@ -497,6 +509,8 @@ async fn cleanup_failed(client: &mut Client, id: &str, rm: bool) {
             .delete(v1::DeleteRequest {
                 id: id.to_string(),
                 force: true,
+                // As Docker's --rm: the anonymous volumes go too.
+                volumes: true,
             })
             .await;
     }

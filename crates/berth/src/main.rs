@@ -13,6 +13,7 @@ mod image;
 mod psfmt;
 mod resources;
 mod tty;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -203,6 +204,9 @@ pub enum Cmd {
         /// Kill running containers first.
         #[arg(short, long)]
         force: bool,
+        /// Also remove the containers' anonymous volumes (named ones stay).
+        #[arg(short, long)]
+        volumes: bool,
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
     },
@@ -307,6 +311,9 @@ pub enum Cmd {
     /// Manage images.
     #[command(subcommand)]
     Image(image::ImageCmd),
+    /// Manage volumes: create, ls, inspect, rm, prune.
+    #[command(subcommand)]
+    Volume(volume::VolumeCmd),
     /// Store credentials for a registry, used by pull and run (a file of
     /// mode 0600: $XDG_CONFIG_HOME/berth/auth.json, in Docker's format;
     /// Docker's ~/.docker/config.json is read too).

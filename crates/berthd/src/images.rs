@@ -115,6 +115,8 @@ fn image_healthcheck(config: &[u8]) -> Option<HealthConfig> {
 pub struct Prepared {
     pub source: ImageSource,
     pub defaults: ImageDefaults,
+    /// The image config's `Volumes`: anonymous volumes of the container.
+    pub volumes: Vec<String>,
 }
 
 pub struct Images {
@@ -277,6 +279,12 @@ impl Images {
                 healthcheck: img.healthcheck.clone(),
                 ..defaults(&img.config)
             },
+            volumes: img
+                .config
+                .config()
+                .as_ref()
+                .and_then(|c| c.volumes().clone())
+                .unwrap_or_default(),
         })
     }
 }

@@ -20,6 +20,8 @@ mod stats;
 mod store;
 mod systemd;
 mod validate;
+mod volumes;
+mod volumes_api;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -28,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use berth_api::{ContainersServer, ImagesServer};
+use berth_api::{ContainersServer, ImagesServer, VolumesServer};
 use berth_shim_proto::RuntimeKind;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -403,7 +405,12 @@ async fn run(
     info!(root = %root.display(), socket = %socket_shown, activated, runtime = %runtime_name, config = %cfg.file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()), "berthd ready");
     let cgroups = cgroup::host();
     info!(cgroups = %cgroups.describe(), controllers = ?cgroups.controllers(), "cgroups detected");
-    let service = service::Service::new(sup.clone(), root, runtime_name, images.clone(), net)
+    let vols = Arc::new(
+        volumes::Volumes::open(&root.join("volumes"))
+            .with_context(|| format!("cannot open the volume store in {}", root.display()))?,
+    );
+    let volumes_api = volumes_api::VolumesApi::new(vols.clone(), sup.clone());
+    let service = service::Service::new(sup.clone(), root, runtime_name, images.clone(), net, vols)
         .with_config(in_force);
     let images_api = images_api::ImagesApi::new(images, sup.clone());
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
@@ -431,6 +438,7 @@ async fn run(
             ContainersServer::new(service).max_decoding_message_size(validate::MAX_REQUEST),
         )
         .add_service(ImagesServer::new(images_api).max_decoding_message_size(4 << 20))
+        .add_service(VolumesServer::new(volumes_api))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
     tokio::pin!(server);
     // Restore is done and the socket listens: what a connection sends from

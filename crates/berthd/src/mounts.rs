@@ -69,6 +69,10 @@ pub enum Kind {
         size: Option<u64>,
         mode: Option<u32>,
     },
+    /// A named volume (made if missing), or a new anonymous one (None);
+    /// a volume made now is first filled with the image's files at the
+    /// target unless `nocopy`.
+    Volume { name: Option<String>, nocopy: bool },
 }
 
 /// One mount as asked for.
@@ -153,29 +157,37 @@ pub fn parse_volume(s: &str) -> Result<Request, Status> {
     let (host, ctr, opts) = match parts.as_slice() {
         [h, c] => (*h, *c, ""),
         [h, c, o] => (*h, *c, *o),
-        [_] => {
-            return Err(bad(format!(
-                "{flag}: anonymous volumes are not supported yet: give HOST:CONTAINER with an absolute host path"
-            )))
+        [c] => {
+            return Ok(Request {
+                kind: Kind::Volume {
+                    name: None,
+                    nocopy: false,
+                },
+                target: container_path(&flag, c)?,
+                readonly: false,
+            })
         }
-        _ => {
-            return Err(bad(format!(
-                "{flag}: expected HOST:CONTAINER[:OPTIONS]"
-            )))
-        }
+        _ => return Err(bad(format!("{flag}: expected HOST:CONTAINER[:OPTIONS]"))),
     };
-    if !host.starts_with('/') && !host.contains('/') && !host.starts_with('.') && !host.is_empty() {
+    let volume = crate::volumes::looks_like_name(host);
+    if volume && !crate::volumes::valid_name(host) {
         return Err(bad(format!(
-            "{flag}: named volumes are not supported yet: give an absolute host path"
+            "{flag}: invalid volume name {host:?}: use 2 to 128 of [a-zA-Z0-9_.-] starting with a letter or digit, or an absolute host path"
         )));
     }
-    let source = host_path(&flag, host)?;
+    let source = if volume {
+        PathBuf::new()
+    } else {
+        host_path(&flag, host)?
+    };
     let target = container_path(&flag, ctr)?;
     let mut readonly = None;
     let mut propagation = None;
+    let mut nocopy = false;
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         match o {
             "ro" | "rw" if readonly.is_none() => readonly = Some(o == "ro"),
+            "nocopy" if volume => nocopy = true,
             _ => match Propagation::parse(o) {
                 Some(p) if propagation.is_none() => propagation = Some(p),
                 _ => {
@@ -185,6 +197,21 @@ pub fn parse_volume(s: &str) -> Result<Request, Status> {
                 }
             },
         }
+    }
+    if volume {
+        if propagation.is_some() {
+            return Err(bad(format!(
+                "{flag}: a volume takes no propagation option: use ro, rw or nocopy"
+            )));
+        }
+        return Ok(Request {
+            kind: Kind::Volume {
+                name: Some(host.to_string()),
+                nocopy,
+            },
+            target,
+            readonly: readonly.unwrap_or(false),
+        });
     }
     Ok(Request {
         kind: Kind::Bind {
@@ -231,6 +258,7 @@ pub fn parse_mount(s: &str) -> Result<Request, Status> {
     let mut propagation = None;
     let mut size = None;
     let mut mode = None;
+    let mut nocopy = false;
     for field in s.split(',').filter(|f| !f.is_empty()) {
         let (k, v) = match field.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -253,9 +281,10 @@ pub fn parse_mount(s: &str) -> Result<Request, Status> {
             }
             "tmpfs-size" => size = Some(parse_tmpfs_size(&flag, need(v)?)?),
             "tmpfs-mode" => mode = Some(parse_mode(&flag, need(v)?)?),
+            "volume-nocopy" => nocopy = parse_bool(&flag, k, v)?,
             _ => {
                 return Err(bad(format!(
-                    "{flag}: unknown key {k:?}: use type, source, destination, readonly, bind-propagation, tmpfs-size, tmpfs-mode"
+                    "{flag}: unknown key {k:?}: use type, source, destination, readonly, bind-propagation, volume-nocopy, tmpfs-size, tmpfs-mode"
                 )))
             }
         }
@@ -293,13 +322,23 @@ pub fn parse_mount(s: &str) -> Result<Request, Status> {
             Kind::Tmpfs { size, mode }
         }
         Some("volume") | None => {
-            return Err(bad(format!(
-                "{flag}: volumes are not supported yet: use type=bind or type=tmpfs"
-            )))
+            if size.is_some() || mode.is_some() || propagation.is_some() {
+                return Err(bad(format!(
+                    "{flag}: tmpfs-* and bind-propagation do not apply to a volume"
+                )));
+            }
+            if let Some(n) = &src {
+                if !crate::volumes::valid_name(n) {
+                    return Err(bad(format!(
+                        "{flag}: invalid volume name {n:?}: use 2 to 128 of [a-zA-Z0-9_.-] starting with a letter or digit"
+                    )));
+                }
+            }
+            Kind::Volume { name: src, nocopy }
         }
         Some(t) => {
             return Err(bad(format!(
-                "{flag}: unknown type {t:?}: use bind or tmpfs"
+                "{flag}: unknown type {t:?}: use bind, volume or tmpfs"
             )))
         }
     };
@@ -336,7 +375,10 @@ pub fn parse_tmpfs(s: &str) -> Result<Request, Status> {
 }
 
 /// Every mount the request asks for, checked: no two on one target.
-pub fn requests(r: &berth_api::v1::CreateRequest) -> Result<Vec<Request>, Status> {
+pub fn requests(
+    r: &berth_api::v1::CreateRequest,
+    image_volumes: &[String],
+) -> Result<Vec<Request>, Status> {
     let mut out = Vec::new();
     for v in &r.binds {
         out.push(parse_volume(v)?);
@@ -349,13 +391,33 @@ pub fn requests(r: &berth_api::v1::CreateRequest) -> Result<Vec<Request>, Status
     }
     let mut seen = std::collections::HashSet::new();
     for m in &out {
-        if !seen.insert(m.target.as_str()) {
+        if !seen.insert(m.target.clone()) {
             return Err(bad(format!(
                 "two mounts on {}: give each container path once",
                 m.target
             )));
         }
     }
+    // The image's `Volumes` become anonymous volumes, unless the user
+    // mounted something there.
+    for v in image_volumes {
+        let Ok(target) = container_path("the image's Volumes", v) else {
+            tracing::warn!(volume = %v, "image volume path skipped");
+            continue;
+        };
+        if seen.insert(target.clone()) {
+            out.push(Request {
+                kind: Kind::Volume {
+                    name: None,
+                    nocopy: false,
+                },
+                target,
+                readonly: false,
+            });
+        }
+    }
+    // Parents first: a mount on /a after one on /a/b would hide it.
+    out.sort_by_key(|m| Path::new(&m.target).components().count());
     Ok(out)
 }
 
@@ -430,8 +492,69 @@ fn place(rootfs: &Path, target: &str, file: bool) -> Result<String, Status> {
 }
 
 /// The OCI mounts of `reqs`, their targets made in `rootfs` (and missing
-/// `-v` host directories made on the host).
-pub fn resolve(rootfs: &Path, reqs: &[Request]) -> Result<Vec<Mount>, Status> {
+/// `-v` host directories made on the host, missing volumes made in
+/// `vols`). On an error, the volumes made here are removed again.
+pub fn resolve(
+    rootfs: &Path,
+    reqs: &[Request],
+    vols: &crate::volumes::Volumes,
+) -> Result<Vec<Mount>, Status> {
+    let mut made = Vec::new();
+    let res = resolve_all(rootfs, reqs, vols, &mut made);
+    if res.is_err() {
+        for n in made {
+            let _ = vols.remove(&n, None);
+        }
+    }
+    res
+}
+
+/// Make (if new) and fill the volume of a request; its `_data` path.
+fn volume(
+    rootfs: &Path,
+    dest: &str,
+    name: Option<&str>,
+    nocopy: bool,
+    vols: &crate::volumes::Volumes,
+    made: &mut Vec<String>,
+) -> Result<PathBuf, Status> {
+    let (rec, new) = vols
+        .create(name, Default::default(), name.is_none())
+        .map_err(crate::volumes_api::volume_status)?;
+    if new {
+        made.push(rec.name.clone());
+    }
+    let data = vols.data(&rec.name);
+    if new && !nocopy {
+        // `dest` is the resolved, symlink-free path of a directory inside
+        // the root: what the image has there fills the new volume.
+        let from = rootfs
+            .canonicalize()
+            .map_err(|e| status_io("cannot read the container's root".into(), e))?
+            .join(dest.trim_start_matches('/'));
+        let fill = || -> std::io::Result<()> {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let meta = std::fs::symlink_metadata(&from)?;
+            crate::volumes::copy_up(&from, &data)?;
+            std::os::unix::fs::lchown(&data, Some(meta.uid()), Some(meta.gid()))?;
+            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+        };
+        fill().map_err(|e| {
+            Status::internal(format!(
+                "cannot fill volume {} with the image's {dest}: {e}",
+                rec.name
+            ))
+        })?;
+    }
+    Ok(data)
+}
+
+fn resolve_all(
+    rootfs: &Path,
+    reqs: &[Request],
+    vols: &crate::volumes::Volumes,
+    made: &mut Vec<String>,
+) -> Result<Vec<Mount>, Status> {
     let mut out = Vec::new();
     for r in reqs {
         let m = match &r.kind {
@@ -483,6 +606,15 @@ pub fn resolve(rootfs: &Path, reqs: &[Request]) -> Result<Vec<Mount>, Status> {
                     opts.push("ro".into());
                 }
                 build(&dest, "tmpfs", "tmpfs", opts)?
+            }
+            Kind::Volume { name, nocopy } => {
+                let dest = place(rootfs, &r.target, false)?;
+                let data = volume(rootfs, &dest, name.as_deref(), *nocopy, vols, made)?;
+                let mut opts = vec!["rbind".to_string(), "rprivate".to_string()];
+                if r.readonly {
+                    opts.push("ro".into());
+                }
+                build(&dest, "bind", &data.to_string_lossy(), opts)?
             }
         };
         out.push(m);

@@ -47,6 +47,7 @@ pub struct Service {
     /// reloads.
     config: Arc<std::sync::RwLock<String>>,
     net: Arc<crate::net::Net>,
+    vols: Arc<crate::volumes::Volumes>,
 }
 
 impl Service {
@@ -56,6 +57,7 @@ impl Service {
         runtime: String,
         images: Arc<Images>,
         net: Arc<crate::net::Net>,
+        vols: Arc<crate::volumes::Volumes>,
     ) -> Self {
         let sampler = crate::stats::Sampler::new(sup.clone());
         crate::health::Checker::spawn(sup.clone(), root.clone());
@@ -67,6 +69,7 @@ impl Service {
             images,
             config: Arc::default(),
             net,
+            vols,
         }
     }
 
@@ -82,7 +85,7 @@ impl Service {
         // Bad input is refused before anything is unpacked or mounted.
         validate::create(&r)?;
         let mode = self.network_mode(&r)?;
-        crate::mounts::requests(&r)?;
+        crate::mounts::requests(&r, &[])?;
         crate::mounts::shm_size(&r)?;
         let id = berth_core::id::generate_id().map_err(|e| Status::internal(e.to_string()))?;
         let prepared = match &r.source {
@@ -106,7 +109,14 @@ impl Service {
             }
             _ => None,
         };
-        let res = create_params(id.clone(), r, prepared.as_ref(), mode.as_ref(), &self.net);
+        let res = create_params(
+            id.clone(),
+            r,
+            prepared.as_ref(),
+            mode.as_ref(),
+            &self.net,
+            &self.vols,
+        );
         if res.is_err() && prepared.is_some() {
             self.release(&id).await;
         }
@@ -161,6 +171,32 @@ impl Service {
                 }
             }
         }))
+    }
+
+    /// Remove the anonymous volumes `spec` mounts that no container uses
+    /// (after `rm -v`, or a create that failed).
+    async fn remove_anonymous(&self, spec: &oci_spec::runtime::Spec) {
+        let vols = self.vols.clone();
+        let names: Vec<String> = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .filter_map(|m| m.source().as_ref().and_then(|s| vols.name_of(s)))
+            .collect();
+        let users = crate::volumes_api::users(&vols, &self.sup);
+        let _ = tokio::task::spawn_blocking(move || {
+            for n in names {
+                if users.contains_key(&n) {
+                    continue;
+                }
+                if vols.get(&n).map(|r| r.anonymous).unwrap_or(false) {
+                    if let Err(e) = vols.remove(&n, None) {
+                        tracing::warn!(volume = %n, error = %e, "cannot remove an anonymous volume");
+                    }
+                }
+            }
+        })
+        .await;
     }
 
     /// Release the snapshot and network settings made for a container that
@@ -450,6 +486,7 @@ fn create_params(
     prepared: Option<&Prepared>,
     network: Option<&crate::net::Mode>,
     net: &crate::net::Net,
+    vols: &crate::volumes::Volumes,
 ) -> Result<CreateParams, Status> {
     let image_only = r.entrypoint.is_some() || !r.platform.is_empty();
     if image_only && prepared.is_none() {
@@ -462,7 +499,8 @@ fn create_params(
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
     }
     let cgroups_path = format!("/berth/{id}");
-    let mount_reqs = crate::mounts::requests(&r)?;
+    let image_volumes = prepared.map(|p| p.volumes.clone()).unwrap_or_default();
+    let mount_reqs = crate::mounts::requests(&r, &image_volumes)?;
     let shm_size = crate::mounts::shm_size(&r)?;
     let limits = crate::resources::create_limits(&r)?;
     let requested = requested_security(&r);
@@ -507,7 +545,7 @@ fn create_params(
             };
             let mut spec = spec::generate(&opts, passwd.as_deref(), group.as_deref())
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            let extra = crate::mounts::resolve(&opts.rootfs, &mount_reqs)?;
+            let extra = crate::mounts::resolve(&opts.rootfs, &mount_reqs, vols)?;
             crate::mounts::apply(&mut spec, extra, shm_size)?;
             labels = spec::image::labels(img, labels);
             if stop_signal_name.is_empty() {
@@ -555,7 +593,7 @@ fn create_params(
             };
             let mut spec = spec::generate(&opts, passwd.as_deref(), group.as_deref())
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            let extra = crate::mounts::resolve(&opts.rootfs, &mount_reqs)?;
+            let extra = crate::mounts::resolve(&opts.rootfs, &mount_reqs, vols)?;
             crate::mounts::apply(&mut spec, extra, shm_size)?;
             (spec, Source::Rootfs(rootfs))
         }
@@ -759,10 +797,12 @@ impl berth_api::Containers for Service {
     ) -> Result<Response<v1::CreateResponse>, Status> {
         let params = self.params(req.into_inner()).await?;
         let id = params.id.clone();
+        let spec = params.spec.clone();
         match self.sup.create(params).await {
             Ok(id) => Ok(Response::new(v1::CreateResponse { id })),
             Err(e) => {
                 self.release(&id).await;
+                self.remove_anonymous(&spec).await;
                 Err(status(e))
             }
         }
@@ -925,7 +965,11 @@ impl berth_api::Containers for Service {
         req: Request<v1::DeleteRequest>,
     ) -> Result<Response<v1::DeleteResponse>, Status> {
         let r = req.into_inner();
+        let rec = self.sup.inspect(&r.id).map_err(status)?;
         self.sup.delete(&r.id, r.force).await.map_err(status)?;
+        if r.volumes {
+            self.remove_anonymous(&rec.spec).await;
+        }
         Ok(Response::new(v1::DeleteResponse {}))
     }
     type LogsStream = BoxStream<v1::LogEntry>;

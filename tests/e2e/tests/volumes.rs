@@ -228,3 +228,59 @@ fn bad_mounts_are_one_line_errors_and_create_nothing() {
     assert_eq!(d.berth(&["ps", "-aq"]).ok(), "");
     assert_eq!(mount_leftovers(s(&d.root)), Vec::<String>::new());
 }
+
+#[test]
+fn named_volumes_keep_data_across_containers_and_a_daemon_kill() {
+    let mut d = Daemon::start(Rt::Embedded);
+    let layers = vec![
+        busybox_layer(),
+        Layer::Entries(vec![
+            Entry::dir("srv"),
+            Entry::File {
+                path: "srv/seed".into(),
+                data: b"from the image\n".to_vec(),
+                mode: 0o640,
+                uid: 1000,
+                gid: 100,
+                xattrs: Vec::new(),
+            },
+        ]),
+    ];
+    let img = Image::build(&layers, Compression::None, &Config::default());
+    load(&d, &img, "docker.io/library/seeded:1");
+    // A new volume over an image directory starts with its files.
+    let r = d.berth(&[
+        "run",
+        "--name",
+        "w",
+        "-v",
+        "data:/srv",
+        "seeded:1",
+        "sh",
+        "-c",
+        "stat -c '%a %u %g' /srv/seed; cat /srv/seed; echo kept > /srv/new",
+    ]);
+    assert_eq!(r.stdout, "640 1000 100\nfrom the image\n", "{r:?}");
+    // In use (by a stopped container): refused.
+    let r = d.berth(&["volume", "rm", "data"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("in use"), "{r:?}");
+    d.berth(&["rm", "w"]).ok();
+    let r = d.berth(&["run", "--rm", "-v", "data:/x", "seeded:1", "cat", "/x/new"]);
+    assert_eq!(r.stdout, "kept\n", "{r:?}");
+    d.kill9();
+    d.restart();
+    let r = d.berth(&["run", "--rm", "-v", "data:/x", "seeded:1", "cat", "/x/new"]);
+    assert_eq!(r.stdout, "kept\n", "{r:?}");
+    assert_eq!(d.berth(&["volume", "ls", "-q"]).ok(), "data");
+    // rm -v removes the anonymous volume and nothing else.
+    let id = d
+        .berth(&["create", "-v", "/anon", "-v", "data:/d", "seeded:1", "true"])
+        .ok();
+    let names = d.berth(&["volume", "ls", "-q"]).ok();
+    assert_eq!(names.lines().count(), 2, "{names}");
+    d.berth(&["rm", "-v", &id]).ok();
+    assert_eq!(d.berth(&["volume", "ls", "-q"]).ok(), "data");
+    d.berth(&["volume", "rm", "data"]).ok();
+    assert_eq!(d.berth(&["volume", "ls", "-q"]).ok(), "");
+}
