@@ -35,45 +35,9 @@ use rustix::io::Errno;
 
 use crate::digest::{Digest, Hasher};
 
-/// How a layer blob is compressed (from its media type).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    /// The compression of a layer media type, OCI or Docker; `None` for a
-    /// media type that is not a layer berth can unpack.
-    pub fn from_media_type(media_type: &str) -> Option<Self> {
-        match media_type {
-            "application/vnd.oci.image.layer.v1.tar"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
-            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Self::None),
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Self::Gzip),
-            "application/vnd.oci.image.layer.v1.tar+zstd"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
-            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Some(Self::Zstd),
-            _ => None,
-        }
-    }
-
-    /// Guesses from the first bytes of a blob (for `docker save` archives,
-    /// whose layers carry no media type).
-    pub fn sniff(head: &[u8]) -> Self {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Self::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Self::Zstd
-        } else {
-            Self::None
-        }
-    }
-}
+/// How a layer blob is compressed: the model's (from the media type, or
+/// sniffed from the first bytes of a `docker save` layer).
+pub use crate::model::Compression;
 
 /// What `.wh.` entries become.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

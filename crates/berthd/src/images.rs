@@ -21,7 +21,6 @@ use berth_image::model::{self, Platform};
 use berth_image::reference::Reference;
 use berth_image::snapshot::{SnapshotError, Snapshotter, SnapshotterChoice};
 use berth_image::store::ContentStore;
-use berth_image::unpack;
 use oci_spec::image::ImageConfiguration;
 use tracing::{info, warn};
 
@@ -220,7 +219,7 @@ impl Images {
             .map_err(|e| ImageError::failed(&format!("layer {} is missing", layer.digest), e))?;
         let info = self
             .snaps
-            .unpack_layer(chain, diff_id, blob, unpack_compression(layer.compression))
+            .unpack_layer(chain, diff_id, blob, layer.compression)
             .map_err(layer_err)?;
         info!(layer = %layer.digest, chain = %chain, bytes = info.size, ms = started.elapsed().as_millis() as u64, "layer unpacked");
         Ok(())
@@ -515,15 +514,6 @@ const STALE_INGEST: std::time::Duration = std::time::Duration::from_secs(24 * 36
 
 fn in_use(users: &HashMap<String, u32>) -> HashSet<Digest> {
     users.keys().filter_map(|k| k.parse().ok()).collect()
-}
-
-// model and unpack name the same three compressions.
-fn unpack_compression(c: model::Compression) -> unpack::Compression {
-    match c {
-        model::Compression::None => unpack::Compression::None,
-        model::Compression::Gzip => unpack::Compression::Gzip,
-        model::Compression::Zstd => unpack::Compression::Zstd,
-    }
 }
 
 /// What an image config gives a container by default.

@@ -308,7 +308,7 @@ fn gzip_and_zstd_give_the_same_diff_id() {
             fs::read(dir.path().join("home/user/notes")).unwrap(),
             b"mine"
         );
-        assert_eq!(Compression::sniff(blob), c);
+        assert_eq!(Compression::detect(blob), c);
     }
 }
 
