@@ -387,6 +387,9 @@ pub async fn info(client: &mut Client) -> crate::CmdResult {
     println!(" Running: {}", i.running);
     println!(" Paused: {}", i.paused);
     println!(" Stopped: {}", i.stopped);
+    println!("Images: {}", i.images);
+    println!("Storage driver: {}", i.storage_driver);
+    println!("Network modes: {}", i.network_modes.join(" "));
     println!("CPUs: {}", i.cpus);
     println!("Total memory: {}", binary_size(i.memory));
     println!("Kernel: {}", i.kernel);

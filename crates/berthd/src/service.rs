@@ -1296,6 +1296,13 @@ impl berth_api::Containers for Service {
                 .read()
                 .map(|c| c.clone())
                 .unwrap_or_else(|p| p.into_inner().clone()),
+            storage_driver: match self.images.snaps.kind() {
+                berth_image::snapshot::SnapshotterKind::Overlay => "overlay".into(),
+                berth_image::snapshot::SnapshotterKind::Copy => "copy".into(),
+            },
+            images: u32::try_from(self.images.db.list().map(|l| l.len()).unwrap_or(0))
+                .unwrap_or(u32::MAX),
+            network_modes: ["none", "host", "container:ID"].map(String::from).to_vec(),
         }))
     }
 }

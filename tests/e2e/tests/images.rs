@@ -164,6 +164,10 @@ fn the_image_config_gives_the_defaults_and_flags_override_them() {
     let img = Image::build(&[busybox_layer()], Compression::Gzip, &config);
     load(&d, &img.oci_archive("docker.io/library/cfg:latest"));
 
+    let info = d.berth(&["info"]).ok();
+    assert!(info.contains("Images: 1"), "{info}");
+    assert!(info.contains("Storage driver: overlay"), "{info}");
+
     let r = d.berth(&["run", "--rm", "cfg"]);
     assert_eq!(r.code, 3, "{r:?}");
     assert_eq!(r.stdout, "hello from /tmp as 65534\n");
