@@ -660,10 +660,16 @@ fn check_world(d: &Daemon, seen: &BTreeSet<String>, round: usize) {
         // A runtime call in flight (runc create or delete of a run that a
         // policy restarts, or rm removes) shows transient mounts: only
         // ones that stay are leaks.
+        // A stopped container keeps its network namespace file (bound at
+        // <root>/netns/<id>) until it is removed (docs/networking.md); a
+        // removed one keeps nothing.
+        let netns = d.state_dir().join("netns").join(id);
+        let netns = netns.to_string_lossy().into_owned();
+        let kept = |m: &String| w.db.contains_key(id) && m.contains(&format!(" {netns} "));
         poll(
             &format!("round {round}: mounts of {id} to go"),
             Duration::from_secs(10),
-            || mount_leftovers(id).is_empty().then_some(()),
+            || mount_leftovers(id).iter().all(&kept).then_some(()),
         );
     }
     for (id, c) in &w.db {
