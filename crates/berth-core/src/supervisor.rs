@@ -1307,6 +1307,13 @@ impl Supervisor {
                                 }
                                 Some(EventType::Start)
                             }
+                            // A new run (a policy restart, or a start of a
+                            // stopped container) that the last daemon began
+                            // and died before recording.
+                            (State::Stopped, State::Running | State::Paused) => {
+                                ctr.rec.started_at = Some(now_rfc3339());
+                                Some(EventType::Start)
+                            }
                             (State::Running, State::Paused) => Some(EventType::Pause),
                             (State::Paused, State::Running) => Some(EventType::Resume),
                             _ => None,
