@@ -47,6 +47,8 @@ pub enum DnsError {
         proto: &'static str,
         source: std::io::Error,
     },
+    #[error("the DNS resolver must be made inside a tokio runtime")]
+    NoRuntime,
 }
 
 /// The resolver's knobs; [`Config::new`] has the daemon's defaults.
@@ -129,11 +131,17 @@ struct Shared {
 /// The daemon's resolver. Dropping it stops every listener.
 pub struct Resolver {
     shared: Arc<Shared>,
+    /// The runtime its listeners run on: [`Resolver::add_network`] may then
+    /// be called from any thread (berthd calls it from blocking tasks).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Resolver {
-    pub fn new(config: Config) -> Self {
-        Self {
+    /// Made inside the tokio runtime its listeners are to run on.
+    pub fn new(config: Config) -> Result<Self, DnsError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| DnsError::NoRuntime)?;
+        Ok(Self {
+            runtime,
             shared: Arc::new(Shared {
                 upstreams: forward::UpstreamSource::new(config.upstreams),
                 limits: forward::Limits {
@@ -146,13 +154,13 @@ impl Resolver {
                 tcp_conns: Arc::new(Semaphore::new(config.max_tcp_conns)),
                 nets: RwLock::new(HashMap::new()),
             }),
-        }
+        })
     }
 
     /// Serve a network (at its creation, or its restore when berthd starts).
     /// Again for a network already served: its name and `internal` are
     /// updated, its members kept, and its listeners moved if `listen`
-    /// changed. Must run inside a tokio runtime.
+    /// changed.
     ///
     /// The sockets are bound with `IP_FREEBIND`: the bridge may get its
     /// gateway address only when the first container joins, and the
@@ -263,6 +271,8 @@ impl Resolver {
     }
 
     fn listen(&self, id: &str, addrs: &[SocketAddr]) -> Result<Vec<AbortHandle>, DnsError> {
+        // Registering a socket with the reactor needs the runtime entered.
+        let _entered = self.runtime.enter();
         // Bind everything first, so a failure leaves nothing listening.
         let mut socks = Vec::new();
         for &addr in addrs {
@@ -282,10 +292,15 @@ impl Resolver {
         for (udp, tcp) in socks {
             let key = id.to_string();
             tasks.push(
-                tokio::spawn(serve_udp(self.shared.clone(), key.clone(), Arc::new(udp)))
+                self.runtime
+                    .spawn(serve_udp(self.shared.clone(), key.clone(), Arc::new(udp)))
                     .abort_handle(),
             );
-            tasks.push(tokio::spawn(serve_tcp(self.shared.clone(), key, tcp)).abort_handle());
+            tasks.push(
+                self.runtime
+                    .spawn(serve_tcp(self.shared.clone(), key, tcp))
+                    .abort_handle(),
+            );
         }
         Ok(tasks)
     }

@@ -154,7 +154,7 @@ fn fake_upstream(addr: SocketAddr, answer: Ipv4Addr) -> Vec<AbortHandle> {
 #[tokio::test]
 async fn names_aliases_short_ids_case_and_network_suffix() {
     let at = loopback(1, PORT);
-    let r = Resolver::new(config(vec![]));
+    let r = Resolver::new(config(vec![])).unwrap();
     r.add_network("n1", net("Net1", at, false)).unwrap();
     assert!(r.join(
         "n1",
@@ -195,7 +195,7 @@ async fn names_aliases_short_ids_case_and_network_suffix() {
 #[tokio::test]
 async fn each_network_answers_its_own_members() {
     let (at1, at2) = (loopback(2, PORT), loopback(3, PORT));
-    let r = Resolver::new(config(vec![]));
+    let r = Resolver::new(config(vec![])).unwrap();
     r.add_network("n1", net("front", at1, false)).unwrap();
     r.add_network("n2", net("back", at2, false)).unwrap();
     r.join("n1", "app", member("app", &[], ip(2)));
@@ -219,7 +219,7 @@ async fn each_network_answers_its_own_members() {
 #[tokio::test]
 async fn join_leave_and_rename_take_effect_at_once() {
     let at = loopback(4, PORT);
-    let r = Resolver::new(config(vec![]));
+    let r = Resolver::new(config(vec![])).unwrap();
     r.add_network("n1", net("n1", at, false)).unwrap();
     assert_eq!(resolve(at, "late.").await, Vec::<IpAddr>::new());
     r.join("n1", "c1", member("late", &["alias1"], ip(5)));
@@ -244,7 +244,7 @@ async fn unknown_single_label_is_nxdomain_at_once() {
     let at = loopback(5, PORT);
     // An upstream that never answers: the answer must not wait for it.
     let silent = std::net::UdpSocket::bind(loopback(5, PORT + 1)).unwrap();
-    let r = Resolver::new(config(vec![silent.local_addr().unwrap()]));
+    let r = Resolver::new(config(vec![silent.local_addr().unwrap()])).unwrap();
     r.add_network("n1", net("n1", at, false)).unwrap();
     let t = Instant::now();
     let m = ask_udp(at, "nosuch.", RecordType::A).await.unwrap();
@@ -261,7 +261,7 @@ async fn other_names_are_forwarded_to_the_upstream() {
     let at = loopback(6, PORT);
     let up = loopback(6, PORT + 1);
     let tasks = fake_upstream(up, Ipv4Addr::new(192, 0, 2, 7));
-    let r = Resolver::new(config(vec![up]));
+    let r = Resolver::new(config(vec![up])).unwrap();
     r.add_network("n1", net("n1", at, false)).unwrap();
     r.join("n1", "c1", member("web", &[], ip(2)));
     let want = vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7))];
@@ -296,7 +296,7 @@ async fn upstreams_from_a_resolv_conf_read_again_when_it_changes() {
     std::fs::write(&conf, format!("search x\nnameserver {}\n", up1.ip())).unwrap();
     let mut c = config(vec![]);
     c.upstreams = Upstreams::ResolvConf(conf.clone());
-    let r = Resolver::new(c);
+    let r = Resolver::new(c).unwrap();
     r.add_network("n1", net("n1", at, false)).unwrap();
     assert_eq!(
         resolve(at, "example.org.").await,
@@ -319,7 +319,7 @@ async fn a_silent_upstream_times_out_and_the_next_is_tried() {
     let at = loopback(11, PORT);
     let silent = std::net::UdpSocket::bind(loopback(11, PORT + 1)).unwrap();
     let silent = silent.local_addr().unwrap();
-    let r = Resolver::new(config(vec![silent]));
+    let r = Resolver::new(config(vec![silent])).unwrap();
     r.add_network("n1", net("n1", at, false)).unwrap();
     let t = Instant::now();
     let m = ask_udp(at, "example.org.", RecordType::A).await.unwrap();
@@ -332,7 +332,7 @@ async fn a_silent_upstream_times_out_and_the_next_is_tried() {
     // Silent first, then one that answers: the answer, after one attempt.
     let up = loopback(11, PORT + 2);
     let tasks = fake_upstream(up, Ipv4Addr::new(192, 0, 2, 9));
-    let r2 = Resolver::new(config(vec![silent, up]));
+    let r2 = Resolver::new(config(vec![silent, up])).unwrap();
     let at2 = loopback(12, PORT);
     r2.add_network("n1", net("n1", at2, false)).unwrap();
     assert_eq!(
@@ -340,7 +340,7 @@ async fn a_silent_upstream_times_out_and_the_next_is_tried() {
         vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9))]
     );
     // No upstream at all: SERVFAIL at once.
-    let r3 = Resolver::new(config(vec![]));
+    let r3 = Resolver::new(config(vec![])).unwrap();
     let at3 = loopback(13, PORT);
     r3.add_network("n1", net("n1", at3, false)).unwrap();
     let t = Instant::now();
@@ -360,7 +360,7 @@ async fn forwarded_questions_in_flight_are_capped() {
     c.max_inflight = 2;
     c.attempt_timeout = Duration::from_secs(2);
     c.forward_deadline = Duration::from_secs(2);
-    let r = Resolver::new(c);
+    let r = Resolver::new(c).unwrap();
     r.add_network("n1", net("n1", at, false)).unwrap();
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for i in 0..6u16 {
@@ -386,7 +386,7 @@ async fn forwarded_questions_in_flight_are_capped() {
 #[tokio::test]
 async fn too_many_addresses_for_udp_are_truncated_and_whole_over_tcp() {
     let at = loopback(15, PORT);
-    let r = Resolver::new(config(vec![]));
+    let r = Resolver::new(config(vec![])).unwrap();
     r.add_network("n1", net("n1", at, false)).unwrap();
     for i in 0..100u8 {
         r.join(
@@ -406,7 +406,7 @@ async fn too_many_addresses_for_udp_are_truncated_and_whole_over_tcp() {
 #[tokio::test]
 async fn garbage_gets_no_answer_and_breaks_nothing() {
     let at = loopback(16, PORT);
-    let r = Resolver::new(config(vec![]));
+    let r = Resolver::new(config(vec![])).unwrap();
     r.add_network("n1", net("n1", at, false)).unwrap();
     r.join("n1", "c1", member("web", &[], ip(2)));
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -431,10 +431,11 @@ async fn garbage_gets_no_answer_and_breaks_nothing() {
 #[tokio::test]
 async fn removing_a_network_closes_its_listeners() {
     let at = loopback(17, PORT);
-    let r = Resolver::new(config(vec![]));
+    let r = Resolver::new(config(vec![])).unwrap();
     r.add_network("n1", net("n1", at, false)).unwrap();
     // A second listener on the same address is refused.
     let err = Resolver::new(config(vec![]))
+        .unwrap()
         .add_network("n1", net("n1", at, false))
         .unwrap_err();
     assert!(
@@ -469,4 +470,27 @@ async fn removing_a_network_closes_its_listeners() {
         assert!(Instant::now() < deadline, "UDP still bound after drop");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn networks_can_be_served_from_any_thread() {
+    let at = loopback(19, PORT);
+    let r = Arc::new(Resolver::new(config(vec![])).unwrap());
+    let r2 = r.clone();
+    // A plain thread, outside the runtime (berthd's blocking tasks are like it).
+    std::thread::spawn(move || {
+        r2.add_network("n1", net("n1", at, false)).unwrap();
+        r2.join("n1", "c1", member("web", &[], ip(2)));
+    })
+    .join()
+    .unwrap();
+    assert_eq!(resolve(at, "web.").await, vec![ip(2)]);
+}
+
+#[test]
+fn a_resolver_needs_a_runtime() {
+    assert!(matches!(
+        Resolver::new(config(vec![])),
+        Err(DnsError::NoRuntime)
+    ));
 }
