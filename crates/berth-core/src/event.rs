@@ -34,13 +34,15 @@ pub enum EventType {
     /// The health status changed (`status`: starting, healthy, unhealthy).
     #[serde(rename = "health_status")]
     HealthStatus,
+    /// The container got a new name (`name`; the old one in `old_name`).
+    Rename,
     /// Not a state change: `missed` events were compacted away before this
     /// subscriber could read them.
     Missed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 15] = [
         EventType::Create,
         EventType::Start,
         EventType::ExecAdded,
@@ -54,6 +56,7 @@ impl EventType {
         EventType::Delete,
         EventType::Update,
         EventType::HealthStatus,
+        EventType::Rename,
         EventType::Missed,
     ];
 
@@ -72,6 +75,7 @@ impl EventType {
             EventType::Delete => "delete",
             EventType::Update => "update",
             EventType::HealthStatus => "health_status",
+            EventType::Rename => "rename",
             EventType::Missed => "missed",
         }
     }
@@ -120,6 +124,9 @@ pub struct Event {
     /// For `health_status`: the new status.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub status: String,
+    /// For `rename`: the name before.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub old_name: String,
 }
 
 /// What a publisher says; the bus adds `seq` and `time`.
@@ -131,6 +138,7 @@ pub struct EventInfo {
     pub pid: i32,
     pub exit_code: Option<i32>,
     pub status: String,
+    pub old_name: String,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -203,6 +211,7 @@ impl EventBus {
             exit_code: info.exit_code,
             missed: 0,
             status: info.status,
+            old_name: info.old_name,
         };
         let written = self.inner.store.write_with_event(save, remove, &ev);
         if let Err(e) = &written {
@@ -269,6 +278,7 @@ impl Subscription {
                 exit_code: None,
                 missed,
                 status: String::new(),
+                old_name: String::new(),
             });
         }
         match store.events_after(self.next - 1, BATCH) {

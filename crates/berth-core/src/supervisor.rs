@@ -91,8 +91,10 @@ struct Snapshot {
 
 struct Entry {
     id: String,
-    /// Names never change: lookups compare this, not a snapshot.
-    name: String,
+    /// What lookups compare (not a snapshot). Changed only by rename, and
+    /// only under the table's write lock, where create checks names too:
+    /// two containers can never hold one name.
+    name: Mutex<String>,
     /// Set once the container has been deleted (then `changed` is bumped).
     removed: std::sync::atomic::AtomicBool,
     ctr: tokio::sync::Mutex<Ctr>,
@@ -107,7 +109,7 @@ impl Entry {
         let exited_run = if rec.state == State::Stopped { run } else { 0 };
         Arc::new(Entry {
             id: rec.id.clone(),
-            name: rec.name.clone(),
+            name: Mutex::new(rec.name.clone()),
             removed: std::sync::atomic::AtomicBool::new(false),
             snap: Mutex::new(Snapshot {
                 rec: rec.clone(),
@@ -133,6 +135,15 @@ impl Entry {
             return Err(Error::NotFound(self.id.clone()));
         }
         Ok(())
+    }
+
+    fn has_name(&self, name: &str) -> bool {
+        *self.name.lock().unwrap_or_else(|p| p.into_inner()) == name
+    }
+
+    /// Call with the table's write lock held.
+    fn set_name(&self, name: &str) {
+        *self.name.lock().unwrap_or_else(|p| p.into_inner()) = name.to_string();
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -228,6 +239,7 @@ fn info_of(rec: &ContainerRecord) -> EventInfo {
         pid: 0,
         exit_code: None,
         status: String::new(),
+        old_name: String::new(),
     }
 }
 
@@ -280,7 +292,7 @@ impl Supervisor {
         if let Some(e) = table.get(key) {
             return Ok(e.clone());
         }
-        if let Some(e) = table.values().find(|e| e.name == key) {
+        if let Some(e) = table.values().find(|e| e.has_name(key)) {
             return Ok(e.clone());
         }
         let mut found = table.iter().filter(|(id, _)| id.starts_with(key));
@@ -392,7 +404,7 @@ impl Supervisor {
         let mut ctr = entry.ctr.lock().await;
         {
             let mut table = self.table_mut();
-            if let Some(other) = table.values().find(|e| e.name == name) {
+            if let Some(other) = table.values().find(|e| e.has_name(&name)) {
                 return Err(Error::NameInUse(name, other.id.clone()));
             }
             if table.contains_key(&p.id) {
@@ -864,6 +876,98 @@ impl Supervisor {
                 KILL_WAIT.as_secs()
             ))
         })
+    }
+
+    /// Stop a running or paused container (as [`Supervisor::stop`]), then
+    /// start it again; a created or stopped one is only started. The
+    /// `start` is followed by a `restart` event. Returns the new init's pid.
+    pub async fn restart(&self, key: &str, timeout: Option<Duration>) -> Result<i32> {
+        let entry = self.lookup(key)?;
+        let rec = entry.snapshot().rec;
+        if rec.config.auto_remove {
+            // Its stop would remove it before it could start again.
+            return Err(Error::InvalidState(format!(
+                "container {} was created with --rm: it is removed when it stops, so it cannot be restarted",
+                rec.name
+            )));
+        }
+        if matches!(rec.state, State::Running | State::Paused) {
+            self.stop_entry(entry.clone(), timeout, true).await?;
+        }
+        let (pid, watch) = self.start(&entry.id).await?;
+        let ctr = entry.ctr.lock().await;
+        // Only if nothing happened since (an exit, a stop, another start):
+        // the event is published under the lock like every other, so it
+        // keeps its place in the container's order.
+        if ctr.run == watch.run
+            && ctr.rec.state == State::Running
+            && !entry.removed.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.publish(
+                EventType::Restart,
+                EventInfo {
+                    process: INIT_PROCESS.into(),
+                    pid,
+                    ..info_of(&ctr.rec)
+                },
+            );
+        }
+        Ok(pid)
+    }
+
+    /// Give a container a new name, durably, with a `rename` event (the
+    /// old name in it). The new name is checked and taken under the
+    /// table's write lock, as create checks it.
+    pub async fn rename(&self, key: &str, new_name: &str) -> Result<()> {
+        crate::id::validate_name(new_name).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let entry = self.lookup(key)?;
+        let mut ctr = entry.ctr.lock().await;
+        entry.check_not_removed()?;
+        if ctr.removing {
+            return Err(Error::InvalidState(format!(
+                "container {} is being removed",
+                ctr.rec.name
+            )));
+        }
+        let old = ctr.rec.name.clone();
+        if old == new_name {
+            return Err(Error::InvalidArgument(format!(
+                "container {} is already named {new_name:?}: choose another name",
+                crate::id::short_id(&entry.id)
+            )));
+        }
+        {
+            let table = self.table_mut();
+            if let Some(other) = table
+                .values()
+                .find(|e| e.id != entry.id && e.has_name(new_name))
+            {
+                return Err(Error::NameInUse(new_name.to_string(), other.id.clone()));
+            }
+            entry.set_name(new_name);
+        }
+        ctr.rec.name = new_name.to_string();
+        let info = EventInfo {
+            old_name: old.clone(),
+            ..info_of(&ctr.rec)
+        };
+        if let Err(e) = self.commit_event(&entry, &ctr, false, EventType::Rename, info) {
+            // Not durable: back to the old name, unless a create took it
+            // meanwhile (then the new name stays in memory, and the next
+            // write of the record makes it durable).
+            ctr.rec.name = old.clone();
+            {
+                let table = self.table_mut();
+                if !table.values().any(|e| e.id != entry.id && e.has_name(&old)) {
+                    entry.set_name(&old);
+                }
+            }
+            entry.publish_snapshot(&ctr, false);
+            return Err(e);
+        }
+        tracing::info_span!("container", id = %entry.id)
+            .in_scope(|| info!(from = %old, to = %new_name, "renamed"));
+        Ok(())
     }
 
     pub async fn pause(&self, key: &str) -> Result<()> {

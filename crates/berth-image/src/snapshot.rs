@@ -547,11 +547,17 @@ impl Snapshotter {
     /// What the container's snapshot holds of its own: the upper directory
     /// (overlay) or the whole copy.
     pub fn container_usage(&self, id: &str) -> Result<DiskUsage, SnapshotError> {
+        disk_usage(&self.container_layer(id)?)
+    }
+
+    /// The directory of what the container's snapshot holds of its own:
+    /// the upper directory (overlay) or the whole copy.
+    pub fn container_layer(&self, id: &str) -> Result<PathBuf, SnapshotError> {
         let dir = self.container_dir(id)?;
         if dir.join("upper").is_dir() {
-            disk_usage(&dir.join("upper"))
+            Ok(dir.join("upper"))
         } else if dir.join("rootfs").is_dir() {
-            disk_usage(&dir.join("rootfs"))
+            Ok(dir.join("rootfs"))
         } else {
             Err(SnapshotError::NoSnapshot(id.to_string()))
         }

@@ -77,6 +77,7 @@ pub async fn run(cli: Cli) -> CmdResult {
             filters,
             no_trunc,
             last,
+            size,
         } => {
             let opts = PsOptions {
                 all,
@@ -84,6 +85,7 @@ pub async fn run(cli: Cli) -> CmdResult {
                 filters,
                 no_trunc,
                 last,
+                size,
             };
             ps(&mut client, opts, &format).await
         }
@@ -124,6 +126,21 @@ pub async fn run(cli: Cli) -> CmdResult {
             })
             .await
         }
+        Cmd::Restart { time, ids } => {
+            each(ids, |id| {
+                let mut c = client.clone();
+                async move {
+                    c.restart(v1::RestartRequest { id, timeout: time })
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await
+        }
+        Cmd::Rename { old, new } => crate::system::rename(&mut client, old, new).await,
+        Cmd::Top { id, ps_args } => crate::system::top(&mut client, id, ps_args).await,
+        Cmd::Container(c) => crate::system::container_cmd(&mut client, c).await,
+        Cmd::System(c) => crate::system::system_cmd(&mut client, c).await,
         Cmd::Rm {
             force,
             volumes,
@@ -831,13 +848,20 @@ struct PsOptions {
     filters: Vec<String>,
     no_trunc: bool,
     last: Option<usize>,
+    size: bool,
 }
 
 async fn ps(client: &mut Client, o: PsOptions, fmt: &str) -> CmdResult {
     let filters = crate::psfmt::Filters::parse(&o.filters)?;
     let all = o.all || o.last.is_some() || filters.wants_all();
+    let template = if fmt != "table" && fmt != "json" {
+        Some(crate::psfmt::Template::parse(fmt)?)
+    } else {
+        None
+    };
+    let size = (o.size || template.as_ref().is_some_and(|t| t.wants_size())) && !o.quiet;
     let mut list = client
-        .list(v1::ListRequest { all })
+        .list(v1::ListRequest { all, size })
         .await?
         .into_inner()
         .containers;
@@ -853,13 +877,14 @@ async fn ps(client: &mut Client, o: PsOptions, fmt: &str) -> CmdResult {
             let n = if o.no_trunc { c.id.len() } else { 12 };
             let _ = writeln!(out, "{}", &c.id[..c.id.len().min(n)]);
         }
-    } else if fmt != "table" && fmt != "json" {
-        let t = crate::psfmt::Template::parse(fmt)?;
+    } else if let Some(t) = template {
         let _ = write!(out, "{}", t.output(&list, o.no_trunc));
     } else if fmt == "json" {
         for c in &list {
             let _ = writeln!(out, "{}", format::ps_json(c));
         }
+    } else if size {
+        let _ = write!(out, "{}", format::ps_table_sized(&list));
     } else {
         let _ = write!(out, "{}", format::ps_table(&list));
     }

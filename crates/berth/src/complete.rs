@@ -265,7 +265,10 @@ pub async fn names(socket: &Path, kind: &str) -> u8 {
             "containers" => {
                 let mut client = berth_api::ContainersClient::new(channel);
                 let r = client
-                    .list(berth_api::v1::ListRequest { all: true })
+                    .list(berth_api::v1::ListRequest {
+                        all: true,
+                        size: false,
+                    })
                     .await
                     .ok()?;
                 Some(

@@ -25,7 +25,7 @@ fn since(ts: &str) -> Option<Duration> {
     SystemTime::now().duration_since(t).ok()
 }
 
-fn ago(ts: &str) -> String {
+pub fn ago(ts: &str) -> String {
     since(ts).map_or_else(String::new, |d| format!("{} ago", human_duration(d)))
 }
 
@@ -72,7 +72,7 @@ fn status_base(c: &v1::Container) -> String {
     }
 }
 
-fn truncate(s: &str, n: usize) -> String {
+pub fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {
@@ -82,37 +82,57 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
+fn ps_row(c: &v1::Container) -> [String; 7] {
+    [
+        c.id.chars().take(12).collect(),
+        c.name.clone(),
+        container_image(c),
+        format!("\"{}\"", truncate(&c.command.join(" "), 20)),
+        ago(&c.created_at),
+        status_text(c),
+        if c.pid > 0 {
+            c.pid.to_string()
+        } else {
+            String::new()
+        },
+    ]
+}
+
+const PS_HEADER: [&str; 7] = [
+    "CONTAINER ID",
+    "NAME",
+    "IMAGE",
+    "COMMAND",
+    "CREATED",
+    "STATUS",
+    "PID",
+];
+
 pub fn ps_table(cs: &[v1::Container]) -> String {
-    let rows: Vec<[String; 7]> = cs
+    let rows: Vec<[String; 7]> = cs.iter().map(ps_row).collect();
+    table(&PS_HEADER, &rows)
+}
+
+/// `ps -s`: the table with Docker's SIZE column last.
+pub fn ps_table_sized(cs: &[v1::Container]) -> String {
+    let rows: Vec<[String; 8]> = cs
         .iter()
         .map(|c| {
-            [
-                c.id.chars().take(12).collect(),
-                c.name.clone(),
-                container_image(c),
-                format!("\"{}\"", truncate(&c.command.join(" "), 20)),
-                ago(&c.created_at),
-                status_text(c),
-                if c.pid > 0 {
-                    c.pid.to_string()
-                } else {
-                    String::new()
-                },
-            ]
+            let [a, b, c2, d, e, f, g] = ps_row(c);
+            [a, b, c2, d, e, f, g, ps_size(c)]
         })
         .collect();
-    table(
-        &[
-            "CONTAINER ID",
-            "NAME",
-            "IMAGE",
-            "COMMAND",
-            "CREATED",
-            "STATUS",
-            "PID",
-        ],
-        &rows,
-    )
+    let [a, b, c, d, e, f, g] = PS_HEADER;
+    table(&[a, b, c, d, e, f, g, "SIZE"], &rows)
+}
+
+/// Docker's SIZE: the writable layer, and with the image ("virtual").
+pub fn ps_size(c: &v1::Container) -> String {
+    let rw = human_size(c.size_rw.unwrap_or(0).max(0) as u64);
+    match c.size_root_fs {
+        Some(v) if v > 0 => format!("{rw} (virtual {})", human_size(v as u64)),
+        _ => rw,
+    }
 }
 
 pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
@@ -177,7 +197,7 @@ pub fn container_image(c: &v1::Container) -> String {
 
 /// The `ps --format json` object.
 pub fn ps_json(c: &v1::Container) -> Value {
-    json!({
+    let mut v = json!({
         "id": c.id,
         "name": c.name,
         "image": opt_str(&container_image(c)),
@@ -191,7 +211,12 @@ pub fn ps_json(c: &v1::Container) -> Value {
         "command": c.command,
         "status": status_text(c),
         "health": opt_str(&c.health),
-    })
+    });
+    if let (Value::Object(m), Some(rw)) = (&mut v, c.size_rw) {
+        m.insert("size_rw".into(), json!(rw));
+        m.insert("size_root_fs".into(), json!(c.size_root_fs.unwrap_or(rw)));
+    }
+    v
 }
 
 /// The `inspect` object: the ps fields plus the rest.
@@ -241,24 +266,37 @@ pub fn familiar_repository(reference: &str) -> String {
     }
 }
 
-/// "1.2MB", "4.5kB", as Docker prints sizes (decimal units).
+/// "4.26MB", "212B", as Docker prints image, history and container sizes
+/// (decimal units, 3 significant digits).
 pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    size_with_precision(n, 3)
+}
+
+/// Docker's `units.HumanSizeWithPrecision`: decimal units and Go's `%.Ng`
+/// (N significant digits, trailing zeros dropped). Totals (`system df`,
+/// prune's reclaimed space) use 4 digits, single items 3.
+pub fn size_with_precision(n: u64, digits: usize) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = n as f64;
     let mut u = 0;
     while v >= 1000.0 && u + 1 < UNITS.len() {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{n}B")
+    let before = if v >= 100.0 {
+        3
+    } else if v >= 10.0 {
+        2
     } else {
-        format!("{:.3}", v)
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-            + UNITS[u]
-    }
+        1
+    };
+    let s = format!("{:.*}", digits.saturating_sub(before), v);
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
+    format!("{s}{}", UNITS[u])
 }
 
 /// `images`: one row per name (an untagged image is `<none>`).
@@ -370,6 +408,9 @@ pub fn event_json(e: &v1::Event) -> Value {
         if !e.status.is_empty() {
             m.insert("status".into(), json!(e.status));
         }
+        if !e.old_name.is_empty() {
+            m.insert("old_name".into(), json!(e.old_name));
+        }
         if !e.process.is_empty() {
             m.insert("process".into(), json!(e.process));
         }
@@ -403,6 +444,9 @@ pub fn event_line(e: &v1::Event) -> String {
     if !e.name.is_empty() {
         s.push_str(&format!(" ({})", e.name));
     }
+    if !e.old_name.is_empty() {
+        s.push_str(&format!(" old_name={}", e.old_name));
+    }
     if !e.process.is_empty() {
         s.push_str(&format!(" process={}", e.process));
     }
@@ -418,6 +462,17 @@ pub fn event_line(e: &v1::Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_as_docker_units_print_them() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(212), "212B");
+        assert_eq!(human_size(4_261_000), "4.26MB");
+        assert_eq!(human_size(1000), "1kB");
+        assert_eq!(size_with_precision(16_425_000, 4), "16.43MB");
+        assert_eq!(size_with_precision(123_456_789, 4), "123.5MB");
+        assert_eq!(size_with_precision(5, 4), "5B");
+    }
 
     #[test]
     fn durations() {

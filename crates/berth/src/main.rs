@@ -12,6 +12,7 @@ mod format;
 mod image;
 mod psfmt;
 mod resources;
+mod system;
 mod tty;
 mod volume;
 
@@ -158,6 +159,10 @@ pub enum Cmd {
         /// Only the N most recently created containers (all states).
         #[arg(short = 'n', long, value_name = "N")]
         last: Option<usize>,
+        /// Add a SIZE column: what each container wrote to its root, and
+        /// that with its image ("virtual"), e.g. `2B (virtual 4.26MB)`.
+        #[arg(short, long)]
+        size: bool,
     },
     /// Show the full state and configuration of containers as a JSON array.
     Inspect {
@@ -199,6 +204,54 @@ pub enum Cmd {
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
     },
+    /// Stop containers (as `stop`), then start them again; stopped or
+    /// created ones are only started.
+    ///
+    ///   berth restart -t 2 web
+    #[command(verbatim_doc_comment)]
+    Restart {
+        /// Seconds the stop waits before SIGKILL (default: the container's
+        /// stop timeout, 10).
+        #[arg(short, long, value_name = "SECONDS")]
+        time: Option<u32>,
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Give a container a new name (it keeps its id).
+    ///
+    ///   berth rename web web-old
+    #[command(verbatim_doc_comment)]
+    Rename {
+        #[arg(value_name = "CONTAINER")]
+        old: String,
+        #[arg(value_name = "NEW_NAME")]
+        new: String,
+    },
+    /// Show a running container's processes: the host's `ps` with the
+    /// options given (default -ef), only the rows of the container's
+    /// processes (host pids).
+    ///
+    ///   berth top web
+    ///
+    ///   berth top web -o pid,rss,comm
+    #[command(verbatim_doc_comment)]
+    Top {
+        #[arg(value_name = "CONTAINER")]
+        id: String,
+        /// ps's options (they must show a PID column).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "PS OPTIONS"
+        )]
+        ps_args: Vec<String>,
+    },
+    /// Manage containers (prune).
+    #[command(subcommand)]
+    Container(system::ContainerCmd),
+    /// The daemon as a whole: disk usage (df).
+    #[command(subcommand)]
+    System(system::SystemCmd),
     /// Remove containers.
     Rm {
         /// Kill running containers first.

@@ -28,6 +28,8 @@ enum Field {
     Ports,
     Labels,
     Label(String),
+    /// `0B (virtual 4.26MB)`: asks the daemon for sizes.
+    Size,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +45,7 @@ pub struct Template {
     pieces: Vec<Piece>,
 }
 
-const FIELDS: &str = ".ID .Names .Image .Command .CreatedAt .RunningFor .Status .State .Ports .Labels .Label \"KEY\"";
+const FIELDS: &str = ".ID .Names .Image .Command .CreatedAt .RunningFor .Status .State .Ports .Labels .Label \"KEY\" .Size";
 
 impl Template {
     pub fn parse(s: &str) -> Result<Template, Failure> {
@@ -73,6 +75,12 @@ impl Template {
         Ok(Template { table, pieces })
     }
 
+    /// The template shows sizes: the daemon must compute them (as
+    /// Docker's ps does for `{{.Size}}`).
+    pub fn wants_size(&self) -> bool {
+        self.pieces.contains(&Piece::Field(Field::Size))
+    }
+
     fn header(&self) -> String {
         self.pieces
             .iter()
@@ -90,6 +98,7 @@ impl Template {
                     Field::Ports => "PORTS".into(),
                     Field::Labels => "LABELS".into(),
                     Field::Label(_) => "LABEL".into(),
+                    Field::Size => "SIZE".into(),
                 },
             })
             .collect()
@@ -138,6 +147,7 @@ fn field(expr: &str, whole: &str) -> Result<Field, Failure> {
         ".State" => Field::State,
         ".Ports" => Field::Ports,
         ".Labels" => Field::Labels,
+        ".Size" => Field::Size,
         _ => match expr.strip_prefix(".Label ") {
             Some(k) => {
                 let k = k.trim();
@@ -226,6 +236,7 @@ fn value(f: &Field, c: &v1::Container, no_trunc: bool, now: SystemTime) -> Strin
             kv.join(",")
         }
         Field::Label(k) => c.labels.get(k).cloned().unwrap_or_default(),
+        Field::Size => crate::format::ps_size(c),
     }
 }
 
@@ -233,13 +244,18 @@ fn value(f: &Field, c: &v1::Container, no_trunc: bool, now: SystemTime) -> Strin
 /// (minimum width 10, padding 3, spaces); the last cell of a line is not
 /// padded.
 fn tabwrite(lines: &[String]) -> String {
+    tabwrite_min(lines, 10)
+}
+
+/// [`tabwrite`] with another minimum width (`top` uses 20, as Docker's).
+pub fn tabwrite_min(lines: &[String], min: usize) -> String {
     let rows: Vec<Vec<&str>> = lines.iter().map(|l| l.split('\t').collect()).collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0usize; cols];
     for r in &rows {
         for (i, cell) in r.iter().enumerate() {
             if i + 1 < r.len() {
-                widths[i] = widths[i].max(cell.chars().count() + 3).max(10);
+                widths[i] = widths[i].max(cell.chars().count() + 3).max(min);
             }
         }
     }

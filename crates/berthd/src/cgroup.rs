@@ -349,6 +349,37 @@ impl Host {
     }
 }
 
+impl Host {
+    /// The processes (thread group ids) in the cgroup at `cgroups_path`,
+    /// from its `cgroup.procs` (on v1, in the first of the pids, memory,
+    /// cpuacct and freezer hierarchies that has it).
+    pub fn procs(&self, cgroups_path: &Path) -> io::Result<Vec<i32>> {
+        let rel = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
+        let dir = match self.kind {
+            Kind::V1 => ["pids", "memory", "cpuacct", "freezer"]
+                .iter()
+                .filter_map(|c| self.v1.get(*c))
+                .map(|m| m.join(rel))
+                .find(|d| d.is_dir())
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("no cgroup {}", cgroups_path.display()),
+                    )
+                })?,
+            Kind::V2 => self
+                .v2
+                .as_ref()
+                .ok_or_else(|| io::Error::other("no cgroup2 mount"))?
+                .join(rel),
+        };
+        Ok(read(&dir.join("cgroup.procs"))?
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect())
+    }
+}
+
 fn show_set(s: &BTreeSet<u32>) -> String {
     let v: Vec<String> = s.iter().map(u32::to_string).collect();
     v.join(",")

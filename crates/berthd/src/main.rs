@@ -18,6 +18,7 @@ mod service;
 mod shim;
 mod stats;
 mod store;
+mod system;
 mod systemd;
 mod validate;
 mod volumes;

@@ -48,6 +48,8 @@ pub struct Service {
     config: Arc<std::sync::RwLock<String>>,
     net: Arc<crate::net::Net>,
     vols: Arc<crate::volumes::Volumes>,
+    /// Image layers' sizes, computed once (`ps -s`, `system df`).
+    sizes: Arc<crate::system::LayerSizes>,
 }
 
 impl Service {
@@ -70,6 +72,7 @@ impl Service {
             config: Arc::default(),
             net,
             vols,
+            sizes: Arc::default(),
         }
     }
 
@@ -360,6 +363,8 @@ fn container_proto(rec: &ContainerRecord, log_path: &Path) -> v1::Container {
             .as_ref()
             .and_then(|h| serde_json::to_string(h).ok())
             .unwrap_or_default(),
+        size_rw: None,
+        size_root_fs: None,
     }
 }
 
@@ -375,6 +380,7 @@ fn event_proto(ev: &Event) -> v1::Event {
         missed: ev.missed,
         name: ev.name.clone(),
         status: ev.status.clone(),
+        old_name: ev.old_name.clone(),
     }
 }
 
@@ -849,12 +855,29 @@ impl berth_api::Containers for Service {
         &self,
         req: Request<v1::ListRequest>,
     ) -> Result<Response<v1::ListResponse>, Status> {
-        let containers = self
-            .sup
-            .list(req.into_inner().all)
+        let r = req.into_inner();
+        let records = self.sup.list(r.all);
+        let mut containers: Vec<v1::Container> = records
             .iter()
             .map(|rec| container_proto(rec, &self.layout(&rec.id).log()))
             .collect();
+        if r.size {
+            let (images, sizes) = (self.images.clone(), self.sizes.clone());
+            let found = tokio::task::spawn_blocking(move || {
+                let layers = sizes.all(&images);
+                let by_id = crate::system::image_sizes(&images, &layers);
+                records
+                    .iter()
+                    .map(|rec| crate::system::container_sizes(&images, &by_id, rec))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| Status::internal(format!("sizing containers: {e}")))?;
+            for (c, (rw, root)) in containers.iter_mut().zip(found) {
+                c.size_rw = Some(rw);
+                c.size_root_fs = Some(root);
+            }
+        }
         Ok(Response::new(v1::ListResponse { containers }))
     }
 
@@ -1241,6 +1264,103 @@ impl berth_api::Containers for Service {
             runtime: self.runtime.clone(),
             root: self.root.display().to_string(),
         }))
+    }
+
+    async fn top(&self, req: Request<v1::TopRequest>) -> Result<Response<v1::TopResponse>, Status> {
+        let r = req.into_inner();
+        let rec = self.sup.inspect(&r.id).map_err(status)?;
+        if !matches!(
+            rec.state,
+            berth_core::container::State::Running | berth_core::container::State::Paused
+        ) {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running (state: {}): start it first",
+                rec.name,
+                rec.state.as_str()
+            )));
+        }
+        let path = rec
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .ok_or_else(|| Status::internal(format!("container {} has no cgroup", rec.name)))?;
+        let pids = crate::cgroup::host().procs(&path).map_err(|e| {
+            Status::internal(format!("reading container {}'s processes: {e}", rec.name))
+        })?;
+        Ok(Response::new(crate::system::top(&r.ps_args, &pids).await?))
+    }
+
+    async fn restart(
+        &self,
+        req: Request<v1::RestartRequest>,
+    ) -> Result<Response<v1::RestartResponse>, Status> {
+        let r = req.into_inner();
+        let pid = self
+            .sup
+            .restart(&r.id, r.timeout.map(|s| Duration::from_secs(u64::from(s))))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::RestartResponse { pid }))
+    }
+
+    async fn rename(
+        &self,
+        req: Request<v1::RenameRequest>,
+    ) -> Result<Response<v1::RenameResponse>, Status> {
+        let r = req.into_inner();
+        self.sup.rename(&r.id, &r.name).await.map_err(status)?;
+        Ok(Response::new(v1::RenameResponse {}))
+    }
+
+    async fn prune(
+        &self,
+        req: Request<v1::PruneContainersRequest>,
+    ) -> Result<Response<v1::PruneContainersResponse>, Status> {
+        let filters = crate::system::PruneFilters::parse(&req.into_inner().filters)?;
+        let mut out = v1::PruneContainersResponse::default();
+        for rec in self.sup.list(true) {
+            if !crate::system::prunable(&rec) || !filters.matches(&rec) {
+                continue;
+            }
+            let (images, id) = (self.images.clone(), rec.id.clone());
+            let size =
+                tokio::task::spawn_blocking(move || crate::system::container_size_rw(&images, &id))
+                    .await
+                    .unwrap_or(0);
+            // One started or removed meanwhile is left alone (the delete
+            // refuses a running one without force).
+            match self.sup.delete(&rec.id, false).await {
+                Ok(()) => {
+                    out.deleted.push(rec.id.clone());
+                    out.space_reclaimed += size;
+                }
+                Err(e) => tracing::info!(id = %rec.id, error = %e, "prune skipped a container"),
+            }
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn disk_usage(
+        &self,
+        _req: Request<v1::DiskUsageRequest>,
+    ) -> Result<Response<v1::DiskUsageResponse>, Status> {
+        let records = self.sup.list(true);
+        let users = crate::volumes_api::users(&self.vols, &self.sup);
+        let (images, sizes, vols, root) = (
+            self.images.clone(),
+            self.sizes.clone(),
+            self.vols.clone(),
+            self.root.clone(),
+        );
+        let usage = tokio::task::spawn_blocking(move || {
+            crate::system::disk_usage(&images, &sizes, &vols, &records, &users, |rec| {
+                container_proto(rec, &Layout::new(&root, &rec.id).log())
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(format!("disk usage: {e}")))??;
+        Ok(Response::new(usage))
     }
 
     async fn update(

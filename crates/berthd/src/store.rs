@@ -264,6 +264,7 @@ mod tests {
             exit_code: None,
             missed: 0,
             status: String::new(),
+            old_name: String::new(),
         }
     }
 
