@@ -5,7 +5,8 @@
 # tools of the image tests, gcc and libc6-dev (static helpers the security
 # tests and benchmarks build), systemd (only for systemd-analyze, which
 # checks the units; it does not become init), dpkg-dev (dpkg-shlibdeps,
-# for the Debian package's Depends) and tini (run --init). Quiet when
+# for the Debian package's Depends), tini (run --init) and docker.io (the
+# docker CLI and dockerd, for the Docker API tests and benchmark). Quiet when
 # everything is already there.
 set -euo pipefail
 # rustup's cargo may not be on a non-interactive shell's PATH.
@@ -27,6 +28,10 @@ command -v umoci >/dev/null 2>&1 || need+=(umoci)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
+# The Docker API tests drive a real docker CLI (the newest on the machine:
+# /usr/local/bin/docker if there is one, else docker.io's), and the latency
+# benchmark runs Debian's dockerd beside berthd.
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 # run --init: the static tini becomes the container's pid 1.
 [ -x /usr/bin/tini-static ] || need+=(tini)
 if [ "${#need[@]}" -gt 0 ]; then

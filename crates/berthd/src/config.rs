@@ -51,6 +51,11 @@ pub struct Args {
     /// a listening socket (socket activation, berth.socket).
     #[arg(long, env = "BERTH_SOCKET", value_name = "PATH", default_value = berth_api::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Also serve the Docker Engine API on this unix socket (mode 0660,
+    /// the same group as --socket), over the same daemon and service
+    /// layer: point DOCKER_HOST=unix://PATH at it. Unset: off.
+    #[arg(long, env = "BERTH_DOCKER_SOCKET", value_name = "PATH")]
+    pub docker_socket: Option<PathBuf>,
     /// The group that owns the API socket: its members may use berth. If
     /// the default group does not exist the socket stays root's; a group
     /// given explicitly must exist.
@@ -157,7 +162,7 @@ pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> 
         format!("{level:?} is not a log level: use error, warn, info, debug, trace, off or a tracing filter such as warn,berthd=debug{why}")
     };
     let directives = if ["error", "warn", "info", "debug", "trace", "off"].contains(&level) {
-        format!("warn,berthd={level},berth_core={level}")
+        format!("warn,berthd={level},berth_core={level},berth_docker={level}")
     } else if level.contains(['=', ',']) {
         level.to_string()
     } else {

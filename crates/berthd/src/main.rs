@@ -6,6 +6,7 @@
 mod attach;
 mod cgroup;
 mod config;
+mod docker;
 mod health;
 mod images;
 mod images_api;
@@ -411,8 +412,34 @@ async fn run(
             .with_context(|| format!("cannot open the volume store in {}", root.display()))?,
     );
     let volumes_api = volumes_api::VolumesApi::new(vols.clone(), sup.clone());
-    let service = service::Service::new(sup.clone(), root, runtime_name, images.clone(), net, vols)
-        .with_config(in_force);
+    let service = Arc::new(
+        service::Service::new(sup.clone(), root, runtime_name, images.clone(), net, vols)
+            .with_config(in_force),
+    );
+    // The Docker API: the same service layer, another protocol.
+    let docker_socket = match &args.docker_socket {
+        Some(path) => {
+            if std::path::absolute(path).ok() == std::path::absolute(&args.socket).ok() {
+                bail!(
+                    "--docker-socket {} is the berth API's socket: give the Docker API a path of its own",
+                    path.display()
+                );
+            }
+            let listener = bind_socket(path, socket_group(&cfg)?).await?;
+            let backend: Arc<dyn berth_docker::Backend> = Arc::new(docker::DockerBackend {
+                containers: service.clone(),
+            });
+            let shown = path.display().to_string();
+            tokio::spawn(async move {
+                if let Err(e) = berth_docker::serve(listener, backend).await {
+                    error!(socket = %shown, error = %e, "the Docker API server failed");
+                }
+            });
+            info!(socket = %path.display(), "serving the Docker Engine API");
+            Some(path.clone())
+        }
+        None => None,
+    };
     let images_api = images_api::ImagesApi::new(images, sup.clone());
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     // On SIGTERM: no more policy restarts; with --stop-containers-on-exit,
@@ -436,7 +463,7 @@ async fn run(
         .add_service(
             // Explicit, not tonic's default by chance: the largest request
             // berthd takes (validate.rs bounds each field well under it).
-            ContainersServer::new(service).max_decoding_message_size(validate::MAX_REQUEST),
+            ContainersServer::from_arc(service).max_decoding_message_size(validate::MAX_REQUEST),
         )
         .add_service(ImagesServer::new(images_api).max_decoding_message_size(4 << 20))
         .add_service(VolumesServer::new(volumes_api))
@@ -460,6 +487,9 @@ async fn run(
     if !activated {
         // systemd owns an activated socket's file.
         let _ = std::fs::remove_file(&args.socket);
+    }
+    if let Some(path) = &docker_socket {
+        let _ = std::fs::remove_file(path);
     }
     match served {
         Some(r) => r.context("the API server failed")?,

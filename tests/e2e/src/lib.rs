@@ -13,6 +13,8 @@ pub mod registry;
 
 pub mod image;
 
+pub mod docker;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -107,7 +109,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(o: Output) -> Self {
+    pub(crate) fn from(o: Output) -> Self {
         Run {
             code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -145,7 +147,7 @@ pub struct Daemon {
     pub root: PathBuf,
     pub socket: PathBuf,
     pub rt: Rt,
-    extra: Vec<String>,
+    pub(crate) extra: Vec<String>,
     /// Started with `--config FILE` alone (plus `extra`): the file sets
     /// the root, socket, runtime and log level.
     config: Option<PathBuf>,
@@ -171,7 +173,7 @@ impl Daemon {
         d
     }
 
-    fn new(rt: Rt, extra: &[&str]) -> Daemon {
+    pub(crate) fn new(rt: Rt, extra: &[&str]) -> Daemon {
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Short paths: unix sockets are limited to 107 bytes.
         let root = PathBuf::from(format!("/tmp/be2e-{}-{n}", std::process::id()));
@@ -233,7 +235,7 @@ impl Daemon {
             .expect("a daemon started with a config file")
     }
 
-    fn spawn(&mut self) {
+    pub(crate) fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -1,0 +1,35 @@
+//! What the Docker API needs from berthd: `berth.v1` messages in and out,
+//! `tonic::Status` errors, streams as boxed `Stream`s. berthd implements it
+//! over its service functions (`crates/berthd/src/docker.rs`); tests use a
+//! fake.
+
+use std::pin::Pin;
+
+use berth_api::v1;
+use tokio_stream::Stream;
+use tonic::Status;
+
+/// A stream of results, as the service layer produces them.
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// berthd's operations, one method per `berth.v1` call the Docker API maps
+/// onto. Object-safe: the server holds an `Arc<dyn Backend>`.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    // --- System ---
+    async fn version(&self, r: v1::VersionRequest) -> Result<v1::VersionResponse, Status>;
+    async fn info(&self, r: v1::InfoRequest) -> Result<v1::InfoResponse, Status>;
+
+    // --- Containers ---
+    async fn create(&self, r: v1::CreateRequest) -> Result<v1::CreateResponse, Status>;
+    async fn start(&self, r: v1::StartRequest) -> Result<v1::StartResponse, Status>;
+    async fn list(&self, r: v1::ListRequest) -> Result<v1::ListResponse, Status>;
+    async fn inspect(&self, r: v1::InspectRequest) -> Result<v1::InspectResponse, Status>;
+    async fn wait(&self, r: v1::WaitRequest) -> Result<v1::WaitResponse, Status>;
+    async fn kill(&self, r: v1::KillRequest) -> Result<v1::KillResponse, Status>;
+    async fn stop(&self, r: v1::StopRequest) -> Result<v1::StopResponse, Status>;
+    async fn pause(&self, r: v1::PauseRequest) -> Result<v1::PauseResponse, Status>;
+    async fn resume(&self, r: v1::ResumeRequest) -> Result<v1::ResumeResponse, Status>;
+    async fn delete(&self, r: v1::DeleteRequest) -> Result<v1::DeleteResponse, Status>;
+    async fn logs(&self, r: v1::LogsRequest) -> Result<BoxStream<v1::LogEntry>, Status>;
+}

@@ -1,0 +1,82 @@
+//! berthd's side of the Docker Engine API (`berth-docker`): a [`Backend`]
+//! over the same service functions the gRPC adapters call, so both
+//! protocols share one service layer and neither calls the other over a
+//! socket.
+
+use std::sync::Arc;
+
+use berth_api::v1;
+use berth_api::Containers;
+use berth_docker::{Backend, BoxStream};
+use tonic::{Request, Status};
+
+use crate::service::Service;
+
+/// The service layer as the Docker API sees it.
+pub struct DockerBackend {
+    pub containers: Arc<Service>,
+}
+
+/// Call a unary service function and take its message out.
+macro_rules! unary {
+    ($svc:expr, $trait:ident :: $method:ident, $req:expr) => {
+        $trait::$method(&*$svc, Request::new($req))
+            .await
+            .map(tonic::Response::into_inner)
+    };
+}
+
+#[async_trait::async_trait]
+impl Backend for DockerBackend {
+    async fn version(&self, r: v1::VersionRequest) -> Result<v1::VersionResponse, Status> {
+        unary!(self.containers, Containers::version, r)
+    }
+
+    async fn info(&self, r: v1::InfoRequest) -> Result<v1::InfoResponse, Status> {
+        unary!(self.containers, Containers::info, r)
+    }
+
+    async fn create(&self, r: v1::CreateRequest) -> Result<v1::CreateResponse, Status> {
+        unary!(self.containers, Containers::create, r)
+    }
+
+    async fn start(&self, r: v1::StartRequest) -> Result<v1::StartResponse, Status> {
+        unary!(self.containers, Containers::start, r)
+    }
+
+    async fn list(&self, r: v1::ListRequest) -> Result<v1::ListResponse, Status> {
+        unary!(self.containers, Containers::list, r)
+    }
+
+    async fn inspect(&self, r: v1::InspectRequest) -> Result<v1::InspectResponse, Status> {
+        unary!(self.containers, Containers::inspect, r)
+    }
+
+    async fn wait(&self, r: v1::WaitRequest) -> Result<v1::WaitResponse, Status> {
+        unary!(self.containers, Containers::wait, r)
+    }
+
+    async fn kill(&self, r: v1::KillRequest) -> Result<v1::KillResponse, Status> {
+        unary!(self.containers, Containers::kill, r)
+    }
+
+    async fn stop(&self, r: v1::StopRequest) -> Result<v1::StopResponse, Status> {
+        unary!(self.containers, Containers::stop, r)
+    }
+
+    async fn pause(&self, r: v1::PauseRequest) -> Result<v1::PauseResponse, Status> {
+        unary!(self.containers, Containers::pause, r)
+    }
+
+    async fn resume(&self, r: v1::ResumeRequest) -> Result<v1::ResumeResponse, Status> {
+        unary!(self.containers, Containers::resume, r)
+    }
+
+    async fn delete(&self, r: v1::DeleteRequest) -> Result<v1::DeleteResponse, Status> {
+        unary!(self.containers, Containers::delete, r)
+    }
+
+    async fn logs(&self, r: v1::LogsRequest) -> Result<BoxStream<v1::LogEntry>, Status> {
+        unary!(self.containers, Containers::logs, r)
+    }
+}
