@@ -12,6 +12,11 @@ use tonic::Status;
 /// A stream of results, as the service layer produces them.
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// The client's side of an attach: the `AttachSetup` first, then stdin,
+/// stdin's end and resizes. When it ends the client sends nothing more (it
+/// still reads).
+pub type InputStream = Pin<Box<dyn Stream<Item = v1::AttachInput> + Send + 'static>>;
+
 /// berthd's operations, one method per `berth.v1` call the Docker API maps
 /// onto. Object-safe: the server holds an `Arc<dyn Backend>`.
 #[async_trait::async_trait]
@@ -32,4 +37,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn resume(&self, r: v1::ResumeRequest) -> Result<v1::ResumeResponse, Status>;
     async fn delete(&self, r: v1::DeleteRequest) -> Result<v1::DeleteResponse, Status>;
     async fn logs(&self, r: v1::LogsRequest) -> Result<BoxStream<v1::LogEntry>, Status>;
+    /// A detached exec (no stdio).
+    async fn exec(&self, r: v1::ExecRequest) -> Result<v1::ExecResponse, Status>;
+    /// berth's Attach: errors before the stream (no such container, not
+    /// running) come back here; a setup that starts the container has
+    /// started it when this returns.
+    async fn attach(&self, input: InputStream) -> Result<BoxStream<v1::AttachResponse>, Status>;
 }

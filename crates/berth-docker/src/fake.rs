@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use berth_api::v1;
 use tonic::Status;
 
-use crate::{Backend, BoxStream};
+use crate::{Backend, BoxStream, InputStream};
 
 #[derive(Default)]
 pub struct Fake {
@@ -84,6 +84,14 @@ impl Backend for Fake {
     }
     async fn logs(&self, r: v1::LogsRequest) -> Result<BoxStream<v1::LogEntry>, Status> {
         self.record(r);
+        nope()
+    }
+    async fn exec(&self, r: v1::ExecRequest) -> Result<v1::ExecResponse, Status> {
+        self.record(r);
+        nope()
+    }
+    async fn attach(&self, _input: InputStream) -> Result<BoxStream<v1::AttachResponse>, Status> {
+        self.record("attach");
         nope()
     }
 }

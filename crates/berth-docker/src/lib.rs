@@ -8,12 +8,17 @@
 //! merged in [`server::router`].
 
 pub mod backend;
+mod containers;
+mod create;
 pub mod error;
+mod frames;
+mod inspect;
+mod query;
 pub mod server;
 mod system;
 pub mod version;
 
-pub use backend::{Backend, BoxStream};
+pub use backend::{Backend, BoxStream, InputStream};
 pub use error::ApiError;
 pub use server::{router, serve};
 pub use version::{ApiVersion, MAX_API, MIN_API};

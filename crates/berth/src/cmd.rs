@@ -955,6 +955,7 @@ async fn wait(client: &mut Client, ids: Vec<String>) -> CmdResult {
             .wait(v1::WaitRequest {
                 id: id.clone(),
                 process: String::new(),
+                removed: false,
             })
             .await
         {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use berth_api::v1;
 use berth_api::Containers;
-use berth_docker::{Backend, BoxStream};
+use berth_docker::{Backend, BoxStream, InputStream};
+use tokio_stream::StreamExt;
 use tonic::{Request, Status};
 
 use crate::service::Service;
@@ -78,5 +79,15 @@ impl Backend for DockerBackend {
 
     async fn logs(&self, r: v1::LogsRequest) -> Result<BoxStream<v1::LogEntry>, Status> {
         unary!(self.containers, Containers::logs, r)
+    }
+
+    async fn exec(&self, r: v1::ExecRequest) -> Result<v1::ExecResponse, Status> {
+        unary!(self.containers, Containers::exec, r)
+    }
+
+    async fn attach(&self, input: InputStream) -> Result<BoxStream<v1::AttachResponse>, Status> {
+        self.containers
+            .attach_stream(input.map(Ok::<_, Status>))
+            .await
     }
 }

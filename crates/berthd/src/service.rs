@@ -18,7 +18,7 @@ use berth_core::spec::{self, SpecOptions};
 use berth_core::{CreateParams, Error, RestartPolicy, Supervisor};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -74,6 +74,106 @@ impl Service {
             vols,
             sizes: Arc::default(),
         }
+    }
+
+    /// Attach over any stream of inputs (gRPC's, or the Docker API's):
+    /// the first message is the setup.
+    pub async fn attach_stream<S>(
+        &self,
+        mut inbound: S,
+    ) -> Result<BoxStream<v1::AttachResponse>, Status>
+    where
+        S: Stream<Item = Result<v1::AttachInput, Status>> + Send + Unpin + 'static,
+    {
+        let setup = match inbound.next().await.transpose()? {
+            Some(v1::AttachInput {
+                kind: Some(v1::attach_input::Kind::Setup(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first Attach message must be an AttachSetup",
+                ))
+            }
+        };
+        let rec = self.sup.inspect(&setup.id).map_err(status)?;
+        let size = setup.size.as_ref().map(tty_size);
+        let opts = AttachOptions { stdin: setup.stdin };
+        let (tx, rx) = mpsc::channel(64);
+        let exec =
+            setup.exec.is_some() || (!setup.process.is_empty() && setup.process != INIT_PROCESS);
+        let (io, done): (AttachIo, BoxFuture<Result<Exit, Status>>) = if exec {
+            let (exec_id, io) = match setup.exec {
+                Some(mut e) => {
+                    e.interactive = setup.stdin;
+                    let process = exec_process(&rec, e, size)?;
+                    let (exec_id, pid, io) = self
+                        .sup
+                        .exec_attached(&rec.id, process, Some(opts))
+                        .await
+                        .map_err(status)?;
+                    let io = io.ok_or_else(|| Status::internal("the exec was not attached"))?;
+                    let started = v1::AttachResponse {
+                        kind: Some(v1::attach_response::Kind::Started(v1::ExecResponse {
+                            exec_id: exec_id.clone(),
+                            pid,
+                        })),
+                    };
+                    let _ = tx.send(Ok(started)).await;
+                    (exec_id, io)
+                }
+                None => {
+                    let io = self
+                        .sup
+                        .attach(&rec.id, &setup.process, opts)
+                        .await
+                        .map_err(status)?;
+                    if let Some((rows, cols)) = size {
+                        let _ = io.input.send(AttachInput::Resize { rows, cols }).await;
+                    }
+                    (setup.process.clone(), io)
+                }
+            };
+            let (sup, id) = (self.sup.clone(), rec.id.clone());
+            let done = async move { sup.wait_exec(&id, &exec_id).await.map_err(status) };
+            (io, Box::pin(done))
+        } else {
+            let (mut watch, io) = if setup.start {
+                let (_, watch, io) = self
+                    .sup
+                    .start_attached(&rec.id, Some((opts, size)))
+                    .await
+                    .map_err(status)?;
+                (watch, io)
+            } else {
+                let watch = self.sup.watch_exit(&rec.id).map_err(status)?;
+                let io = self
+                    .sup
+                    .attach(&rec.id, INIT_PROCESS, opts)
+                    .await
+                    .map_err(status)?;
+                if let Some((rows, cols)) = size {
+                    let _ = io.input.send(AttachInput::Resize { rows, cols }).await;
+                }
+                (watch, Some(io))
+            };
+            let io = io.ok_or_else(|| Status::internal("the init was not attached"))?;
+            let auto_remove = rec.config.auto_remove;
+            let done = async move {
+                let exit = watch
+                    .wait(None)
+                    .await
+                    .ok_or_else(|| Status::internal("the exit watch ended"))?;
+                // With --rm, report the exit once the container is gone, as
+                // Docker does: the name is free when `run` returns.
+                if auto_remove && !watch.wait_removed(REMOVE_WAIT).await {
+                    tracing::warn!("--rm removal did not finish in time");
+                }
+                Ok(exit)
+            };
+            (io, Box::pin(done))
+        };
+        tokio::spawn(attach_session(io, inbound, done, tx));
+        Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
     /// Where `berth info` reads the settings in force.
@@ -896,7 +996,24 @@ impl berth_api::Containers for Service {
         req: Request<v1::WaitRequest>,
     ) -> Result<Response<v1::WaitResponse>, Status> {
         let r = req.into_inner();
-        let exit = if r.process.is_empty() {
+        let exit = if r.process.is_empty() && r.removed {
+            let mut w = self.sup.watch_exit(&r.id).map_err(status)?;
+            let exit = w
+                .wait(None)
+                .await
+                .ok_or_else(|| Status::internal("the exit watch ended"))?;
+            // An --rm removal follows the exit at once; anyone else's rm
+            // may take as long as the client cares to wait.
+            let bound = if w.record().config.auto_remove {
+                REMOVE_WAIT
+            } else {
+                Duration::from_secs(365 * 24 * 3600)
+            };
+            if !w.wait_removed(bound).await {
+                tracing::warn!("wait for the removal: it did not happen in time");
+            }
+            Ok(exit)
+        } else if r.process.is_empty() {
             self.sup.wait(&r.id).await
         } else {
             self.sup.wait_exec(&r.id, &r.process).await
@@ -1062,96 +1179,9 @@ impl berth_api::Containers for Service {
         &self,
         req: Request<Streaming<v1::AttachInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let mut inbound = req.into_inner();
-        let setup = match inbound.message().await? {
-            Some(v1::AttachInput {
-                kind: Some(v1::attach_input::Kind::Setup(s)),
-            }) => s,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first Attach message must be an AttachSetup",
-                ))
-            }
-        };
-        let rec = self.sup.inspect(&setup.id).map_err(status)?;
-        let size = setup.size.as_ref().map(tty_size);
-        let opts = AttachOptions { stdin: setup.stdin };
-        let (tx, rx) = mpsc::channel(64);
-        let exec =
-            setup.exec.is_some() || (!setup.process.is_empty() && setup.process != INIT_PROCESS);
-        let (io, done): (AttachIo, BoxFuture<Result<Exit, Status>>) = if exec {
-            let (exec_id, io) = match setup.exec {
-                Some(mut e) => {
-                    e.interactive = setup.stdin;
-                    let process = exec_process(&rec, e, size)?;
-                    let (exec_id, pid, io) = self
-                        .sup
-                        .exec_attached(&rec.id, process, Some(opts))
-                        .await
-                        .map_err(status)?;
-                    let io = io.ok_or_else(|| Status::internal("the exec was not attached"))?;
-                    let started = v1::AttachResponse {
-                        kind: Some(v1::attach_response::Kind::Started(v1::ExecResponse {
-                            exec_id: exec_id.clone(),
-                            pid,
-                        })),
-                    };
-                    let _ = tx.send(Ok(started)).await;
-                    (exec_id, io)
-                }
-                None => {
-                    let io = self
-                        .sup
-                        .attach(&rec.id, &setup.process, opts)
-                        .await
-                        .map_err(status)?;
-                    if let Some((rows, cols)) = size {
-                        let _ = io.input.send(AttachInput::Resize { rows, cols }).await;
-                    }
-                    (setup.process.clone(), io)
-                }
-            };
-            let (sup, id) = (self.sup.clone(), rec.id.clone());
-            let done = async move { sup.wait_exec(&id, &exec_id).await.map_err(status) };
-            (io, Box::pin(done))
-        } else {
-            let (mut watch, io) = if setup.start {
-                let (_, watch, io) = self
-                    .sup
-                    .start_attached(&rec.id, Some((opts, size)))
-                    .await
-                    .map_err(status)?;
-                (watch, io)
-            } else {
-                let watch = self.sup.watch_exit(&rec.id).map_err(status)?;
-                let io = self
-                    .sup
-                    .attach(&rec.id, INIT_PROCESS, opts)
-                    .await
-                    .map_err(status)?;
-                if let Some((rows, cols)) = size {
-                    let _ = io.input.send(AttachInput::Resize { rows, cols }).await;
-                }
-                (watch, Some(io))
-            };
-            let io = io.ok_or_else(|| Status::internal("the init was not attached"))?;
-            let auto_remove = rec.config.auto_remove;
-            let done = async move {
-                let exit = watch
-                    .wait(None)
-                    .await
-                    .ok_or_else(|| Status::internal("the exit watch ended"))?;
-                // With --rm, report the exit once the container is gone, as
-                // Docker does: the name is free when `run` returns.
-                if auto_remove && !watch.wait_removed(REMOVE_WAIT).await {
-                    tracing::warn!("--rm removal did not finish in time");
-                }
-                Ok(exit)
-            };
-            (io, Box::pin(done))
-        };
-        tokio::spawn(attach_session(io, inbound, done, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        self.attach_stream(req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type EventsStream = BoxStream<v1::Event>;
@@ -1431,12 +1461,14 @@ impl berth_api::Containers for Service {
 /// output to the client until the output ends; then send the exit status
 /// (or the error that ended the wait). A client that goes away detaches:
 /// dropping `io` closes the connection to the shim, and the process goes on.
-async fn attach_session(
+async fn attach_session<S>(
     io: AttachIo,
-    mut inbound: Streaming<v1::AttachInput>,
+    mut inbound: S,
     done: BoxFuture<Result<Exit, Status>>,
     tx: mpsc::Sender<Result<v1::AttachResponse, Status>>,
-) {
+) where
+    S: Stream<Item = Result<v1::AttachInput, Status>> + Send + Unpin + 'static,
+{
     let AttachIo { input, mut output } = io;
     let mut reading = true;
     loop {
@@ -1449,7 +1481,7 @@ async fn attach_session(
                 }
                 None => break,
             },
-            msg = inbound.message(), if reading => match msg {
+            msg = inbound.next(), if reading => match msg.transpose() {
                 Ok(Some(v1::AttachInput { kind: Some(kind) })) => {
                     let to_process = match kind {
                         v1::attach_input::Kind::Stdin(data) => Some(AttachInput::Stdin(data)),

@@ -69,3 +69,27 @@ impl Daemon {
         )
     }
 }
+
+impl Daemon {
+    /// Load the harness's busybox image (the host's busybox-static, `sh`
+    /// as its command) as `busybox:latest`, where Docker clients find it.
+    pub fn load_busybox(&self) {
+        use crate::image::{busybox_layer, Compression, Config, Image};
+        let img = Image::build(
+            &[busybox_layer()],
+            Compression::None,
+            &Config {
+                cmd: vec!["sh".into()],
+                env: vec![
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                ],
+                ..Default::default()
+            },
+        );
+        let r = self.berth_input(
+            &["load"],
+            &img.oci_archive("docker.io/library/busybox:latest"),
+        );
+        assert_eq!(r.code, 0, "load busybox: {r:?}");
+    }
+}

@@ -300,6 +300,7 @@ fn hostile_requests_are_refused_and_berthd_keeps_serving(rt: Rt) {
             c.wait(v1::WaitRequest {
                 id: sleeper.clone(),
                 process: "../x".into(),
+                removed: false,
             })
             .await,
             &[Code::NotFound],
