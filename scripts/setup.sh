@@ -5,8 +5,9 @@
 # tools of the image tests, gcc and libc6-dev (static helpers the security
 # tests and benchmarks build), systemd (only for systemd-analyze, which
 # checks the units; it does not become init), dpkg-dev (dpkg-shlibdeps,
-# for the Debian package's Depends), tini (run --init) and docker.io (the
-# docker CLI and dockerd, for the Docker API tests and benchmark). Quiet when
+# for the Debian package's Depends), tini (run --init), docker.io (the
+# docker CLI and dockerd, for the Docker API tests and benchmark) and strace
+# (the fork and fsync budget test). Quiet when
 # everything is already there.
 set -euo pipefail
 # rustup's cargo may not be on a non-interactive shell's PATH.
@@ -32,6 +33,8 @@ dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
 # /usr/local/bin/docker if there is one, else docker.io's), and the latency
 # benchmark runs Debian's dockerd beside berthd.
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+# The fork and fsync budget test (tests/e2e/tests/budget.rs) counts with strace.
+command -v strace >/dev/null 2>&1 || need+=(strace)
 # run --init: the static tini becomes the container's pid 1.
 [ -x /usr/bin/tini-static ] || need+=(tini)
 if [ "${#need[@]}" -gt 0 ]; then
