@@ -208,6 +208,11 @@ impl Resolver {
         }
     }
 
+    /// Whether the network is served.
+    pub fn serves(&self, id: &str) -> bool {
+        self.shared.read().contains_key(id)
+    }
+
     /// The networks served, by id.
     pub fn networks(&self) -> Vec<String> {
         self.shared.read().keys().cloned().collect()

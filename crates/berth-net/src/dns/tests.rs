@@ -442,8 +442,10 @@ async fn removing_a_network_closes_its_listeners() {
         err.to_string().contains("cannot listen for DNS on"),
         "{err}"
     );
+    assert!(r.serves("n1"));
     r.remove_network("n1");
     assert!(r.networks().is_empty());
+    assert!(!r.serves("n1"));
     // The address is free again once the aborted tasks are dropped.
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
