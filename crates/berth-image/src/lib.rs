@@ -11,7 +11,9 @@
 //! - [`registry`]: an OCI distribution client (manifests, resumable blob streams, auth).
 //! - [`pull`]: the pull pipeline (concurrent, resumable layer downloads, progress events).
 //! - [`unpack`]: applying a layer tar (none/gzip/zstd) to a directory, DiffID
-//!   computed on the way, never writing outside it.
+//!   computed on the way, never writing outside it; [`unpack::extract`] for
+//!   archives that are not layers (`berth cp`).
+//! - [`pack`]: trees as tar streams (`cp` out, `export`, `commit`'s layer).
 //!
 //! berthd composes these pieces; nothing here knows about containers,
 //! gRPC or the shim.
@@ -21,6 +23,7 @@ pub mod auth;
 pub mod digest;
 pub mod images;
 pub mod model;
+pub mod pack;
 pub mod pull;
 pub mod reference;
 pub mod registry;

@@ -494,6 +494,35 @@ impl Snapshotter {
         Ok(rootfs)
     }
 
+    /// The overlay parts of container `id`'s snapshot: its upper directory
+    /// (what the container changed) and its layers' directories, top layer
+    /// first. `None` for a copy snapshot (it has no upper directory).
+    pub fn overlay_dirs(&self, id: &str) -> Result<Option<(PathBuf, Vec<PathBuf>)>, SnapshotError> {
+        let dir = self.container_dir(id)?;
+        let meta_path = dir.join("snapshot.json");
+        let bytes = match fs::read(&meta_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SnapshotError::NoSnapshot(id.to_string()))
+            }
+            Err(e) => return Err(io_err("reading", &meta_path)(e)),
+        };
+        let meta: SnapshotMeta = serde_json::from_slice(&bytes)
+            .map_err(|e| io_err("parsing", &meta_path)(io::Error::other(e)))?;
+        if meta.kind == SnapshotterKind::Copy {
+            return Ok(None);
+        }
+        let mut lowers = Vec::with_capacity(meta.chain_ids.len());
+        for c in meta.chain_ids.iter().rev() {
+            lowers.push(
+                self.layer(c)?
+                    .ok_or_else(|| SnapshotError::NoLayer(c.clone()))?
+                    .path,
+            );
+        }
+        Ok(Some((dir.join("upper"), lowers)))
+    }
+
     /// Unmounts (lazily if busy) and deletes the snapshot of `id`.
     /// Removing a missing snapshot is fine.
     pub fn remove(&self, id: &str) -> Result<(), SnapshotError> {

@@ -50,6 +50,19 @@ pub enum Whiteouts {
     /// removes `NAME`, `.wh..wh..opq` removes every child of its directory
     /// this layer did not write.
     Apply,
+    /// Not a layer (`berth cp`): `.wh.` names are ordinary files.
+    Keep,
+}
+
+/// How [`extract`] writes a tar stream that is not a layer.
+#[derive(Debug, Clone, Default)]
+pub struct ExtractOptions {
+    /// Every object gets this owner (uid, gid) instead of the archive's.
+    pub owner: Option<(u32, u32)>,
+    /// Entries under the first path are written under the second instead
+    /// (an empty second path: directly in the destination). Hard-link
+    /// targets are renamed the same way.
+    pub rebase: Option<(PathBuf, PathBuf)>,
 }
 
 /// The result of a successful unpack.
@@ -176,6 +189,25 @@ pub fn unpack_layer<R: Read + Send>(
             entries,
         })
     })
+}
+
+/// Writes the tar stream `reader` (not compressed) into the directory
+/// `dest` (opened for reading) with the safety rules of a layer unpack:
+/// nothing is ever written outside `dest`, whatever the archive's names,
+/// links or the symlinks already in `dest`. Returns the entries written.
+///
+/// Runs on the calling thread and holds one 256 KiB buffer: a big file
+/// streams through.
+pub fn extract<R: Read>(
+    reader: R,
+    dest: OwnedFd,
+    opts: ExtractOptions,
+) -> Result<u64, UnpackError> {
+    let mut unpacker = Unpacker::new(dest, Whiteouts::Keep);
+    unpacker.owner = opts.owner;
+    unpacker.rebase = opts.rebase;
+    let mut archive = tar::Archive::new(reader);
+    unpacker.run(&mut archive)
 }
 
 struct Fed {
@@ -311,6 +343,9 @@ struct Unpacker {
     written: HashSet<PathBuf>,
     opaque: Vec<PathBuf>,
     buf: Vec<u8>,
+    /// [`ExtractOptions`].
+    owner: Option<(u32, u32)>,
+    rebase: Option<(PathBuf, PathBuf)>,
 }
 
 const OPAQUE: &[u8] = b".wh..wh..opq";
@@ -331,6 +366,8 @@ impl Unpacker {
             written: HashSet::new(),
             opaque: Vec::new(),
             buf: vec![0; CHUNK],
+            owner: None,
+            rebase: None,
         }
     }
 
@@ -375,6 +412,7 @@ impl Unpacker {
             path: shown.clone(),
             reason: "a \"..\" component could point outside the layer",
         })?;
+        let path = self.rebased(path);
         let meta = read_meta(entry).map_err(|source| UnpackError::Entry {
             path: shown.clone(),
             op: "reading its PAX headers",
@@ -405,7 +443,7 @@ impl Unpacker {
         };
         let name_bytes = name.as_bytes();
 
-        if name_bytes.starts_with(WH_PREFIX) {
+        if name_bytes.starts_with(WH_PREFIX) && self.whiteouts != Whiteouts::Keep {
             let dir = self.dir(parent).map_err(err("creating its directory"))?;
             if name_bytes == OPAQUE {
                 match self.whiteouts {
@@ -416,6 +454,7 @@ impl Unpacker {
                             .map_err(err("marking the directory opaque"))?;
                     }
                     Whiteouts::Apply => self.opaque.push(parent.to_path_buf()),
+                    Whiteouts::Keep => {}
                 }
                 return Ok(());
             }
@@ -435,6 +474,7 @@ impl Unpacker {
                     self.remove(dir.as_fd(), target)
                         .map_err(err("removing what it whites out"))?;
                 }
+                Whiteouts::Keep => {}
             }
             return Ok(());
         }
@@ -540,6 +580,7 @@ impl Unpacker {
                     path: shown.clone(),
                     reason: "a hard link whose target has a \"..\" component",
                 })?;
+                let target = self.rebased(target);
                 let (Some(tparent), Some(tname)) = (target.parent(), target.file_name()) else {
                     return Err(UnpackError::Unsafe {
                         path: shown,
@@ -586,6 +627,17 @@ impl Unpacker {
             self.written.insert(path);
         }
         Ok(())
+    }
+
+    /// `path` with [`ExtractOptions::rebase`] applied.
+    fn rebased(&self, path: PathBuf) -> PathBuf {
+        match &self.rebase {
+            Some((from, to)) => match path.strip_prefix(from) {
+                Ok(rest) => to.join(rest),
+                Err(_) => path,
+            },
+            None => path,
+        }
     }
 
     /// Creates `name` in `dir` with `make`; if something is already there
@@ -669,8 +721,9 @@ impl Unpacker {
         ft: FileType,
         meta: &Meta,
     ) -> rustix::io::Result<()> {
-        let uid = Some(Uid::from_raw(meta.uid));
-        let gid = Some(Gid::from_raw(meta.gid));
+        let (uid, gid) = self.owner.unwrap_or((meta.uid, meta.gid));
+        let uid = Some(Uid::from_raw(uid));
+        let gid = Some(Gid::from_raw(gid));
         let mode = Mode::from_raw_mode(meta.mode & 0o7777);
         // chown first: it clears setuid/setgid bits and security.capability.
         match name {
