@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("berth/v1/berth.proto"),
         root.join("berth/v1/images.proto"),
         root.join("berth/v1/volumes.proto"),
+        root.join("berth/v1/files.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

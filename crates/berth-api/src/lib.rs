@@ -15,6 +15,8 @@ pub mod v1 {
 
 pub use v1::containers_client::ContainersClient;
 pub use v1::containers_server::{Containers, ContainersServer};
+pub use v1::files_client::FilesClient;
+pub use v1::files_server::{Files, FilesServer};
 pub use v1::images_client::ImagesClient;
 pub use v1::images_server::{Images, ImagesServer};
 pub use v1::volumes_client::VolumesClient;

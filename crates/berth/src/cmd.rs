@@ -56,6 +56,10 @@ pub async fn run(cli: Cli) -> CmdResult {
             let mut vc = berth_api::VolumesClient::new(channel);
             crate::volume::volume_cmd(&mut vc, c).await
         }
+        Cmd::Cp(a) => crate::files::cp(&mut berth_api::FilesClient::new(channel), &a).await,
+        Cmd::Diff(a) => crate::files::diff(&mut berth_api::FilesClient::new(channel), &a).await,
+        Cmd::Export(a) => crate::files::export(&mut berth_api::FilesClient::new(channel), &a).await,
+        Cmd::Commit(a) => crate::files::commit(&mut berth_api::FilesClient::new(channel), &a).await,
         Cmd::Login(_) | Cmd::Logout { .. } => Ok(0),
         Cmd::Start {
             attach,

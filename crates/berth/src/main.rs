@@ -8,6 +8,7 @@
 
 mod cmd;
 mod complete;
+mod files;
 mod format;
 mod image;
 mod psfmt;
@@ -343,7 +344,9 @@ pub enum Cmd {
     /// Names for shell completion, one a line (containers, images); prints
     /// nothing when the daemon does not answer.
     #[command(name = "__complete", hide = true)]
-    Complete { kind: String },
+    Complete {
+        kind: String,
+    },
     /// Fetch an image from a registry (progress bars on a terminal).
     Pull(image::PullArgs),
     /// List images.
@@ -367,6 +370,10 @@ pub enum Cmd {
     /// Manage volumes: create, ls, inspect, rm, prune.
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
+    Cp(files::CpArgs),
+    Diff(files::DiffArgs),
+    Export(files::ExportArgs),
+    Commit(files::CommitArgs),
     /// Store credentials for a registry, used by pull and run (a file of
     /// mode 0600: $XDG_CONFIG_HOME/berth/auth.json, in Docker's format;
     /// Docker's ~/.docker/config.json is read too).

@@ -288,6 +288,112 @@ impl Images {
     }
 }
 
+/// What `commit` makes an image of.
+pub struct CommitSpec {
+    /// The container (its snapshot's upper directory is the new layer).
+    pub container: String,
+    /// The image id the container was made from.
+    pub base: String,
+    /// Names for the new image (none: untagged).
+    pub names: Vec<Reference>,
+    pub created_by: String,
+    pub author: String,
+    pub message: String,
+    pub changes: Vec<crate::commit::ConfigChange>,
+}
+
+impl Images {
+    /// `commit`: the container's upper directory as a new gzip layer on
+    /// its image, a new config and manifest in the content store, the image
+    /// recorded and its layer unpacked (runnable at once). Returns the new
+    /// image id.
+    pub fn commit(&self, c: &CommitSpec) -> Result<String, ImageError> {
+        let _gc = self.gc_lock.blocking_read();
+        let (upper, _) = self
+            .snaps
+            .overlay_dirs(&c.container)
+            .map_err(|e| ImageError::failed("cannot read the container's snapshot", e))?
+            .ok_or_else(|| {
+                ImageError::Invalid(
+                    "the container is a full copy (--snapshotter copy): commit needs an overlay snapshot".into(),
+                )
+            })?;
+        let base = self.resolve(&c.base).map_err(|e| match e {
+            ImageError::NotFound(_) => ImageError::Invalid(format!(
+                "the container's image {} is gone (removed with rmi -f): cannot commit onto it",
+                c.base
+            )),
+            e => e,
+        })?;
+        let layer = berth_image::pack::write_layer(&self.store, &upper)
+            .map_err(|e| ImageError::failed("cannot write the new layer", e))?;
+        let base_config = self
+            .store
+            .read_all(&base.summary.record.id, model::MAX_CONFIG_SIZE)
+            .map_err(|e| ImageError::failed("cannot read the image's config", e))?;
+        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let diff_id = layer.diff_id.to_string();
+        let config = crate::commit::new_config(
+            &base_config,
+            &crate::commit::Commit {
+                diff_id: &diff_id,
+                created: &created,
+                created_by: &c.created_by,
+                author: &c.author,
+                message: &c.message,
+                changes: &c.changes,
+            },
+        )
+        .map_err(ImageError::Failed)?;
+        let config_digest = self
+            .store
+            .put(&config)
+            .map_err(|e| ImageError::failed("cannot store the new config", e))?;
+        let mut layers: Vec<serde_json::Value> = base
+            .summary
+            .record
+            .layers
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "mediaType": l.media_type,
+                    "digest": l.digest.to_string(),
+                    "size": l.size,
+                })
+            })
+            .collect();
+        layers.push(serde_json::json!({
+            "mediaType": model::media::OCI_LAYER_GZIP,
+            "digest": layer.digest.to_string(),
+            "size": layer.size,
+        }));
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": model::media::OCI_MANIFEST,
+            "config": {
+                "mediaType": model::media::OCI_CONFIG,
+                "digest": config_digest.to_string(),
+                "size": config.len(),
+            },
+            "layers": layers,
+        });
+        let manifest = serde_json::to_vec(&manifest)
+            .map_err(|e| ImageError::failed("cannot write the new manifest", e))?;
+        let manifest_digest = self
+            .store
+            .put(&manifest)
+            .map_err(|e| ImageError::failed("cannot store the new manifest", e))?;
+        let rec = meta::ImageRecord::build(&self.store, &manifest_digest, None)
+            .map_err(ImageError::meta)?;
+        self.db.put(&rec, &c.names).map_err(ImageError::meta)?;
+        let id = rec.id.to_string();
+        let img = self.resolve(&id)?;
+        self.unpack(&img)?;
+        info!(container = %c.container, image = %id, layer = %layer.digest, bytes = layer.size, "committed");
+        Ok(id)
+    }
+}
+
 /// The API's view of an image.
 pub fn image_proto(s: &ImageSummary) -> v1::Image {
     let r = &s.record;

@@ -5,8 +5,11 @@
 
 mod attach;
 mod cgroup;
+mod commit;
 mod config;
 mod docker;
+mod files;
+mod files_api;
 mod health;
 mod images;
 mod images_api;
@@ -32,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use berth_api::{ContainersServer, ImagesServer, VolumesServer};
+use berth_api::{ContainersServer, FilesServer, ImagesServer, VolumesServer};
 use berth_shim_proto::RuntimeKind;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -412,6 +415,7 @@ async fn run(
             .with_context(|| format!("cannot open the volume store in {}", root.display()))?,
     );
     let volumes_api = volumes_api::VolumesApi::new(vols.clone(), sup.clone());
+    volumes_api::spawn_auto_remove_volumes(vols.clone(), sup.clone());
     let service = Arc::new(
         service::Service::new(sup.clone(), root, runtime_name, images.clone(), net, vols)
             .with_config(in_force),
@@ -440,6 +444,8 @@ async fn run(
         }
         None => None,
     };
+    let files_api =
+        files_api::FilesApi::new(Arc::new(files::Files::new(sup.clone(), images.clone())));
     let images_api = images_api::ImagesApi::new(images, sup.clone());
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     // On SIGTERM: no more policy restarts; with --stop-containers-on-exit,
@@ -467,6 +473,7 @@ async fn run(
         )
         .add_service(ImagesServer::new(images_api).max_decoding_message_size(4 << 20))
         .add_service(VolumesServer::new(volumes_api))
+        .add_service(FilesServer::new(files_api))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
     tokio::pin!(server);
     // Restore is done and the socket listens: what a connection sends from

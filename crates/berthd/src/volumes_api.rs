@@ -164,3 +164,66 @@ impl berth_api::VolumesService for VolumesApi {
         Ok(Response::new(v1::PruneVolumesResponse { removed }))
     }
 }
+
+/// `--rm`: when a container made with it is deleted (auto-removed, or by
+/// `rm`), its anonymous volumes no other container uses go with it, as
+/// Docker's auto-remove does (`rm -v`). A watcher of the event bus: the
+/// supervisor, which removes the container, knows nothing of volumes.
+pub fn spawn_auto_remove_volumes(vols: Arc<Volumes>, sup: Supervisor) {
+    let bus = sup.events().clone();
+    // Subscribed before the containers are listed: one created in between
+    // is seen by its create event.
+    let mut sub = bus.subscribe(bus.last_seq());
+    let anonymous = |vols: &Volumes, rec: &ContainerRecord| -> Vec<String> {
+        volumes_of(vols, rec)
+            .into_iter()
+            .filter(|n| vols.get(n).map(|r| r.anonymous).unwrap_or(false))
+            .collect()
+    };
+    // Container id → its anonymous volumes, for containers made with --rm
+    // (read while they exist: a deleted container's record is gone).
+    let mut watched: HashMap<String, Vec<String>> = sup
+        .list(true)
+        .into_iter()
+        .filter(|r| r.config.auto_remove)
+        .map(|r| (r.id.clone(), anonymous(&vols, &r)))
+        .collect();
+    tokio::spawn(async move {
+        use berth_core::event::EventType;
+        while let Some(ev) = sub.next().await {
+            match ev.kind {
+                EventType::Create => {
+                    if let Ok(rec) = sup.inspect(&ev.container) {
+                        if rec.config.auto_remove {
+                            watched.insert(rec.id.clone(), anonymous(&vols, &rec));
+                        }
+                    }
+                }
+                EventType::Delete => {
+                    let Some(names) = watched.remove(&ev.container) else {
+                        continue;
+                    };
+                    if names.is_empty() {
+                        continue;
+                    }
+                    let in_use = users(&vols, &sup);
+                    let vols = vols.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for n in names {
+                            if in_use.contains_key(&n) {
+                                continue;
+                            }
+                            match vols.remove(&n, None) {
+                                Ok(()) => tracing::info!(volume = %n, "anonymous volume of a --rm container removed"),
+                                Err(VolumeError::NotFound(_)) => {}
+                                Err(e) => tracing::warn!(volume = %n, error = %e, "cannot remove an anonymous volume"),
+                            }
+                        }
+                    })
+                    .await;
+                }
+                _ => {}
+            }
+        }
+    });
+}

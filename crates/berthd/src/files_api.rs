@@ -1,0 +1,306 @@
+//! The gRPC `Files` service over [`Files`]: tar streams go through bounded
+//! channels of 256 KiB chunks, so a slow client slows the copy down
+//! (back-pressure) and berthd never holds more than a few chunks.
+
+use std::io::{Read, Write};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use berth_api::v1;
+use berth_image::pack::PathStat;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::files::{Files, FilesError};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Bytes per chunk of an archive sent.
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight each way.
+const DEPTH: usize = 8;
+
+pub struct FilesApi {
+    files: Arc<Files>,
+}
+
+impl FilesApi {
+    pub fn new(files: Arc<Files>) -> Self {
+        Self { files }
+    }
+}
+
+pub fn files_status(e: FilesError) -> Status {
+    let msg = e.to_string();
+    match e {
+        FilesError::NotFound(_) => Status::not_found(msg),
+        FilesError::Invalid(_) => Status::invalid_argument(msg),
+        FilesError::State(_) => Status::failed_precondition(msg),
+        FilesError::Failed(_) => Status::internal(msg),
+    }
+}
+
+fn stat_proto(s: PathStat) -> v1::PathStat {
+    v1::PathStat {
+        name: s.name,
+        size: s.size,
+        mode: s.mode,
+        mtime: s.mtime,
+        link_target: s.link_target,
+    }
+}
+
+/// The chunks of a client stream, in order, as a blocking `Read`.
+struct ChunkReader {
+    rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A `Write` that sends what is written to the client in chunks; a client
+/// that went away is a broken pipe (the copy stops).
+struct ChunkWriter {
+    tx: mpsc::Sender<Result<v1::ArchiveChunk, Status>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Ok(v1::ArchiveChunk { stat: None, data }))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(CHUNK);
+        }
+        let room = CHUNK - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// A stream of archive chunks fed by `job` (given the writer); an error is
+/// the stream's last item.
+fn archive_stream<F>(first: Option<v1::ArchiveChunk>, job: F) -> BoxStream<v1::ArchiveChunk>
+where
+    F: FnOnce(
+            ChunkWriter,
+        )
+            -> Pin<Box<dyn std::future::Future<Output = Result<u64, FilesError>> + Send>>
+        + Send
+        + 'static,
+{
+    let (tx, rx) = mpsc::channel(DEPTH);
+    tokio::spawn(async move {
+        if let Some(f) = first {
+            if tx.send(Ok(f)).await.is_err() {
+                return;
+            }
+        }
+        let w = ChunkWriter {
+            tx: tx.clone(),
+            buf: Vec::new(),
+        };
+        if let Err(e) = job(w).await {
+            let _ = tx.send(Err(files_status(e))).await;
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+/// Flushes the last chunk once the archive is written.
+struct Flushing(ChunkWriter);
+
+impl Write for Flushing {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.write(data)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Drop for Flushing {
+    fn drop(&mut self) {
+        let _ = self.0.flush();
+    }
+}
+
+#[tonic::async_trait]
+impl berth_api::Files for FilesApi {
+    async fn stat(
+        &self,
+        req: Request<v1::StatPathRequest>,
+    ) -> Result<Response<v1::PathStat>, Status> {
+        let r = req.into_inner();
+        let st = self
+            .files
+            .stat(&r.container, &r.path, r.follow)
+            .await
+            .map_err(files_status)?;
+        Ok(Response::new(stat_proto(st)))
+    }
+
+    type ArchiveStream = BoxStream<v1::ArchiveChunk>;
+
+    async fn archive(
+        &self,
+        req: Request<v1::ArchiveRequest>,
+    ) -> Result<Response<Self::ArchiveStream>, Status> {
+        let r = req.into_inner();
+        // A missing path is the call's error, not a broken stream.
+        let st = self
+            .files
+            .stat(&r.container, &r.path, r.follow)
+            .await
+            .map_err(files_status)?;
+        let first = v1::ArchiveChunk {
+            stat: Some(stat_proto(st)),
+            data: Vec::new(),
+        };
+        let files = self.files.clone();
+        Ok(Response::new(archive_stream(Some(first), move |w| {
+            Box::pin(async move {
+                files
+                    .archive(&r.container, &r.path, r.follow, Flushing(w))
+                    .await
+            })
+        })))
+    }
+
+    async fn extract(
+        &self,
+        req: Request<Streaming<v1::ExtractChunk>>,
+    ) -> Result<Response<v1::ExtractResponse>, Status> {
+        let mut input = req.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an empty copy stream: send a header first"))?;
+        let header = first.header.ok_or_else(|| {
+            Status::invalid_argument("the copy stream's first message must carry its header")
+        })?;
+        let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
+        if !first.data.is_empty() && tx.send(Ok(first.data)).await.is_err() {
+            return Err(Status::internal("the copy ended early"));
+        }
+        tokio::spawn(async move {
+            loop {
+                let next = match input.message().await {
+                    Ok(Some(c)) => Ok(c.data),
+                    Ok(None) => return,
+                    Err(e) => Err(std::io::Error::other(format!(
+                        "the copy stream broke: {}",
+                        e.message()
+                    ))),
+                };
+                let broken = next.is_err();
+                if tx.send(next).await.is_err() || broken {
+                    return;
+                }
+            }
+        });
+        let reader = ChunkReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        };
+        let entries = self
+            .files
+            .extract(&header.container, &header.path, reader, header.copy_uid_gid)
+            .await
+            .map_err(files_status)?;
+        Ok(Response::new(v1::ExtractResponse { entries }))
+    }
+
+    async fn diff(
+        &self,
+        req: Request<v1::DiffRequest>,
+    ) -> Result<Response<v1::DiffResponse>, Status> {
+        let r = req.into_inner();
+        let changes = self
+            .files
+            .diff(&r.container)
+            .await
+            .map_err(files_status)?
+            .into_iter()
+            .map(|c| v1::Change {
+                kind: c.kind.to_string(),
+                path: c.path,
+            })
+            .collect();
+        Ok(Response::new(v1::DiffResponse { changes }))
+    }
+
+    type ExportStream = BoxStream<v1::ArchiveChunk>;
+
+    async fn export(
+        &self,
+        req: Request<v1::ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let r = req.into_inner();
+        // An unknown container is the call's error.
+        self.files.check(&r.container).map_err(files_status)?;
+        let files = self.files.clone();
+        Ok(Response::new(archive_stream(None, move |w| {
+            Box::pin(async move { files.export(&r.container, Flushing(w)).await })
+        })))
+    }
+
+    async fn commit(
+        &self,
+        req: Request<v1::CommitRequest>,
+    ) -> Result<Response<v1::CommitResponse>, Status> {
+        let r = req.into_inner();
+        let id = self
+            .files
+            .commit(crate::files::CommitOptions {
+                container: r.container,
+                reference: r.reference,
+                message: r.message,
+                author: r.author,
+                changes: r.changes,
+                pause: !r.no_pause,
+            })
+            .await
+            .map_err(files_status)?;
+        Ok(Response::new(v1::CommitResponse { id }))
+    }
+}
