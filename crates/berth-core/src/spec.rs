@@ -20,9 +20,9 @@ use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, LinuxDeviceCgroup,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder, Process, ProcessBuilder,
-    RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxIdMappingBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder, Process,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use oci_spec::OciSpecError;
 
@@ -151,6 +151,39 @@ pub struct SpecOptions {
     /// Security flags (`--cap-add`, `--privileged`, `--security-opt` …) and
     /// what the host can grant; see `spec/security.rs`.
     pub security: SecurityOptions,
+    /// `--userns=auto`: a user namespace whose ids `0..size` are the host's
+    /// `host..host + size` (the daemon allocates the range). `None`: the
+    /// host's user namespace.
+    pub userns: Option<IdRange>,
+}
+
+/// A range of host ids given to a container's user namespace: container
+/// id `x` is host id `host + x` for `x < size` (uids and gids alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdRange {
+    pub host: u32,
+    pub size: u32,
+}
+
+impl IdRange {
+    /// The range a spec maps for its user namespace (the first uid
+    /// mapping's), if it has one.
+    pub fn of_spec(spec: &Spec) -> Option<IdRange> {
+        let linux = spec.linux().as_ref()?;
+        let has_userns = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::User);
+        if !has_userns {
+            return None;
+        }
+        let m = linux.uid_mappings().as_ref()?.first()?;
+        Some(IdRange {
+            host: m.host_id(),
+            size: m.size(),
+        })
+    }
 }
 
 /// Why a spec could not be generated or adapted. Every message is one line
@@ -284,7 +317,74 @@ pub fn generate(
         .build()?;
     spec.set_annotations(None);
     security::apply(&mut spec, &opts.security, user.uid, group)?;
+    if let Some(range) = opts.userns {
+        apply_userns(&mut spec, range, opts.security.privileged)?;
+    }
     Ok(spec)
+}
+
+/// A user namespace mapping `range`: the namespace joins the others and
+/// uids and gids are mapped alike. The process' user and groups must be
+/// inside the range (ids beyond it do not exist in the namespace).
+fn apply_userns(spec: &mut Spec, range: IdRange, privileged: bool) -> Result<(), SpecError> {
+    if privileged {
+        return Err(SpecError::InvalidSecurity(
+            "--privileged cannot run in a user namespace (its root would not hold the host's devices and capabilities): add --userns=host".into(),
+        ));
+    }
+    if range.size == 0 || range.host.checked_add(range.size).is_none() {
+        return Err(SpecError::InvalidSecurity(format!(
+            "invalid user namespace range {}+{}: it must be non-empty and end below 2^32",
+            range.host, range.size
+        )));
+    }
+    if let Some(p) = spec.process() {
+        let u = p.user();
+        let ids = std::iter::once(("user", u.uid()))
+            .chain(std::iter::once(("group", u.gid())))
+            .chain(u.additional_gids().iter().flatten().map(|g| ("group", *g)));
+        for (what, id) in ids {
+            if id >= range.size {
+                return Err(SpecError::InvalidSecurity(format!(
+                    "{what} id {id} is outside the container's user namespace (ids 0-{}): use a smaller id or a larger --userns=auto:size=N",
+                    range.size - 1
+                )));
+            }
+        }
+    }
+    let map = LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(range.host)
+        .size(range.size)
+        .build()?;
+    if let Some(linux) = spec.linux_mut() {
+        let mut ns = linux.namespaces().clone().unwrap_or_default();
+        ns.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::User)
+                .build()?,
+        );
+        linux.set_namespaces(Some(ns));
+        linux.set_uid_mappings(Some(vec![map]));
+        linux.set_gid_mappings(Some(vec![map]));
+    }
+    // A sysfs mount needs the network namespace to belong to the mounter's
+    // user namespace, and berthd's network namespaces belong to the host's:
+    // the kernel refuses it (EPERM). A read-only recursive bind of the
+    // host's /sys is what a user namespace may mount instead.
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for m in mounts.iter_mut() {
+        if m.destination() == Path::new("/sys") && m.typ().as_deref() == Some("sysfs") {
+            *m = mount(
+                "/sys",
+                "bind",
+                "/sys",
+                &["rbind", "nosuid", "noexec", "nodev", "ro"],
+            )?;
+        }
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
 }
 
 /// Reads `etc/passwd` and `etc/group` from `rootfs`, resolving symlinks inside
@@ -1694,5 +1794,47 @@ nogroup:x:65534:
                 Err(SpecError::InvalidLimit(_))
             ));
         }
+    }
+
+    #[test]
+    fn userns_maps_ids_and_binds_sys() {
+        let mut o = opts();
+        o.userns = Some(IdRange {
+            host: 100_000_000,
+            size: 65536,
+        });
+        let spec = gen(&o);
+        assert_eq!(
+            IdRange::of_spec(&spec),
+            Some(IdRange {
+                host: 100_000_000,
+                size: 65536
+            })
+        );
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(linux.gid_mappings(), linux.uid_mappings());
+        let sys = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.destination() == Path::new("/sys"))
+            .unwrap();
+        assert_eq!(sys.typ().as_deref(), Some("bind"));
+        assert!(sys.options().iter().flatten().any(|o| o == "ro"));
+        assert_eq!(IdRange::of_spec(&gen(&opts())), None);
+
+        o.security.privileged = true;
+        let e = generate(&o, Some(PASSWD), Some(GROUP)).unwrap_err();
+        assert!(e.to_string().contains("--userns=host"), "{e}");
+        o.security.privileged = false;
+        o.user = Some("70000".into());
+        let e = generate(&o, Some(PASSWD), Some(GROUP)).unwrap_err();
+        assert!(e.to_string().contains("outside"), "{e}");
+        o.user = None;
+        o.userns = Some(IdRange {
+            host: u32::MAX - 10,
+            size: 65536,
+        });
+        assert!(generate(&o, Some(PASSWD), Some(GROUP)).is_err());
     }
 }

@@ -181,6 +181,11 @@ fn spec_generation() {
                 oom_score_adj: rng.chance(3).then(|| rng.next() as i32),
                 host: HostInfo::default(),
             },
+            // Any range, even empty or past 2^32: refused, never a panic.
+            userns: rng.chance(3).then(|| spec::IdRange {
+                host: rng.next() as u32,
+                size: rng.next() as u32,
+            }),
         };
         let passwd = rng.chance(2).then(|| rng.string(12));
         let group = rng.chance(2).then(|| rng.string(12));

@@ -39,6 +39,9 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::unpack::{self, open_dir, remove_at, resolve_dir, Compression, UnpackError, Whiteouts};
 
+mod idmap;
+pub use idmap::{IdShift, MapMethod};
+
 /// Which kind of container roots to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,6 +113,8 @@ pub enum SnapshotError {
     NoSnapshot(String),
     #[error("cannot mount the overlay for {container}: {reason}")]
     Mount { container: String, reason: String },
+    #[error("cannot give the root of {container} its owners for the user namespace: {reason}")]
+    Idmap { container: String, reason: String },
     #[error("{path} is still mounted; unmount it (umount -l) and retry")]
     StillMounted { path: PathBuf },
     #[error("overlayfs is not usable under {dir}: {reason} (use --snapshotter copy)")]
@@ -150,6 +155,16 @@ struct SnapshotMeta {
     /// Bottom layer first.
     chain_ids: Vec<Digest>,
     kind: SnapshotterKind,
+    /// For a container in a user namespace: its id shift and how the root
+    /// got its owners (see `idmap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idmap: Option<IdMapMeta>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct IdMapMeta {
+    shift: IdShift,
+    method: MapMethod,
 }
 
 /// Disk use of a tree.
@@ -389,11 +404,32 @@ impl Snapshotter {
     /// first, as in the image config; none at all is fine) and returns its
     /// path (mounted, for overlay). Every layer must be unpacked.
     pub fn prepare(&self, id: &str, chain_ids: &[Digest]) -> Result<PathBuf, SnapshotError> {
+        self.prepare_mapped(id, chain_ids, None)
+            .map(|(root, _)| root)
+    }
+
+    /// [`prepare`](Self::prepare) for a container whose ids are `shift`ed
+    /// (a user namespace): its files appear with their owners inside,
+    /// through idmapped layers where the kernel and file system allow it,
+    /// else through a chowned copy. Returns the root and the way used.
+    pub fn prepare_mapped(
+        &self,
+        id: &str,
+        chain_ids: &[Digest],
+        shift: Option<IdShift>,
+    ) -> Result<(PathBuf, Option<MapMethod>), SnapshotError> {
         let dest = self.container_dir(id)?;
         let tmp = TmpDir::new(&self.dir)?;
-        let meta = SnapshotMeta {
+        let mut meta = SnapshotMeta {
             chain_ids: chain_ids.to_vec(),
             kind: self.kind,
+            idmap: shift.map(|shift| IdMapMeta {
+                shift,
+                method: match self.kind {
+                    SnapshotterKind::Overlay => MapMethod::Idmapped,
+                    SnapshotterKind::Copy => MapMethod::Chowned,
+                },
+            }),
         };
         let rootfs = tmp.path.join("rootfs");
         let mut layers = Vec::with_capacity(chain_ids.len());
@@ -415,12 +451,39 @@ impl Snapshotter {
                 for layer in &layers {
                     copy_layer(&layer.path, &rootfs)?;
                 }
+                if let Some(shift) = shift {
+                    idmap::chown_tree(&rootfs, shift)
+                        .map_err(io_err("changing owners under", &rootfs))?;
+                }
+            }
+        }
+        if let (Some(shift), SnapshotterKind::Overlay) = (shift, self.kind) {
+            // The overlay's root directory is the upper's: owned as the top
+            // layer's root is, shifted.
+            let top = layers.last().map(|l| l.path.clone());
+            let (uid, gid) = match &top {
+                Some(p) => {
+                    use std::os::unix::fs::MetadataExt;
+                    let m = fs::metadata(p).map_err(io_err("reading", p))?;
+                    (m.uid(), m.gid())
+                }
+                None => (0, 0),
+            };
+            let shifted = |id: u32| {
+                if id < shift.size {
+                    shift.host + id
+                } else {
+                    id
+                }
+            };
+            for sub in ["upper", "empty"] {
+                let p = tmp.path.join(sub);
+                std::os::unix::fs::chown(&p, Some(shifted(uid)), Some(shifted(gid)))
+                    .map_err(io_err("changing the owner of", &p))?;
             }
         }
         let meta_path = tmp.path.join("snapshot.json");
-        let json = serde_json::to_vec_pretty(&meta)
-            .map_err(|e| io_err("writing", &meta_path)(io::Error::other(e)))?;
-        fs::write(&meta_path, json).map_err(io_err("writing", &meta_path))?;
+        write_meta(&meta_path, &meta)?;
         sync_fs(&tmp.path)?;
         {
             let _guard = self.layers_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -439,8 +502,27 @@ impl Snapshotter {
             }
         }
         fsync_dir(&self.dir.join(CONTAINERS))?;
-        match self.mount(id) {
-            Ok(root) => Ok(root),
+        let mounted = match self.mount(id) {
+            Err(SnapshotError::Idmap { reason, .. }) if meta.idmap.is_some() => {
+                // Refused here: a chowned copy instead, recorded first so a
+                // later mount (after a reboot) mounts it plainly.
+                tracing::info!(container = id, %reason, "idmapped layers refused: giving the container a chowned copy of its root");
+                if let Some(m) = meta.idmap.as_mut() {
+                    m.method = MapMethod::Chowned;
+                }
+                write_meta(&dest.join("snapshot.json"), &meta).and_then(|()| {
+                    let root = self.mount(id)?;
+                    if let Some(m) = meta.idmap {
+                        idmap::chown_tree(&root, m.shift)
+                            .map_err(io_err("changing owners under", &root))?;
+                    }
+                    Ok(root)
+                })
+            }
+            other => other,
+        };
+        match mounted {
+            Ok(root) => Ok((root, meta.idmap.map(|m| m.method))),
             Err(e) => {
                 if let Err(rm) = self.remove(id) {
                     tracing::warn!(container = id, error = %rm, "removing a snapshot that failed to mount");
@@ -482,15 +564,64 @@ impl Snapshotter {
                     .path,
             );
         }
+        let idmapped = meta
+            .idmap
+            .filter(|m| m.method == MapMethod::Idmapped)
+            .map(|m| m.shift);
+        let staging = dir.join("idmap");
+        if let Some(shift) = idmapped {
+            // The lowers through an idmapped clone of `layers/`, detached
+            // again once the overlay holds them.
+            let refused = |what: &str, e: io::Error| SnapshotError::Idmap {
+                container: id.to_string(),
+                reason: format!("{what}: {e}"),
+            };
+            let layers_dir = self.dir.join(LAYERS);
+            match fs::create_dir(&staging) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("creating", &staging)(e)),
+            }
+            let ns = idmap::userns_fd(shift)
+                .map_err(|e| refused("making a user namespace for the id map", e))?;
+            if let Err(e) = idmap::attach_idmapped(&layers_dir, &staging, ns.as_fd()) {
+                if idmap::refused(e) {
+                    return Err(refused("idmapping the layers", e.into()));
+                }
+                return Err(errno("idmapping", &layers_dir)(e));
+            }
+            for l in lowers.iter_mut() {
+                if let Ok(rel) = l.strip_prefix(&layers_dir) {
+                    *l = staging.join(rel);
+                }
+            }
+        }
         if lowers.is_empty() {
             lowers.push(dir.join("empty"));
         }
-        mount_overlay(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs).map_err(
-            |reason| SnapshotError::Mount {
-                container: id.to_string(),
-                reason,
-            },
-        )?;
+        let res = mount_overlay(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs);
+        if idmapped.is_some() {
+            if let Err(e) = rustix::mount::unmount(
+                &staging,
+                rustix::mount::UnmountFlags::DETACH | rustix::mount::UnmountFlags::NOFOLLOW,
+            ) {
+                tracing::warn!(path = %staging.display(), error = %e, "cannot detach the idmapped layers");
+            }
+        }
+        res.map_err(|reason| {
+            if idmapped.is_some() {
+                // Overlayfs may refuse idmapped layers (older kernels).
+                SnapshotError::Idmap {
+                    container: id.to_string(),
+                    reason: format!("overlay on idmapped layers: {reason}"),
+                }
+            } else {
+                SnapshotError::Mount {
+                    container: id.to_string(),
+                    reason,
+                }
+            }
+        })?;
         Ok(rootfs)
     }
 
@@ -752,6 +883,15 @@ fn unmount_under_filtered(
         }
     }
     Ok(())
+}
+
+/// Writes `snapshot.json` whole or not at all (a temporary file renamed).
+fn write_meta(path: &Path, meta: &SnapshotMeta) -> Result<(), SnapshotError> {
+    let json = serde_json::to_vec_pretty(meta)
+        .map_err(|e| io_err("writing", path)(io::Error::other(e)))?;
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, json).map_err(io_err("writing", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_err("renaming into", path))
 }
 
 /// Mounts an overlay of `lowers` (top first) at `target`. The new mount

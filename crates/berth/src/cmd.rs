@@ -407,6 +407,7 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
         sysctls,
         ulimits: a.ulimit.clone(),
         oom_score_adj: a.oom_score_adj,
+        userns: a.userns.clone().unwrap_or_default(),
         resources: a.resources.request()?,
         init: a.init,
         entrypoint: a.entrypoint.clone(),

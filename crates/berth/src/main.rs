@@ -526,6 +526,11 @@ pub struct CreateArgs {
     /// own value needs CAP_SYS_RESOURCE).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub oom_score_adj: Option<i32>,
+    /// User namespace: host (the container's root is the host's root, as
+    /// Docker's default), auto (its own range of 65536 unprivileged host
+    /// ids; images only), auto:size=N. Default: berthd's `userns` setting.
+    #[arg(long, value_name = "MODE")]
+    pub userns: Option<String>,
     /// Network: none (loopback only; the default for now), host (the
     /// daemon's network namespace), container:ID|NAME (share a running
     /// container's network namespace).

@@ -112,6 +112,25 @@ pub struct Args {
     /// start), else copy.
     #[arg(long, env = "BERTH_SNAPSHOTTER", value_name = "KIND", default_value = "auto", value_parser = parse_snapshotter)]
     pub snapshotter: String,
+    /// The user namespace of a container that asks for none (`run
+    /// --userns` overrides it): `host` (Docker's default: the container's
+    /// root is the host's root), `auto` (a range of 65536 unprivileged
+    /// host ids of its own; images only) or `auto:size=N`.
+    #[arg(long, env = "BERTH_USERNS", value_name = "MODE", default_value = "host", value_parser = parse_userns)]
+    pub userns: String,
+    /// The host ids `--userns=auto` ranges come from, START:SIZE. Default:
+    /// the `berth` user's entries in /etc/subuid and /etc/subgid, else
+    /// 100000000:1000000000. Give each berthd on a host its own pool.
+    #[arg(long, value_name = "START:SIZE", value_parser = parse_userns_pool)]
+    pub userns_pool: Option<String>,
+}
+
+fn parse_userns(s: &str) -> Result<String, String> {
+    crate::userns::parse_mode(s).map(|_| s.to_string())
+}
+
+fn parse_userns_pool(s: &str) -> Result<String, String> {
+    crate::userns::parse_pool(s).map(|_| s.to_string())
 }
 
 fn parse_snapshotter(s: &str) -> Result<String, String> {

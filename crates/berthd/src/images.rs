@@ -116,6 +116,8 @@ pub struct Prepared {
     pub defaults: ImageDefaults,
     /// The image config's `Volumes`: anonymous volumes of the container.
     pub volumes: Vec<String>,
+    /// For a user namespace: how the root got its owners.
+    pub userns_method: Option<berth_image::snapshot::MapMethod>,
 }
 
 pub struct Images {
@@ -244,7 +246,14 @@ impl Images {
 
     /// Make the root of container `cid` from the image `name`: unpack what
     /// is not unpacked yet, then a snapshot (overlay or copy) of its layers.
-    pub fn prepare(&self, cid: &str, name: &str, platform: &str) -> Result<Prepared, ImageError> {
+    /// `shift`: the container's user namespace range (`--userns=auto`).
+    pub fn prepare(
+        &self,
+        cid: &str,
+        name: &str,
+        platform: &str,
+        shift: Option<berth_image::snapshot::IdShift>,
+    ) -> Result<Prepared, ImageError> {
         let _gc = self.gc_lock.blocking_read();
         let img = self.resolve(name)?;
         if !platform.is_empty() {
@@ -259,10 +268,17 @@ impl Images {
             }
         }
         let chains = self.unpack(&img)?;
-        let rootfs = self
+        let (rootfs, userns_method) = self
             .snaps
-            .prepare(cid, &chains)
+            .prepare_mapped(cid, &chains, shift)
             .map_err(|e| ImageError::failed("cannot make the container's root", e))?;
+        if let Some(m) = userns_method {
+            tracing::info!(
+                container = cid,
+                method = m.as_str(),
+                "root given its owners for the user namespace"
+            );
+        }
         let id = img.summary.record.id.to_string();
         let reference = match &img.found {
             Found::Name(n) | Found::RepoDigest(n) => n.clone(),
@@ -284,6 +300,7 @@ impl Images {
                 .as_ref()
                 .and_then(|c| c.volumes().clone())
                 .unwrap_or_default(),
+            userns_method,
         })
     }
 }

@@ -24,6 +24,7 @@ mod stats;
 mod store;
 mod system;
 mod systemd;
+mod userns;
 mod validate;
 mod volumes;
 mod volumes_api;
@@ -416,9 +417,14 @@ async fn run(
     );
     let volumes_api = volumes_api::VolumesApi::new(vols.clone(), sup.clone());
     volumes_api::spawn_auto_remove_volumes(vols.clone(), sup.clone());
+    let pool =
+        userns::pool(args.userns_pool.as_deref(), Path::new("/etc")).map_err(anyhow::Error::msg)?;
+    let userns_default = userns::parse_mode(&args.userns).map_err(anyhow::Error::msg)?;
+    info!(default = %args.userns, pool = %format!("{}:{}", pool.host, pool.size), "user namespaces");
     let service = Arc::new(
         service::Service::new(sup.clone(), root, runtime_name, images.clone(), net, vols)
-            .with_config(in_force),
+            .with_config(in_force)
+            .with_userns(userns::Userns::new(pool, userns_default)),
     );
     // The Docker API: the same service layer, another protocol.
     let docker_socket = match &args.docker_socket {

@@ -50,6 +50,7 @@ pub struct Service {
     vols: Arc<crate::volumes::Volumes>,
     /// Image layers' sizes, computed once (`ps -s`, `system df`).
     sizes: Arc<crate::system::LayerSizes>,
+    userns: Arc<crate::userns::Userns>,
 }
 
 impl Service {
@@ -73,6 +74,10 @@ impl Service {
             net,
             vols,
             sizes: Arc::default(),
+            userns: crate::userns::Userns::new(
+                crate::userns::DEFAULT_POOL,
+                crate::userns::Mode::Host,
+            ),
         }
     }
 
@@ -176,6 +181,68 @@ impl Service {
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
+    /// The user namespace default and pool.
+    pub fn with_userns(mut self, userns: Arc<crate::userns::Userns>) -> Self {
+        self.userns = userns;
+        self
+    }
+
+    /// The id range of a `--userns=auto` request (held by the lease until
+    /// the container's record holds it), after refusing what cannot run
+    /// in a user namespace of its own.
+    fn userns_lease(
+        &self,
+        r: &v1::CreateRequest,
+        mode: Option<&crate::net::Mode>,
+    ) -> Result<Option<crate::userns::Lease>, Status> {
+        use crate::userns::Mode as U;
+        let U::Auto { size } = self.userns.mode(&r.userns)? else {
+            return Ok(None);
+        };
+        let how = if r.userns.is_empty() {
+            "berthd's default --userns=auto"
+        } else {
+            "--userns=auto"
+        };
+        if self.runtime == "embedded" {
+            // libcontainer 0.7 joins berthd's network namespace from inside
+            // the new user namespace (EPERM) and resolves bind sources as
+            // the container's root, which berthd's private directories
+            // refuse; runc does both from outside.
+            return Err(Status::failed_precondition(format!(
+                "{how} is not supported by the embedded runtime yet: start berthd with --runtime runc (or crun), or add --userns=host"
+            )));
+        }
+        if !matches!(r.source, Some(v1::create_request::Source::Image(_))) {
+            return Err(Status::invalid_argument(format!(
+                "{how} needs an image (berth maps the image's files into the range): run an image, or add --userns=host for --rootfs and --bundle"
+            )));
+        }
+        if r.privileged {
+            return Err(Status::invalid_argument(format!(
+                "--privileged cannot run in a user namespace ({how}): its root would not hold the host's devices and capabilities; add --userns=host"
+            )));
+        }
+        if matches!(mode, Some(crate::net::Mode::Host)) {
+            return Err(Status::invalid_argument(format!(
+                "--network host cannot be used with {how}: the host's network namespace is not the container's user namespace's to administer; add --userns=host, or use another network"
+            )));
+        }
+        if size > self.userns.pool().size {
+            return Err(Status::invalid_argument(format!(
+                "--userns=auto:size={size} is larger than berthd's whole pool ({} ids): ask for fewer",
+                self.userns.pool().size
+            )));
+        }
+        let in_use = self
+            .sup
+            .list(true)
+            .iter()
+            .filter_map(|rec| spec::IdRange::of_spec(&rec.spec))
+            .collect::<Vec<_>>();
+        self.userns.allocate(size, in_use).map(Some)
+    }
+
     /// Where `berth info` reads the settings in force.
     pub fn with_config(mut self, config: Arc<std::sync::RwLock<String>>) -> Self {
         self.config = config;
@@ -184,12 +251,20 @@ impl Service {
 
     /// The create parameters of a request; for an image, its snapshot is
     /// made first (and released again if the parameters are refused).
-    async fn params(&self, r: v1::CreateRequest) -> Result<CreateParams, Status> {
+    async fn params(
+        &self,
+        r: v1::CreateRequest,
+    ) -> Result<(CreateParams, Option<crate::userns::Lease>), Status> {
         // Bad input is refused before anything is unpacked or mounted.
         validate::create(&r)?;
         let mode = self.network_mode(&r)?;
         crate::mounts::requests(&r, &[])?;
         crate::mounts::shm_size(&r)?;
+        let lease = self.userns_lease(&r, mode.as_ref())?;
+        let shift = lease.as_ref().map(|l| berth_image::snapshot::IdShift {
+            host: l.range.host,
+            size: l.range.size,
+        });
         let id = berth_core::id::generate_id().map_err(|e| Status::internal(e.to_string()))?;
         let prepared = match &r.source {
             Some(v1::create_request::Source::Image(name)) => {
@@ -204,10 +279,12 @@ impl Service {
                     name.clone(),
                     r.platform.clone(),
                 );
-                let p = tokio::task::spawn_blocking(move || images.prepare(&cid, &name, &platform))
-                    .await
-                    .map_err(|e| Status::internal(format!("preparing the image failed: {e}")))?
-                    .map_err(image_status)?;
+                let p = tokio::task::spawn_blocking(move || {
+                    images.prepare(&cid, &name, &platform, shift)
+                })
+                .await
+                .map_err(|e| Status::internal(format!("preparing the image failed: {e}")))?
+                .map_err(image_status)?;
                 Some(p)
             }
             _ => None,
@@ -219,11 +296,12 @@ impl Service {
             mode.as_ref(),
             &self.net,
             &self.vols,
+            lease.as_ref().map(|l| l.range),
         );
         if res.is_err() && prepared.is_some() {
             self.release(&id).await;
         }
-        res
+        res.map(|p| (p, lease))
     }
 
     /// The network mode of a request, with a `container:` target looked up
@@ -593,6 +671,7 @@ fn create_params(
     network: Option<&crate::net::Mode>,
     net: &crate::net::Net,
     vols: &crate::volumes::Volumes,
+    userns: Option<spec::IdRange>,
 ) -> Result<CreateParams, Status> {
     let image_only = r.entrypoint.is_some() || !r.platform.is_empty();
     if image_only && prepared.is_none() {
@@ -648,10 +727,22 @@ fn create_params(
                 id: id.clone(),
                 limits,
                 security,
+                userns,
             };
             let mut spec = spec::generate(&opts, passwd.as_deref(), group.as_deref())
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
             let extra = crate::mounts::resolve(&opts.rootfs, &mount_reqs, vols)?;
+            if let Some(range) = userns {
+                crate::userns::own_new_volumes(&extra, vols, range)?;
+                if let Some(method) = p.userns_method {
+                    let mut a = spec.annotations().clone().unwrap_or_default();
+                    a.insert(
+                        crate::userns::ROOTFS_ANNOTATION.into(),
+                        method.as_str().into(),
+                    );
+                    spec.set_annotations(Some(a));
+                }
+            }
             crate::mounts::apply(&mut spec, extra, shm_size)?;
             labels = spec::image::labels(img, labels);
             if stop_signal_name.is_empty() {
@@ -696,6 +787,7 @@ fn create_params(
                 id: id.clone(),
                 limits,
                 security,
+                userns: None,
             };
             let mut spec = spec::generate(&opts, passwd.as_deref(), group.as_deref())
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -841,6 +933,14 @@ fn exec_process(
     r: v1::ExecRequest,
     console_size: Option<(u16, u16)>,
 ) -> Result<oci_spec::runtime::Process, Status> {
+    if spec::IdRange::of_spec(&rec.spec).is_some() {
+        // runc joins the init's user namespace first, then its network
+        // namespace, which berthd made in the host's user namespace: the
+        // kernel refuses that setns (EPERM).
+        return Err(Status::failed_precondition(
+            "exec into a --userns=auto container is not supported yet (its network namespace belongs to the host's user namespace): run the command in a container of its own, or use --userns=host",
+        ));
+    }
     validate::process(&r.args, &r.env)?;
     for (field, v) in [("workdir", &r.workdir), ("user", &r.user)] {
         if v.len() > validate::MAX_PATH {
@@ -901,10 +1001,13 @@ impl berth_api::Containers for Service {
         &self,
         req: Request<v1::CreateRequest>,
     ) -> Result<Response<v1::CreateResponse>, Status> {
-        let params = self.params(req.into_inner()).await?;
+        let (params, lease) = self.params(req.into_inner()).await?;
         let id = params.id.clone();
         let spec = params.spec.clone();
-        match self.sup.create(params).await {
+        let created = self.sup.create(params).await;
+        // The record holds the range now (or the create failed).
+        drop(lease);
+        match created {
             Ok(id) => Ok(Response::new(v1::CreateResponse { id })),
             Err(e) => {
                 self.release(&id).await;
@@ -918,7 +1021,7 @@ impl berth_api::Containers for Service {
         &self,
         req: Request<v1::CreateRequest>,
     ) -> Result<Response<v1::WaitResponse>, Status> {
-        let params = self.params(req.into_inner()).await?;
+        let (params, lease) = self.params(req.into_inner()).await?;
         // In a task of its own, so that the container is torn down even if
         // the client goes away before it exits.
         let sup = self.sup.clone();
@@ -927,6 +1030,7 @@ impl berth_api::Containers for Service {
         let exit = tokio::spawn(async move {
             let id = params.id.clone();
             let res = sup.run_to_completion(params, None).await;
+            drop(lease);
             // Removed with the container; a create that failed left it.
             let _ = tokio::task::spawn_blocking(move || {
                 images.release(&id);
