@@ -43,4 +43,70 @@ pub trait Backend: Send + Sync + 'static {
     /// running) come back here; a setup that starts the container has
     /// started it when this returns.
     async fn attach(&self, input: InputStream) -> Result<BoxStream<v1::AttachResponse>, Status>;
+
+    // --- Images (images.rs) and volumes (volumes.rs). Defaults answer
+    // Unimplemented, so a backend (the tests' fake) implements only what
+    // it serves.
+    async fn image_list(
+        &self,
+        _r: v1::ListImagesRequest,
+    ) -> Result<v1::ListImagesResponse, Status> {
+        Err(unimplemented("image list"))
+    }
+    async fn image_inspect(
+        &self,
+        _r: v1::InspectImageRequest,
+    ) -> Result<v1::InspectImageResponse, Status> {
+        Err(unimplemented("image inspect"))
+    }
+    async fn image_tag(&self, _r: v1::TagImageRequest) -> Result<v1::TagImageResponse, Status> {
+        Err(unimplemented("image tag"))
+    }
+    async fn image_remove(
+        &self,
+        _r: v1::RemoveImageRequest,
+    ) -> Result<v1::RemoveImageResponse, Status> {
+        Err(unimplemented("image remove"))
+    }
+    async fn image_history(&self, _r: v1::HistoryRequest) -> Result<v1::HistoryResponse, Status> {
+        Err(unimplemented("image history"))
+    }
+    async fn image_prune(
+        &self,
+        _r: v1::PruneImagesRequest,
+    ) -> Result<v1::PruneImagesResponse, Status> {
+        Err(unimplemented("image prune"))
+    }
+    /// The archive's bytes in order; what was loaded.
+    async fn image_load(
+        &self,
+        _chunks: BoxStream<v1::LoadChunk>,
+    ) -> Result<Vec<v1::LoadProgress>, Status> {
+        Err(unimplemented("image load"))
+    }
+    async fn image_save(&self, _r: v1::SaveRequest) -> Result<BoxStream<v1::SaveChunk>, Status> {
+        Err(unimplemented("image save"))
+    }
+    async fn volume_create(&self, _r: v1::CreateVolumeRequest) -> Result<v1::Volume, Status> {
+        Err(unimplemented("volume create"))
+    }
+    async fn volume_list(
+        &self,
+        _r: v1::ListVolumesRequest,
+    ) -> Result<v1::ListVolumesResponse, Status> {
+        Err(unimplemented("volume list"))
+    }
+    async fn volume_inspect(&self, _r: v1::InspectVolumeRequest) -> Result<v1::Volume, Status> {
+        Err(unimplemented("volume inspect"))
+    }
+    async fn volume_remove(
+        &self,
+        _r: v1::RemoveVolumeRequest,
+    ) -> Result<v1::RemoveVolumeResponse, Status> {
+        Err(unimplemented("volume remove"))
+    }
+}
+
+fn unimplemented(what: &str) -> Status {
+    Status::unimplemented(format!("{what} is not served by this backend"))
 }

@@ -11,12 +11,15 @@ pub mod backend;
 mod containers;
 mod create;
 pub mod error;
+mod filters;
 mod frames;
+mod images;
 mod inspect;
 mod query;
 pub mod server;
 mod system;
 pub mod version;
+mod volumes;
 
 pub use backend::{Backend, BoxStream, InputStream};
 pub use error::ApiError;

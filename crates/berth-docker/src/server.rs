@@ -8,7 +8,7 @@ use tokio::net::UnixListener;
 use tower::Layer;
 
 use crate::error::ApiError;
-use crate::{containers, system, Backend};
+use crate::{containers, images, system, volumes, Backend};
 
 /// Every route, unversioned: the negotiation layer in [`serve`] strips the
 /// `/v1.NN` prefix before routing. Each resource adds its own `routes()`.
@@ -16,6 +16,8 @@ pub fn router(backend: Arc<dyn Backend>) -> Router {
     Router::new()
         .merge(system::routes())
         .merge(containers::routes())
+        .merge(images::routes())
+        .merge(volumes::routes())
         .fallback(|| async { ApiError::page_not_found().into_response() })
         .method_not_allowed_fallback(|| async { ApiError::page_not_found().into_response() })
         .with_state(backend)

@@ -11,11 +11,16 @@ use berth_docker::{Backend, BoxStream, InputStream};
 use tokio_stream::StreamExt;
 use tonic::{Request, Status};
 
+use crate::images_api::ImagesApi;
 use crate::service::Service;
+use crate::volumes_api::VolumesApi;
+use berth_api::{Images, VolumesService as Volumes};
 
 /// The service layer as the Docker API sees it.
 pub struct DockerBackend {
     pub containers: Arc<Service>,
+    pub images: Arc<ImagesApi>,
+    pub volumes: Arc<VolumesApi>,
 }
 
 /// Call a unary service function and take its message out.
@@ -89,5 +94,71 @@ impl Backend for DockerBackend {
         self.containers
             .attach_stream(input.map(Ok::<_, Status>))
             .await
+    }
+
+    async fn image_list(&self, r: v1::ListImagesRequest) -> Result<v1::ListImagesResponse, Status> {
+        unary!(self.images, Images::list, r)
+    }
+
+    async fn image_inspect(
+        &self,
+        r: v1::InspectImageRequest,
+    ) -> Result<v1::InspectImageResponse, Status> {
+        unary!(self.images, Images::inspect, r)
+    }
+
+    async fn image_tag(&self, r: v1::TagImageRequest) -> Result<v1::TagImageResponse, Status> {
+        unary!(self.images, Images::tag, r)
+    }
+
+    async fn image_remove(
+        &self,
+        r: v1::RemoveImageRequest,
+    ) -> Result<v1::RemoveImageResponse, Status> {
+        unary!(self.images, Images::remove, r)
+    }
+
+    async fn image_history(&self, r: v1::HistoryRequest) -> Result<v1::HistoryResponse, Status> {
+        unary!(self.images, Images::history, r)
+    }
+
+    async fn image_prune(
+        &self,
+        r: v1::PruneImagesRequest,
+    ) -> Result<v1::PruneImagesResponse, Status> {
+        unary!(self.images, Images::prune, r)
+    }
+
+    async fn image_load(
+        &self,
+        chunks: BoxStream<v1::LoadChunk>,
+    ) -> Result<Vec<v1::LoadProgress>, Status> {
+        self.images.load_chunks(chunks).await
+    }
+
+    async fn image_save(&self, r: v1::SaveRequest) -> Result<BoxStream<v1::SaveChunk>, Status> {
+        unary!(self.images, Images::save, r)
+    }
+
+    async fn volume_create(&self, r: v1::CreateVolumeRequest) -> Result<v1::Volume, Status> {
+        unary!(self.volumes, Volumes::create, r)
+    }
+
+    async fn volume_list(
+        &self,
+        r: v1::ListVolumesRequest,
+    ) -> Result<v1::ListVolumesResponse, Status> {
+        unary!(self.volumes, Volumes::list, r)
+    }
+
+    async fn volume_inspect(&self, r: v1::InspectVolumeRequest) -> Result<v1::Volume, Status> {
+        unary!(self.volumes, Volumes::inspect, r)
+    }
+
+    async fn volume_remove(
+        &self,
+        r: v1::RemoveVolumeRequest,
+    ) -> Result<v1::RemoveVolumeResponse, Status> {
+        unary!(self.volumes, Volumes::remove, r)
     }
 }

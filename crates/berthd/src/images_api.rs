@@ -11,13 +11,13 @@ use berth_api::v1;
 use berth_core::Supervisor;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::images::{ImageError, Images};
 use crate::service::image_status;
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Bytes per chunk of a saved archive.
 const CHUNK: usize = 256 * 1024;
@@ -43,6 +43,38 @@ impl ImagesApi {
             }
         }
         n
+    }
+
+    /// Load an archive whose bytes come in as chunks, in order (the gRPC
+    /// `Load`, and the Docker API's `POST /images/load`).
+    pub async fn load_chunks(
+        &self,
+        mut input: BoxStream<v1::LoadChunk>,
+    ) -> Result<Vec<v1::LoadProgress>, Status> {
+        let (chunk_tx, chunk_rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
+        // The client's chunks, in order, into the blocking reader.
+        tokio::spawn(async move {
+            loop {
+                let next = match input.next().await {
+                    Some(Ok(c)) => Ok(c.data),
+                    None => return,
+                    Some(Err(e)) => Err(std::io::Error::other(format!(
+                        "the archive stream broke: {}",
+                        e.message()
+                    ))),
+                };
+                let broken = next.is_err();
+                if chunk_tx.send(next).await.is_err() || broken {
+                    return;
+                }
+            }
+        });
+        let reader = ChunkReader {
+            rx: chunk_rx,
+            buf: Vec::new(),
+            pos: 0,
+        };
+        self.blocking(move |i| i.load(reader)).await
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
@@ -186,31 +218,7 @@ impl berth_api::Images for ImagesApi {
         &self,
         req: Request<Streaming<v1::LoadChunk>>,
     ) -> Result<Response<Self::LoadStream>, Status> {
-        let mut input = req.into_inner();
-        let (chunk_tx, chunk_rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
-        // The client's chunks, in order, into the blocking reader.
-        tokio::spawn(async move {
-            loop {
-                let next = match input.message().await {
-                    Ok(Some(c)) => Ok(c.data),
-                    Ok(None) => return,
-                    Err(e) => Err(std::io::Error::other(format!(
-                        "the archive stream broke: {}",
-                        e.message()
-                    ))),
-                };
-                let broken = next.is_err();
-                if chunk_tx.send(next).await.is_err() || broken {
-                    return;
-                }
-            }
-        });
-        let reader = ChunkReader {
-            rx: chunk_rx,
-            buf: Vec::new(),
-            pos: 0,
-        };
-        let loaded = self.blocking(move |i| i.load(reader)).await?;
+        let loaded = self.load_chunks(Box::pin(req.into_inner())).await?;
         let msgs: Vec<Result<v1::LoadProgress, Status>> = loaded.into_iter().map(Ok).collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(msgs))))
     }

@@ -415,12 +415,13 @@ async fn run(
         volumes::Volumes::open(&root.join("volumes"))
             .with_context(|| format!("cannot open the volume store in {}", root.display()))?,
     );
-    let volumes_api = volumes_api::VolumesApi::new(vols.clone(), sup.clone());
+    let volumes_api = Arc::new(volumes_api::VolumesApi::new(vols.clone(), sup.clone()));
     volumes_api::spawn_auto_remove_volumes(vols.clone(), sup.clone());
     let pool =
         userns::pool(args.userns_pool.as_deref(), Path::new("/etc")).map_err(anyhow::Error::msg)?;
     let userns_default = userns::parse_mode(&args.userns).map_err(anyhow::Error::msg)?;
     info!(default = %args.userns, pool = %format!("{}:{}", pool.host, pool.size), "user namespaces");
+    let images_api = Arc::new(images_api::ImagesApi::new(images.clone(), sup.clone()));
     let service = Arc::new(
         service::Service::new(sup.clone(), root, runtime_name, images.clone(), net, vols)
             .with_config(in_force)
@@ -438,6 +439,8 @@ async fn run(
             let listener = bind_socket(path, socket_group(&cfg)?).await?;
             let backend: Arc<dyn berth_docker::Backend> = Arc::new(docker::DockerBackend {
                 containers: service.clone(),
+                images: images_api.clone(),
+                volumes: volumes_api.clone(),
             });
             let shown = path.display().to_string();
             tokio::spawn(async move {
@@ -452,7 +455,6 @@ async fn run(
     };
     let files_api =
         files_api::FilesApi::new(Arc::new(files::Files::new(sup.clone(), images.clone())));
-    let images_api = images_api::ImagesApi::new(images, sup.clone());
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     // On SIGTERM: no more policy restarts; with --stop-containers-on-exit,
     // stop every container (clients still see their exits); then stop
@@ -477,8 +479,8 @@ async fn run(
             // berthd takes (validate.rs bounds each field well under it).
             ContainersServer::from_arc(service).max_decoding_message_size(validate::MAX_REQUEST),
         )
-        .add_service(ImagesServer::new(images_api).max_decoding_message_size(4 << 20))
-        .add_service(VolumesServer::new(volumes_api))
+        .add_service(ImagesServer::from_arc(images_api).max_decoding_message_size(4 << 20))
+        .add_service(VolumesServer::from_arc(volumes_api))
         .add_service(FilesServer::new(files_api))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
     tokio::pin!(server);
