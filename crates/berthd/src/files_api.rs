@@ -2,7 +2,7 @@
 //! channels of 256 KiB chunks, so a slow client slows the copy down
 //! (back-pressure) and berthd never holds more than a few chunks.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -13,12 +13,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::chunks::{ChunkReader, ChunkWriter};
 use crate::files::{Files, FilesError};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// Bytes per chunk of an archive sent.
-const CHUNK: usize = 256 * 1024;
 /// Chunks in flight each way.
 const DEPTH: usize = 8;
 
@@ -52,76 +51,12 @@ fn stat_proto(s: PathStat) -> v1::PathStat {
     }
 }
 
-/// The chunks of a client stream, in order, as a blocking `Read`.
-struct ChunkReader {
-    rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => {
-                    self.buf = b;
-                    self.pos = 0;
-                }
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-/// A `Write` that sends what is written to the client in chunks; a client
-/// that went away is a broken pipe (the copy stops).
-struct ChunkWriter {
-    tx: mpsc::Sender<Result<v1::ArchiveChunk, Status>>,
-    buf: Vec<u8>,
-}
-
-impl ChunkWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(Ok(v1::ArchiveChunk { stat: None, data }))
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
-    }
-}
-
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if self.buf.capacity() == 0 {
-            self.buf.reserve(CHUNK);
-        }
-        let room = CHUNK - self.buf.len();
-        let n = data.len().min(room);
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
-    }
-}
-
 /// A stream of archive chunks fed by `job` (given the writer); an error is
 /// the stream's last item.
 fn archive_stream<F>(first: Option<v1::ArchiveChunk>, job: F) -> BoxStream<v1::ArchiveChunk>
 where
     F: FnOnce(
-            ChunkWriter,
+            ChunkWriter<v1::ArchiveChunk>,
         )
             -> Pin<Box<dyn std::future::Future<Output = Result<u64, FilesError>> + Send>>
         + Send
@@ -134,10 +69,7 @@ where
                 return;
             }
         }
-        let w = ChunkWriter {
-            tx: tx.clone(),
-            buf: Vec::new(),
-        };
+        let w = ChunkWriter::new(tx.clone(), |data| v1::ArchiveChunk { stat: None, data });
         if let Err(e) = job(w).await {
             let _ = tx.send(Err(files_status(e))).await;
         }
@@ -146,7 +78,7 @@ where
 }
 
 /// Flushes the last chunk once the archive is written.
-struct Flushing(ChunkWriter);
+struct Flushing(ChunkWriter<v1::ArchiveChunk>);
 
 impl Write for Flushing {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
@@ -237,11 +169,7 @@ impl berth_api::Files for FilesApi {
                 }
             }
         });
-        let reader = ChunkReader {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        };
+        let reader = ChunkReader::new(rx);
         let entries = self
             .files
             .extract(&header.container, &header.path, reader, header.copy_uid_gid)

@@ -3,7 +3,7 @@
 //! save ever holds an archive in memory.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -14,13 +14,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::chunks::{ChunkReader, ChunkWriter};
 use crate::images::{ImageError, Images};
 use crate::service::image_status;
 
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// Bytes per chunk of a saved archive.
-const CHUNK: usize = 256 * 1024;
 /// Chunks in flight between the blocking archive code and the client.
 const DEPTH: usize = 8;
 
@@ -69,11 +68,7 @@ impl ImagesApi {
                 }
             }
         });
-        let reader = ChunkReader {
-            rx: chunk_rx,
-            buf: Vec::new(),
-            pos: 0,
-        };
+        let reader = ChunkReader::new(chunk_rx);
         self.blocking(move |i| i.load(reader)).await
     }
 
@@ -87,67 +82,6 @@ impl ImagesApi {
             .await
             .map_err(|e| Status::internal(format!("image operation failed: {e}")))?
             .map_err(image_status)
-    }
-}
-
-/// A `Read` over the chunks a client streams in (the archive of a load).
-struct ChunkReader {
-    rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => {
-                    self.buf = b;
-                    self.pos = 0;
-                }
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-/// A `Write` that sends what is written to the client in chunks (the
-/// archive of a save); a client that went away is a broken pipe.
-struct ChunkWriter {
-    tx: mpsc::Sender<Result<v1::SaveChunk, Status>>,
-    buf: Vec<u8>,
-}
-
-impl ChunkWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(Ok(v1::SaveChunk { data }))
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
-    }
-}
-
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let room = CHUNK - self.buf.len();
-        let n = data.len().min(room);
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
     }
 }
 
@@ -248,10 +182,7 @@ impl berth_api::Images for ImagesApi {
         let (tx, rx) = mpsc::channel(DEPTH);
         let images = self.images.clone();
         tokio::task::spawn_blocking(move || {
-            let mut w = ChunkWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(CHUNK),
-            };
+            let mut w = ChunkWriter::new(tx.clone(), |data| v1::SaveChunk { data });
             let res = images.save(&names, &mut w).and_then(|()| {
                 w.flush()
                     .map_err(|e| ImageError::Failed(format!("cannot send the archive: {e}")))

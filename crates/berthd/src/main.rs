@@ -5,6 +5,7 @@
 
 mod attach;
 mod cgroup;
+mod chunks;
 mod commit;
 mod config;
 mod docker;
