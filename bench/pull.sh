@@ -47,6 +47,7 @@ set -euo pipefail
 export LC_ALL=C
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$here/lib.sh"
 repo=$(cd "$here/.." && pwd)
 self="$here/$(basename "${BASH_SOURCE[0]}")"
 
@@ -103,16 +104,6 @@ started=()
 daemon_pids=()
 registry_pid=""
 
-our_pids() {
-	local d args
-	for d in /proc/[0-9]*; do
-		[ "${d#/proc/}" = "$$" ] && continue
-		args=()
-		mapfile -d '' args <"$d/cmdline" 2>/dev/null || continue
-		[[ " ${args[*]} " == *"$tmp/"* ]] && echo "${d#/proc/}"
-	done
-	return 0
-}
 
 cleanup() {
 	local rc=$? pid i
@@ -120,17 +111,7 @@ cleanup() {
 	set +e
 	log "cleaning up"
 	[ -z "$registry_pid" ] || daemon_pids+=("$registry_pid")
-	for pid in "${daemon_pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null
-	done
-	for pid in "${daemon_pids[@]}"; do
-		for i in $(seq 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-	done
+	stop_pids 100 "${daemon_pids[@]}"
 	for pid in $(our_pids); do
 		kill -KILL "$pid" 2>/dev/null
 	done
@@ -386,34 +367,7 @@ P() {
 }
 podman_up() {
 	command -v podman >/dev/null && command -v conmon >/dev/null || return 1
-	mkdir -p "$tmp/podman"
-	# As in bench/suite.sh: podman 4.3 cannot set its default rlimits
-	# without CAP_SYS_RESOURCE (missing here).
-	cat >"$tmp/podman/containers.conf" <<EOF
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-netns = "none"
-log_driver = "k8s-file"
-cgroupns = "private"
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "$tmp/podman/events.log"
-runtime = "runc"
-tmp_dir = "$tmp/podman/tmp"
-static_dir = "$tmp/podman/static"
-volume_path = "$tmp/podman/volumes"
-network_cmd_path = ""
-num_locks = 512
-[network]
-network_config_dir = "$tmp/podman/net"
-EOF
-	cat >"$tmp/podman/storage.conf" <<EOF
-[storage]
-driver = "overlay"
-runroot = "$tmp/podman/run"
-graphroot = "$tmp/podman/root"
-EOF
+	podman_conf "$tmp/podman" none
 	: >"$tmp/podman/registries.conf"
 	P images >>"$tmp/cmd.log" 2>&1
 }

@@ -120,6 +120,7 @@ fi
 # Settings and checks
 # ---------------------------------------------------------------------------
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$here/lib.sh"
 repo=$(cd "$here/.." && pwd)
 self="$here/$(basename "${BASH_SOURCE[0]}")"
 RUNS=${RUNS:-20}
@@ -156,16 +157,6 @@ daemon_socks=()  # and their sockets
 
 # Every process whose command line mentions our temp dir is ours (shims run
 # as "$tmp/bin/berth-shim start $tmp/...", container inits run from $tmp).
-our_pids() {
-	local d args
-	for d in /proc/[0-9]*; do
-		[ "${d#/proc/}" = "$$" ] && continue
-		args=()
-		mapfile -d '' args <"$d/cmdline" 2>/dev/null || continue
-		[[ " ${args[*]} " == *"$tmp/"* ]] && echo "${d#/proc/}"
-	done
-	return 0
-}
 
 cleanup() {
 	local rc=$? s pid id i
@@ -188,17 +179,7 @@ cleanup() {
 	if [ -d "$tmp/crun-root" ] && [ -n "$(ls -A "$tmp/crun-root" 2>/dev/null)" ]; then
 		B_TMP=$tmp B_CRUN_ROOT=$tmp/crun-root unshare -m bash "$self" __crun_ns_cleanup >/dev/null 2>&1
 	fi
-	for pid in "${daemon_pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null
-	done
-	for pid in "${daemon_pids[@]}"; do
-		for i in $(seq 50); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-	done
+	stop_pids 50 "${daemon_pids[@]}"
 	# Whatever survived (a shim whose daemon could not remove it).
 	for pid in $(our_pids); do
 		kill -KILL "$pid" 2>/dev/null

@@ -10,8 +10,7 @@
 #                                          should not grow with clients)
 # BENCH_NO_BUILD=1 uses target/release as it is; BENCH_BIN=DIR takes the
 # binaries from DIR instead (e.g. target/debug: slower, for a quick look). Not a test; figures in
-# docs/performance.md. docker/podman peers: not run here (no daemon of
-# theirs on the build machine); bench/suite.sh shows how they are started.
+# docs/performance.md. docker and podman beside it: bench/stats-peers.sh.
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

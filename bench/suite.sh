@@ -20,7 +20,8 @@
 #   2. exec /bin/true into a running container (N rounds)
 #   3. idle memory with MEM_SMALL and MEM_LARGE sleep containers: each
 #      monitor's (shim's) RSS, PSS and USS from /proc/PID/smaps_rollup, and
-#      the daemon's RSS growth per container
+#      the daemon's RSS growth per container; with MEM_LARGE running, the
+#      stack's own ps latency and the PSS of its daemons + monitors summed
 #   4. PAR_TOTAL containers run PAR_JOBS at a time: wall time, containers/s
 #   5. log throughput: LOG_MIB MiB of 128-byte lines to stdout, MiB/s, against
 #      the same writer in the same stack redirected to a plain file; bytes on
@@ -57,6 +58,7 @@ set -euo pipefail
 export LC_ALL=C
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$here/lib.sh"
 repo=$(cd "$here/.." && pwd)
 self="$here/$(basename "${BASH_SOURCE[0]}")"
 
@@ -121,16 +123,6 @@ started=()    # stacks that came up
 daemon_pids=() # every daemon we started (stopped in the trap)
 
 # Every process whose command line mentions our temp dir is ours.
-our_pids() {
-	local d args
-	for d in /proc/[0-9]*; do
-		[ "${d#/proc/}" = "$$" ] && continue
-		args=()
-		mapfile -d '' args <"$d/cmdline" 2>/dev/null || continue
-		[[ " ${args[*]} " == *"$tmp/"* ]] && echo "${d#/proc/}"
-	done
-	return 0
-}
 
 cleanup() {
 	local rc=$? s pid i
@@ -140,17 +132,7 @@ cleanup() {
 	for s in "${started[@]}"; do
 		"${s}_clean" >/dev/null 2>&1
 	done
-	for pid in "${daemon_pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null
-	done
-	for pid in "${daemon_pids[@]}"; do
-		for i in $(seq 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-	done
+	stop_pids 100 "${daemon_pids[@]}"
 	# Whatever survived: shims and containers started from our temp dir.
 	for pid in $(our_pids); do
 		kill -KILL "$pid" 2>/dev/null
@@ -338,19 +320,23 @@ berth_up() {
 	daemon_pids+=("$berthd_pid")
 	wait_for berthd B version
 }
-berth_true() { B run --rm --rootfs "$R" /bin/true; }
-berth_sleep() { B run -d --name "$1" --rootfs "$R" sleep 1000000 >>"$tmp/berth-ids"; }
-berth_stopper() { B run -d --name "$1" --rootfs "$R" sh -c "$STOPPER" >>"$tmp/berth-ids"; }
+# --network none, as docker's DRUN and podman's netns = "none": the bridge
+# is berthd's default now, and no other stack here makes one.
+BRUN=(--network none)
+berth_true() { B run --rm "${BRUN[@]}" --rootfs "$R" /bin/true; }
+berth_sleep() { B run -d "${BRUN[@]}" --name "$1" --rootfs "$R" sleep 1000000 >>"$tmp/berth-ids"; }
+berth_stopper() { B run -d "${BRUN[@]}" --name "$1" --rootfs "$R" sh -c "$STOPPER" >>"$tmp/berth-ids"; }
 berth_exec() { B exec "$1" /bin/true; }
 berth_stop() { B stop -t 10 "$1"; }
 berth_rm() { B rm -f "$1"; }
+berth_ps() { B ps; }
 berth_pid() { B inspect "$1" | jq -r '.[0].pid'; }
 berth_logrun() {
 	local id f
 	if [ "$2" = out ]; then
-		id=$(B run -d --name "$1" --log-max-size 64g --rootfs "$R" /bin/logwriter "$LOG_BYTES")
+		id=$(B run -d "${BRUN[@]}" --name "$1" --log-max-size 64g --rootfs "$R" /bin/logwriter "$LOG_BYTES")
 	else
-		id=$(B run -d --name "$1" --rootfs "$R" sh -c "/bin/logwriter $LOG_BYTES > /tmp/$1")
+		id=$(B run -d "${BRUN[@]}" --name "$1" --rootfs "$R" sh -c "/bin/logwriter $LOG_BYTES > /tmp/$1")
 	fi
 	echo "$id" >>"$tmp/berth-ids"
 	B wait "$1" >/dev/null
@@ -459,6 +445,7 @@ containerd_rm() {
 	C task rm -f "$1" >/dev/null 2>&1 || true
 	C containers rm "$1"
 }
+containerd_ps() { C task ls; }
 containerd_pid() { C task ls | awk -v n="$1" '$1 == n {print $2}'; }
 containerd_logrun() {
 	if [ "$2" = out ]; then
@@ -498,6 +485,7 @@ docker_stopper() { D run -d "${DRUN[@]}" --name "$1" "$IMG" /bin/sh -c "$STOPPER
 docker_exec() { D exec "$1" /bin/true </dev/null; }
 docker_stop() { D stop -t 10 "$1" >/dev/null; }
 docker_rm() { D rm -f "$1" >/dev/null; }
+docker_ps() { D ps; }
 docker_pid() { D inspect -f '{{.State.Pid}}' "$1"; }
 docker_logrun() {
 	local f
@@ -536,34 +524,7 @@ P() {
 podman_up() {
 	command -v podman >/dev/null && command -v conmon >/dev/null || return 1
 	mkdir -p "$tmp/podman"
-	# podman 4.3 asks for nofile/nproc limits it cannot set without
-	# CAP_SYS_RESOURCE (missing here), even when they equal our own hard
-	# limits: give it modest ones (1024 open files as berth's spec has).
-	cat >"$tmp/podman/containers.conf" <<EOF
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-netns = "none"
-log_driver = "k8s-file"
-cgroupns = "private"
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "$tmp/podman/events.log"
-runtime = "runc"
-tmp_dir = "$tmp/podman/tmp"
-static_dir = "$tmp/podman/static"
-volume_path = "$tmp/podman/volumes"
-network_cmd_path = ""
-num_locks = 512
-[network]
-network_config_dir = "$tmp/podman/net"
-EOF
-	cat >"$tmp/podman/storage.conf" <<EOF
-[storage]
-driver = "overlay"
-runroot = "$tmp/podman/run"
-graphroot = "$tmp/podman/root"
-EOF
+	podman_conf "$tmp/podman" none
 	P load -i "$tmp/image.tar" >>"$tmp/cmd.log" 2>&1 || return 1
 	P run --rm "$IMG" /bin/true >>"$tmp/cmd.log" 2>&1
 }
@@ -573,6 +534,7 @@ podman_stopper() { P run -d --name "$1" "$IMG" /bin/sh -c "$STOPPER" </dev/null 
 podman_exec() { P exec "$1" /bin/true </dev/null; }
 podman_stop() { P stop -t 10 "$1" >/dev/null; }
 podman_rm() { P rm -f -t 0 "$1" >/dev/null; } # -t 0: sleep as pid 1 ignores SIGTERM
+podman_ps() { P ps; }
 podman_pid() { P inspect -f '{{.State.Pid}}' "$1"; }
 podman_logrun() {
 	local f
@@ -744,6 +706,20 @@ mem_stack() { # stack
 			record "mem$k-pss" "$s" "$j" "$b"
 			record "mem$k-uss" "$s" "$j" "$c"
 		done
+		# Listing latency with k running (median of 5 below): what the
+		# stack's `ps` costs as the count grows.
+		for ((j = 0; j < 5; j++)); do
+			record "ps$k" "$s" "$j" "$(timed_ms "${s}_ps")"
+		done
+		# Everything the stack runs for its k containers (daemon, monitors):
+		# PSS summed, each shared page divided among its users.
+		tot=0
+		for p in $("${s}_daemons") $(for ((j = 0; j < k; j++)); do ppid_of "$("${s}_pid" "suite-mem-$s-$j" 2>/dev/null)" 2>/dev/null; done); do
+			case $(comm_of "$p") in berth-shim | containerd-shim* | conmon | berthd | containerd | dockerd) ;; *) continue ;; esac
+			read -r a b c < <(mem "$p") || continue
+			tot=$((tot + b))
+		done
+		record "mem$k-total-pss" "$s" 0 "$tot"
 		if [ -n "$("${s}_daemons")" ]; then
 			d1=0
 			for p in $("${s}_daemons"); do d1=$((d1 + $(rss_of "$p"))); done
@@ -827,6 +803,19 @@ mkdir -p "$(dirname "$OUT")"
 		berth) mon=berth-shim ;; podman) mon=conmon ;; *) mon=containerd-shim-runc-v2 ;;
 		esac
 		echo "| $s | $mon | $(one_stat "mem$MEM_SMALL-rss" "$s") | $(one_stat "mem$MEM_SMALL-pss" "$s") | $(one_stat "mem$MEM_SMALL-uss" "$s") | $(one_stat "mem$MEM_LARGE-rss" "$s") | $(one_stat "mem$MEM_LARGE-pss" "$s") | $(one_stat "mem$MEM_LARGE-uss" "$s") | $(one_stat mem-daemon0 "$s") | $(one_stat "mem$MEM_SMALL-growth" "$s") | $(one_stat "mem$MEM_LARGE-growth" "$s") |"
+	done
+	echo
+	echo "With $MEM_LARGE running: the stack's \`ps\` (median of 5; crun and runc have no monitor here, so no ratio) and the PSS of everything it runs for them (daemons and monitors, each shared page divided among its users):"
+	echo
+	echo "| stack | \`ps\` ms @$MEM_LARGE | ps command | daemons + monitors PSS @$MEM_LARGE, MiB | per container, KiB |"
+	echo "| --- | ---: | --- | ---: | ---: |"
+	for s in "${started[@]}"; do
+		case $s in
+		crun | runc) continue ;;
+		berth) pc='berth ps' ;; containerd) pc='ctr task ls' ;; docker) pc='docker ps' ;; podman) pc='podman ps' ;;
+		esac
+		t=$(one_stat "mem$MEM_LARGE-total-pss" "$s")
+		echo "| $s | $(one_stat "ps$MEM_LARGE" "$s") | \`$pc\` | $(awk -v t="$t" 'BEGIN {if (t + 0 > 0) printf "%.1f", t / 1024; else print "—"}') | $(awk -v t="$t" -v k="$MEM_LARGE" 'BEGIN {if (t + 0 > 0) printf "%.0f", t / k; else print "—"}') |"
 	done
 	echo
 	echo "## 4. $PAR_TOTAL containers (run /bin/true, remove), $PAR_JOBS at a time"

@@ -6,7 +6,8 @@
 # tests and benchmarks build), systemd (only for systemd-analyze, which
 # checks the units; it does not become init), dpkg-dev (dpkg-shlibdeps,
 # for the Debian package's Depends), tini (run --init), docker.io (the
-# docker CLI and dockerd, for the Docker API tests and benchmark) and strace
+# docker CLI and dockerd, for the Docker API tests and benchmark),
+# python3-docker (docker-py) and docker-compose (for their tests) and strace
 # (the fork and fsync budget test). Quiet when
 # everything is already there.
 set -euo pipefail
@@ -33,10 +34,21 @@ dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
 # /usr/local/bin/docker if there is one, else docker.io's), and the latency
 # benchmark runs Debian's dockerd beside berthd.
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+# The docker-py test (tests/e2e/tests/docker_py.rs) imports the docker SDK
+# in the python3 on PATH: Debian's python3-docker when it has none.
+python3 -c 'import docker' >/dev/null 2>&1 || need+=(python3-docker)
+# The compose test (tests/e2e/tests/docker_net.rs): Debian's docker-compose.
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 # The fork and fsync budget test (tests/e2e/tests/budget.rs) counts with strace.
 command -v strace >/dev/null 2>&1 || need+=(strace)
 # run --init: the static tini becomes the container's pid 1.
 [ -x /usr/bin/tini-static ] || need+=(tini)
+# Container networks: the CNI plugins berthd runs (bridge, host-local,
+# firewall, portmap, tuning), the iptables they call, iproute2 for the
+# network tests' namespaces (ip netns).
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("berth/v1/images.proto"),
         root.join("berth/v1/volumes.proto"),
         root.join("berth/v1/files.proto"),
+        root.join("berth/v1/networks.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

@@ -19,6 +19,8 @@ pub use v1::files_client::FilesClient;
 pub use v1::files_server::{Files, FilesServer};
 pub use v1::images_client::ImagesClient;
 pub use v1::images_server::{Images, ImagesServer};
+pub use v1::networks_client::NetworksClient;
+pub use v1::networks_server::{Networks as NetworksService, NetworksServer};
 pub use v1::volumes_client::VolumesClient;
 pub use v1::volumes_server::{Volumes as VolumesService, VolumesServer};
 

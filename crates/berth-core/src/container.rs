@@ -219,7 +219,11 @@ pub struct ContainerRecord {
     pub id: String,
     pub name: String,
     pub config: ContainerConfig,
-    pub spec: oci_spec::runtime::Spec,
+    /// Shared, not copied: a record is held twice (the container's own and
+    /// the snapshot readers see) and copied at every state change, and the
+    /// spec is most of it (~25 KB with the seccomp filter); one copy per
+    /// container, replaced whole when `update` changes it.
+    pub spec: std::sync::Arc<oci_spec::runtime::Spec>,
     pub state: State,
     /// Pid of the init (host pid namespace); 0 when stopped.
     pub pid: i32,

@@ -198,28 +198,53 @@ impl EventBus {
         remove: Option<&str>,
         before_live: impl FnOnce(),
     ) -> (Event, Result<(), crate::store::StoreError>) {
+        let (mut evs, written) =
+            self.publish_all_with(vec![(kind, info)], save, remove, before_live);
+        (evs.remove(0), written)
+    }
+
+    /// As [`EventBus::publish_with`], for events that happen together (an
+    /// exit and the auto-remove that follows it): consecutive sequence
+    /// numbers, one durable write, then published live in order.
+    pub fn publish_all_with(
+        &self,
+        events: Vec<(EventType, EventInfo)>,
+        save: Option<&crate::container::ContainerRecord>,
+        remove: Option<&str>,
+        before_live: impl FnOnce(),
+    ) -> (Vec<Event>, Result<(), crate::store::StoreError>) {
         let mut seq = self.inner.seq.lock().unwrap_or_else(|p| p.into_inner());
-        *seq += 1;
-        let ev = Event {
-            seq: *seq,
-            time: now_rfc3339(),
-            kind,
-            container: info.container,
-            name: info.name,
-            process: info.process,
-            pid: info.pid,
-            exit_code: info.exit_code,
-            missed: 0,
-            status: info.status,
-            old_name: info.old_name,
-        };
-        let written = self.inner.store.write_with_event(save, remove, &ev);
+        let time = now_rfc3339();
+        let evs: Vec<Event> = events
+            .into_iter()
+            .map(|(kind, info)| {
+                *seq += 1;
+                Event {
+                    seq: *seq,
+                    time: time.clone(),
+                    kind,
+                    container: info.container,
+                    name: info.name,
+                    process: info.process,
+                    pid: info.pid,
+                    exit_code: info.exit_code,
+                    missed: 0,
+                    status: info.status,
+                    old_name: info.old_name,
+                }
+            })
+            .collect();
+        let written = self.inner.store.write_with_events(save, remove, &evs);
         if let Err(e) = &written {
-            tracing::error!(seq = ev.seq, container = %ev.container, error = %e, "cannot append event to the log");
+            for ev in &evs {
+                tracing::error!(seq = ev.seq, container = %ev.container, error = %e, "cannot append event to the log");
+            }
         }
         before_live();
-        let _ = self.inner.tx.send(ev.clone());
-        (ev, written)
+        for ev in &evs {
+            let _ = self.inner.tx.send(ev.clone());
+        }
+        (evs, written)
     }
 
     /// The last sequence number published.

@@ -51,7 +51,7 @@ impl RuntimeError {
 #[derive(Debug, Clone)]
 pub struct CreateTask {
     pub id: String,
-    pub spec: oci_spec::runtime::Spec,
+    pub spec: Arc<oci_spec::runtime::Spec>,
     pub log_max_size: u64,
     pub log_max_files: u32,
     /// Keep the init's stdin open for attached clients (`-i`).

@@ -368,10 +368,19 @@ fn apply_userns(spec: &mut Spec, range: IdRange, privileged: bool) -> Result<(),
         linux.set_uid_mappings(Some(vec![map]));
         linux.set_gid_mappings(Some(vec![map]));
     }
-    // A sysfs mount needs the network namespace to belong to the mounter's
-    // user namespace, and berthd's network namespaces belong to the host's:
-    // the kernel refuses it (EPERM). A read-only recursive bind of the
-    // host's /sys is what a user namespace may mount instead.
+    // /sys stays a sysfs mount of the container's own network namespace:
+    // berthd makes that namespace inside the container's user namespace,
+    // which the kernel requires for a sysfs mount. A container that joins
+    // another's network namespace gets `bind_host_sys` instead.
+    Ok(())
+}
+
+/// `/sys` as a read-only recursive bind of the host's instead of a sysfs
+/// mount, for a container in a user namespace whose network namespace
+/// another user namespace owns (`--network container:X` with runc): the
+/// kernel refuses a sysfs mount there (EPERM), a bind it allows. The host's
+/// `/sys` then shows the host's network devices, not the container's.
+pub fn bind_host_sys(spec: &mut Spec) -> Result<(), SpecError> {
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for m in mounts.iter_mut() {
         if m.destination() == Path::new("/sys") && m.typ().as_deref() == Some("sysfs") {
@@ -1797,7 +1806,7 @@ nogroup:x:65534:
     }
 
     #[test]
-    fn userns_maps_ids_and_binds_sys() {
+    fn userns_maps_ids_and_keeps_sysfs() {
         let mut o = opts();
         o.userns = Some(IdRange {
             host: 100_000_000,
@@ -1813,14 +1822,21 @@ nogroup:x:65534:
         );
         let linux = spec.linux().as_ref().unwrap();
         assert_eq!(linux.gid_mappings(), linux.uid_mappings());
-        let sys = spec
-            .mounts()
-            .iter()
-            .flatten()
-            .find(|m| m.destination() == Path::new("/sys"))
-            .unwrap();
-        assert_eq!(sys.typ().as_deref(), Some("bind"));
-        assert!(sys.options().iter().flatten().any(|o| o == "ro"));
+        let sys = |spec: &Spec| {
+            spec.mounts()
+                .iter()
+                .flatten()
+                .find(|m| m.destination() == Path::new("/sys"))
+                .cloned()
+                .unwrap()
+        };
+        // Its own sysfs (the network namespace is the user namespace's).
+        assert_eq!(sys(&spec).typ().as_deref(), Some("sysfs"));
+        // The host's, read-only, when it joins another's network namespace.
+        let mut joined = spec.clone();
+        bind_host_sys(&mut joined).unwrap();
+        assert_eq!(sys(&joined).typ().as_deref(), Some("bind"));
+        assert!(sys(&joined).options().iter().flatten().any(|o| o == "ro"));
         assert_eq!(IdRange::of_spec(&gen(&opts())), None);
 
         o.security.privileged = true;

@@ -39,6 +39,23 @@ pub trait Store: Send + Sync + 'static {
         }
         self.append_event(ev)
     }
+    /// As [`Store::write_with_event`], for several events that happen
+    /// together (an exit and the auto-remove that follows it): one durable
+    /// write where the store can. The default does them in turn.
+    fn write_with_events(
+        &self,
+        save: Option<&ContainerRecord>,
+        remove: Option<&str>,
+        evs: &[Event],
+    ) -> Result<(), StoreError> {
+        if let Some(rec) = save {
+            self.save_container(rec)?;
+        }
+        if let Some(id) = remove {
+            self.remove_container(id)?;
+        }
+        evs.iter().try_for_each(|ev| self.append_event(ev))
+    }
 }
 
 /// An in-memory store for tests.

@@ -4,36 +4,24 @@
 //! from a fixed-seed generator, biased towards the characters and shapes
 //! that matter (separators, NUL, `..`, huge numbers, near-valid JSON), and
 //! every run is reproducible. By default each target runs a few thousand
-//! cases; `BERTH_RANDOM_SECS=600` runs each for that long instead.
+//! cases; `BERTH_FUZZ_SECS=600` runs each for that long instead.
 //!
 //! The properties: no panic, no error message over one line, and what is
 //! accepted is well-formed (signals in 1..=64, specs that serialize).
 
-use std::time::{Duration, Instant};
+use berth_testkit::{assert_one_line, drive, Rng};
 
 use berth_core::exit::parse_signal;
 use berth_core::seccomp::{self, Profile, DEFAULT_PROFILE_JSON};
 use berth_core::spec::{self, HostInfo, Limits, SecurityOptions, SpecOptions};
 
-/// xorshift64*: small, fast, and the same everywhere.
-struct Rng(u64);
+/// The inputs that matter to these parsers.
+trait Gen {
+    fn string(&mut self, max_pieces: usize) -> String;
+    fn strings(&mut self, max: usize, pieces: usize) -> Vec<String>;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
+impl Gen for Rng {
     /// A string of pieces that matter to parsers.
     fn string(&mut self, max_pieces: usize) -> String {
         const PIECES: &[&str] = &[
@@ -96,8 +84,7 @@ impl Rng {
             "%s",
             "\\",
         ];
-        let n = self.below(max_pieces + 1);
-        (0..n).map(|_| *self.pick(PIECES)).collect()
+        self.string_of(PIECES, max_pieces)
     }
     fn strings(&mut self, max: usize, pieces: usize) -> Vec<String> {
         let n = self.below(max + 1);
@@ -105,31 +92,9 @@ impl Rng {
     }
 }
 
-/// Run `case` until the time budget or the case count is spent.
-fn drive(name: &str, seed: u64, default_cases: u64, mut case: impl FnMut(&mut Rng)) {
-    let secs: u64 = std::env::var("BERTH_RANDOM_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let deadline = (secs > 0).then(|| Instant::now() + Duration::from_secs(secs));
-    let mut rng = Rng(seed);
-    let mut n = 0u64;
-    loop {
-        case(&mut rng);
-        n += 1;
-        match deadline {
-            Some(d) if Instant::now() >= d => break,
-            None if n >= default_cases => break,
-            _ => {}
-        }
-    }
-    eprintln!("{name}: {n} cases");
-}
-
 #[track_caller]
 fn one_line(e: &impl std::fmt::Display) {
-    let m = e.to_string();
-    assert!(!m.contains('\n'), "multi-line error: {m:?}");
+    assert_one_line(&e.to_string());
 }
 
 #[test]
@@ -162,9 +127,9 @@ fn spec_generation() {
             cgroups_path: "/berth/x".into(),
             id: "0123456789abcdef".into(),
             limits: Limits {
-                memory: rng.chance(3).then(|| rng.next() as i64),
-                cpus: rng.chance(3).then(|| f64::from_bits(rng.next())),
-                pids: rng.chance(3).then(|| rng.next() as i64),
+                memory: rng.chance(3).then(|| rng.next_u64() as i64),
+                cpus: rng.chance(3).then(|| f64::from_bits(rng.next_u64())),
+                pids: rng.chance(3).then(|| rng.next_u64() as i64),
                 ..Limits::default()
             },
             security: SecurityOptions {
@@ -178,13 +143,13 @@ fn spec_generation() {
                     .map(|_| (rng.string(4), rng.string(2)))
                     .collect(),
                 ulimits: rng.strings(2, 4),
-                oom_score_adj: rng.chance(3).then(|| rng.next() as i32),
+                oom_score_adj: rng.chance(3).then(|| rng.next_u64() as i32),
                 host: HostInfo::default(),
             },
             // Any range, even empty or past 2^32: refused, never a panic.
             userns: rng.chance(3).then(|| spec::IdRange {
-                host: rng.next() as u32,
-                size: rng.next() as u32,
+                host: rng.next_u64() as u32,
+                size: rng.next_u64() as u32,
             }),
         };
         let passwd = rng.chance(2).then(|| rng.string(12));

@@ -17,6 +17,15 @@ pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 's
 /// still reads).
 pub type InputStream = Pin<Box<dyn Stream<Item = v1::AttachInput> + Send + 'static>>;
 
+/// What `GET /info` says beyond berth's Info: the engine's lasting ID and
+/// the security options containers get by default, in Docker's
+/// `name=...[,key=value]` form.
+#[derive(Clone, Debug, Default)]
+pub struct Engine {
+    pub id: String,
+    pub security_options: Vec<String>,
+}
+
 /// berthd's operations, one method per `berth.v1` call the Docker API maps
 /// onto. Object-safe: the server holds an `Arc<dyn Backend>`.
 #[async_trait::async_trait]
@@ -24,6 +33,10 @@ pub trait Backend: Send + Sync + 'static {
     // --- System ---
     async fn version(&self, r: v1::VersionRequest) -> Result<v1::VersionResponse, Status>;
     async fn info(&self, r: v1::InfoRequest) -> Result<v1::InfoResponse, Status>;
+    /// The engine's ID and default security options (`GET /info`).
+    async fn engine(&self) -> Result<Engine, Status> {
+        Ok(Engine::default())
+    }
 
     // --- Containers ---
     async fn create(&self, r: v1::CreateRequest) -> Result<v1::CreateResponse, Status>;
@@ -104,6 +117,96 @@ pub trait Backend: Send + Sync + 'static {
         _r: v1::RemoveVolumeRequest,
     ) -> Result<v1::RemoveVolumeResponse, Status> {
         Err(unimplemented("volume remove"))
+    }
+    // --- More containers (ops.rs), events and disk usage (system.rs),
+    // files (cp, diff, export; ops.rs), pull and login (images.rs).
+    async fn restart(&self, _r: v1::RestartRequest) -> Result<v1::RestartResponse, Status> {
+        Err(unimplemented("restart"))
+    }
+    async fn rename(&self, _r: v1::RenameRequest) -> Result<v1::RenameResponse, Status> {
+        Err(unimplemented("rename"))
+    }
+    async fn top(&self, _r: v1::TopRequest) -> Result<v1::TopResponse, Status> {
+        Err(unimplemented("top"))
+    }
+    async fn update(&self, _r: v1::UpdateRequest) -> Result<v1::UpdateResponse, Status> {
+        Err(unimplemented("update"))
+    }
+    async fn prune(
+        &self,
+        _r: v1::PruneContainersRequest,
+    ) -> Result<v1::PruneContainersResponse, Status> {
+        Err(unimplemented("container prune"))
+    }
+    async fn stats(&self, _r: v1::StatsRequest) -> Result<BoxStream<v1::StatsResponse>, Status> {
+        Err(unimplemented("stats"))
+    }
+    async fn events(&self, _r: v1::EventsRequest) -> Result<BoxStream<v1::Event>, Status> {
+        Err(unimplemented("events"))
+    }
+    async fn disk_usage(&self, _r: v1::DiskUsageRequest) -> Result<v1::DiskUsageResponse, Status> {
+        Err(unimplemented("disk usage"))
+    }
+    async fn path_stat(&self, _r: v1::StatPathRequest) -> Result<v1::PathStat, Status> {
+        Err(unimplemented("path stat"))
+    }
+    /// The first chunk carries the path's stat and no data.
+    async fn archive(&self, _r: v1::ArchiveRequest) -> Result<BoxStream<v1::ArchiveChunk>, Status> {
+        Err(unimplemented("archive"))
+    }
+    /// The first chunk carries the header.
+    async fn extract(
+        &self,
+        _chunks: BoxStream<v1::ExtractChunk>,
+    ) -> Result<v1::ExtractResponse, Status> {
+        Err(unimplemented("extract"))
+    }
+    async fn diff(&self, _r: v1::DiffRequest) -> Result<v1::DiffResponse, Status> {
+        Err(unimplemented("diff"))
+    }
+    async fn export(&self, _r: v1::ExportRequest) -> Result<BoxStream<v1::ArchiveChunk>, Status> {
+        Err(unimplemented("export"))
+    }
+    async fn pull(&self, _r: v1::PullRequest) -> Result<BoxStream<v1::PullProgress>, Status> {
+        Err(unimplemented("pull"))
+    }
+    /// Check credentials against a registry (`docker login`).
+    async fn login(&self, _registry: String, _auth: v1::RegistryAuth) -> Result<(), Status> {
+        Err(unimplemented("login"))
+    }
+    // --- Networks (networks.rs).
+    async fn network_create(&self, _r: v1::CreateNetworkRequest) -> Result<v1::Network, Status> {
+        Err(unimplemented("network create"))
+    }
+    async fn network_list(
+        &self,
+        _r: v1::ListNetworksRequest,
+    ) -> Result<v1::ListNetworksResponse, Status> {
+        Err(unimplemented("network list"))
+    }
+    async fn network_remove(
+        &self,
+        _r: v1::RemoveNetworkRequest,
+    ) -> Result<v1::RemoveNetworkResponse, Status> {
+        Err(unimplemented("network remove"))
+    }
+    async fn network_connect(
+        &self,
+        _r: v1::ConnectNetworkRequest,
+    ) -> Result<v1::ConnectNetworkResponse, Status> {
+        Err(unimplemented("network connect"))
+    }
+    async fn network_disconnect(
+        &self,
+        _r: v1::DisconnectNetworkRequest,
+    ) -> Result<v1::DisconnectNetworkResponse, Status> {
+        Err(unimplemented("network disconnect"))
+    }
+    async fn network_prune(
+        &self,
+        _r: v1::PruneNetworksRequest,
+    ) -> Result<v1::PruneNetworksResponse, Status> {
+        Err(unimplemented("network prune"))
     }
 }
 

@@ -22,7 +22,7 @@ use tonic::Status;
 
 use crate::backend::InputStream;
 use crate::error::ApiError;
-use crate::frames::{self, Escape, Scan};
+use crate::frames::{self, json_line, streamed, Escape, Scan};
 use crate::inspect;
 use crate::query::Query;
 use crate::version::ApiVersion;
@@ -176,16 +176,6 @@ fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// A chunked reply whose body comes from `rx`, with the headers sent at
-/// once (clients block on them: wait, logs -f).
-fn streamed(content_type: &'static str, rx: mpsc::Receiver<Bytes>) -> Response {
-    let s = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
-    let mut resp = Response::new(Body::from_stream(s));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
-}
-
 fn random_id() -> Result<String, ApiError> {
     let mut buf = [0u8; 32];
     std::fs::File::open("/dev/urandom")
@@ -300,7 +290,9 @@ fn matches_filters(
             "name" => vals
                 .iter()
                 .any(|v| c.name.contains(v.trim_start_matches('/'))),
-            "label" => vals.iter().any(|v| match v.split_once('=') {
+            // Labels AND, as Docker's (compose asks for its project and
+            // its one-off flag together).
+            "label" => vals.iter().all(|v| match v.split_once('=') {
                 Some((k, val)) => c.labels.get(k).is_some_and(|x| x == val),
                 None => c.labels.contains_key(v),
             }),
@@ -338,7 +330,7 @@ fn matches_filters(
             }),
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "invalid filter '{other}': berth's list takes id, name, label, status, exited, ancestor and health"
+                    "invalid filter '{other}': berth's list takes id, name, label, status, exited, ancestor, health, before and since"
                 )))
             }
         };
@@ -358,16 +350,39 @@ async fn list(State(b): Ctx, req: Request) -> Result<Response, ApiError> {
         || limit.is_some()
         || filters.contains_key("status")
         || filters.contains_key("exited");
+    let size = q.flag("size", false);
+    // before/since name a container: kept are those created before or
+    // after it (Docker's list order is creation order).
+    let mut bounds = Vec::new();
+    for key in ["before", "since"] {
+        for v in filters.get(key).into_iter().flatten() {
+            let c = container(&b, v).await?;
+            bounds.push((key == "before", c.created_at.clone(), c.id.clone()));
+        }
+    }
+    let mut filters = filters;
+    filters.remove("before");
+    filters.remove("since");
     let mut cs = b
         .list(v1::ListRequest {
-            all,
-            ..Default::default()
+            all: all || !bounds.is_empty(),
+            size,
+            // The network mode and the mounts come from the configuration.
+            config: true,
         })
         .await?
         .containers;
     let mut kept = Vec::new();
     for c in cs.drain(..) {
-        if matches_filters(&c, &filters)? {
+        let in_bounds = bounds.iter().all(|(before, t, id)| {
+            c.id != *id
+                && if *before {
+                    c.created_at < *t
+                } else {
+                    c.created_at > *t
+                }
+        });
+        if in_bounds && matches_filters(&c, &filters)? {
             kept.push(c);
         }
     }
@@ -377,7 +392,17 @@ async fn list(State(b): Ctx, req: Request) -> Result<Response, ApiError> {
         kept.truncate(usize::try_from(n).unwrap_or(usize::MAX));
     }
     let now = now_secs();
-    let out: Vec<_> = kept.iter().map(|c| inspect::summary(c, now)).collect();
+    let out: Vec<_> = kept
+        .iter()
+        .map(|c| {
+            let mut s = inspect::summary(c, now);
+            if size {
+                s.size_rw = c.size_rw;
+                s.size_root_fs = c.size_root_fs;
+            }
+            s
+        })
+        .collect();
     Ok(Json(out).into_response())
 }
 
@@ -535,17 +560,49 @@ async fn wait(State(b): Ctx, Path(id): Path<String>, req: Request) -> Result<Res
             status_code: inspect::exit_code(&c),
             error: None,
         };
-        let _ = tx.try_send(Bytes::from(json_line(&body)));
+        let _ = tx.try_send(json_line(&body));
     } else {
         let req = v1::WaitRequest {
             id: c.id.clone(),
             process: String::new(),
             removed,
         };
+        // berth's wait of an exited container answers its last exit;
+        // Docker's next-exit waits for the exit of a later run: the next
+        // `exit` in the event log, from now on.
+        let next_run = condition == "next-exit" && inspect::docker_state(&c) == "exited";
+        let events = if next_run {
+            Some(
+                b.events(v1::EventsRequest {
+                    containers: vec![c.id.clone()],
+                    types: vec!["exit".into(), "delete".into()],
+                    ..Default::default()
+                })
+                .await?,
+            )
+        } else {
+            None
+        };
         // A created container's wait is met only by a run that starts
         // later, so it does not matter whether the start comes first.
         tokio::spawn(async move {
-            let body = match b.wait(req).await {
+            let result = match events {
+                Some(mut evs) => match evs.next().await {
+                    Some(Ok(ev)) if ev.r#type == "exit" => Ok(v1::WaitResponse {
+                        exit: Some(v1::ExitStatus {
+                            exit_code: ev.exit_code.unwrap_or(-1),
+                            ..Default::default()
+                        }),
+                    }),
+                    Some(Err(e)) => Err(e),
+                    _ => Err(Status::not_found(format!(
+                        "container {} was removed before it ran again",
+                        req.id
+                    ))),
+                },
+                None => b.wait(req).await,
+            };
+            let body = match result {
                 Ok(w) => ContainerWaitResponse {
                     status_code: w.exit.map_or(-1, |e| i64::from(e.exit_code)),
                     error: None,
@@ -557,16 +614,10 @@ async fn wait(State(b): Ctx, Path(id): Path<String>, req: Request) -> Result<Res
                     }),
                 },
             };
-            let _ = tx.send(Bytes::from(json_line(&body))).await;
+            let _ = tx.send(json_line(&body)).await;
         });
     }
     Ok(streamed("application/json", rx))
-}
-
-fn json_line<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    let mut out = serde_json::to_vec(v).unwrap_or_default();
-    out.push(b'\n');
-    out
 }
 
 // --- Logs -------------------------------------------------------------------
@@ -1030,6 +1081,36 @@ fn exec_request(e: &Exec, tty: bool) -> v1::ExecRequest {
     }
 }
 
+/// Learns the exit of an exec that runs on without a client (detached, or
+/// its client gone) and records it, so that inspect shows it; its input
+/// goes with it.
+fn watch_exec_exit(
+    b: Arc<dyn Backend>,
+    s: Arc<Sessions>,
+    id: String,
+    container: String,
+    process: String,
+) {
+    let req = v1::WaitRequest {
+        id: container,
+        process,
+        removed: false,
+    };
+    tokio::spawn(async move {
+        let code = b
+            .wait(req)
+            .await
+            .ok()
+            .and_then(|w| w.exit)
+            .map_or(-1, |x| i64::from(x.exit_code));
+        s.update_exec(&id, |x| {
+            x.running = false;
+            x.exit_code = Some(code);
+            x.input = None;
+        });
+    });
+}
+
 async fn exec_start(
     State(b): Ctx,
     Extension(s): Sess,
@@ -1065,24 +1146,7 @@ async fn exec_start(
             x.pid = i64::from(r.pid);
             x.running = true;
         });
-        let (s2, id2) = (s.clone(), id.clone());
-        let req = v1::WaitRequest {
-            id: e.container.clone(),
-            process,
-            removed: false,
-        };
-        tokio::spawn(async move {
-            let code = b
-                .wait(req)
-                .await
-                .ok()
-                .and_then(|w| w.exit)
-                .map_or(-1, |x| i64::from(x.exit_code));
-            s2.update_exec(&id2, |x| {
-                x.running = false;
-                x.exit_code = Some(code);
-            });
-        });
+        watch_exec_exit(b, s, id, e.container.clone(), process);
         return Ok(StatusCode::OK.into_response());
     }
     // ConsoleSize counts from 1.42, with a terminal only.
@@ -1182,25 +1246,7 @@ async fn exec_start(
                     ..
                 }) = info.filter(|x| x.process.as_deref().is_some_and(|p| !p.is_empty()))
                 {
-                    let (s2, id2, b2) = (s.clone(), id.clone(), b.clone());
-                    let req = v1::WaitRequest {
-                        id: container,
-                        process,
-                        removed: false,
-                    };
-                    tokio::spawn(async move {
-                        let code = b2
-                            .wait(req)
-                            .await
-                            .ok()
-                            .and_then(|w| w.exit)
-                            .map_or(-1, |x| i64::from(x.exit_code));
-                        s2.update_exec(&id2, |x| {
-                            x.running = false;
-                            x.exit_code = Some(code);
-                            x.input = None;
-                        });
-                    });
+                    watch_exec_exit(b.clone(), s.clone(), id.clone(), container, process);
                 }
             }
         }

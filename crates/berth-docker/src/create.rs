@@ -110,10 +110,28 @@ pub fn create_request(
     w.unsupported("MacAddress", b.mac_address.is_set());
     w.unsupported("NetworkDisabled", b.network_disabled.is_set());
     w.unsupported("OnBuild", b.on_build.is_set());
-    if b.exposed_ports.is_set() {
-        w.0.push(
-            "ExposedPorts are recorded by the image only: berth publishes no ports yet".into(),
-        );
+    // ExposedPorts is metadata (berth's -P takes the image's); the CLI and
+    // compose send the published ones too, which PortBindings covers.
+    if let Some(exposed) = &b.exposed_ports {
+        let bound = b
+            .host_config
+            .as_ref()
+            .and_then(|h| h.port_bindings.as_ref());
+        let mut extra: Vec<&String> = exposed
+            .iter()
+            .filter(|p| !bound.is_some_and(|m| m.contains_key(*p)))
+            .collect();
+        extra.sort();
+        if !extra.is_empty() {
+            w.0.push(format!(
+                "ExposedPorts {}: berth records the image's only; publish them with PortBindings",
+                extra
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
     }
     let anonymous: Vec<String> = b.volumes.clone().unwrap_or_default();
     if let Some(hc) = b.host_config.clone() {
@@ -131,25 +149,54 @@ pub fn create_request(
             r.binds.push(dst);
         }
     }
-    if let Some(nc) = &b.networking_config {
-        if let Some(eps) = &nc.endpoints_config {
-            let named: Vec<&String> = eps
-                .keys()
-                .filter(|k| !matches!(k.as_str(), "" | "default" | "bridge" | "none" | "host"))
-                .collect();
-            if !named.is_empty() {
-                w.0.push(format!(
-                    "NetworkingConfig.EndpointsConfig: berth has no user networks yet; {} ignored",
-                    named
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+    // The endpoint of the container's network (compose: its aliases, the
+    // service name among them): on the network NetworkMode names, or the
+    // one network EndpointsConfig names when NetworkMode does not.
+    if let Some(eps) = b
+        .networking_config
+        .as_ref()
+        .and_then(|nc| nc.endpoints_config.as_ref())
+    {
+        let named: Vec<&String> = eps
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "" | "default" | "none" | "host"))
+            .collect();
+        if r.network.is_empty() && named.len() == 1 {
+            r.network = named[0].clone();
+        }
+        for (name, ep) in eps {
+            if *name != r.network && !(r.network.is_empty() && name == "bridge") {
+                if named.contains(&name) {
+                    w.0.push(format!(
+                        "NetworkingConfig.EndpointsConfig {name}: berth joins one network at create; connect the others after"
+                    ));
+                }
+                continue;
+            }
+            r.network_aliases = ep.aliases.clone().unwrap_or_default();
+            if let Some(ip) = ep.ipam_config.as_ref().and_then(|c| c.ipv4_address.clone()) {
+                r.ip = ip;
+            }
+            if let Some(mac) = ep.mac_address.clone().filter(|m| !m.is_empty()) {
+                r.mac_address = mac;
             }
         }
     }
     (r, w.0)
+}
+
+/// Docker's restart policy as berth's string; empty for none (`no`).
+pub(crate) fn restart_policy(p: &bollard_stubs::models::RestartPolicy) -> String {
+    use bollard_stubs::models::RestartPolicyNameEnum as N;
+    match p.name {
+        None | Some(N::EMPTY) | Some(N::NO) => String::new(),
+        Some(N::ALWAYS) => "always".into(),
+        Some(N::UNLESS_STOPPED) => "unless-stopped".into(),
+        Some(N::ON_FAILURE) => match p.maximum_retry_count.filter(|n| *n > 0) {
+            Some(n) => format!("on-failure:{n}"),
+            None => "on-failure".into(),
+        },
+    }
 }
 
 fn host_config(h: HostConfig, r: &mut v1::CreateRequest, w: &mut Warn, has_bridge: bool) {
@@ -247,16 +294,7 @@ fn host_config(h: HostConfig, r: &mut v1::CreateRequest, w: &mut Warn, has_bridg
     }
     // Restart policy.
     if let Some(p) = &h.restart_policy {
-        use bollard_stubs::models::RestartPolicyNameEnum as N;
-        r.restart = match p.name {
-            None | Some(N::EMPTY) | Some(N::NO) => String::new(),
-            Some(N::ALWAYS) => "always".into(),
-            Some(N::UNLESS_STOPPED) => "unless-stopped".into(),
-            Some(N::ON_FAILURE) => match p.maximum_retry_count.filter(|n| *n > 0) {
-                Some(n) => format!("on-failure:{n}"),
-                None => "on-failure".into(),
-            },
-        };
+        r.restart = restart_policy(p);
     }
     // Logging: berth's own json-lines log; Docker's json-file options map.
     if let Some(lc) = &h.log_config {
@@ -298,8 +336,30 @@ fn host_config(h: HostConfig, r: &mut v1::CreateRequest, w: &mut Warn, has_bridg
         ),
         mode => r.network = mode.to_string(),
     }
-    if h.port_bindings.is_set() || h.publish_all_ports.is_set() {
-        w.0.push("PortBindings/PublishAllPorts: berth publishes no ports yet".into());
+    // PortBindings {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]} as
+    // berth's -p [IP:][HOSTPORT:]CTRPORT/PROTO (an empty host port: a free
+    // one).
+    if let Some(pb) = &h.port_bindings {
+        let mut keys: Vec<&String> = pb.keys().collect();
+        keys.sort();
+        for port in keys {
+            let binds = pb.get(port).cloned().flatten().unwrap_or_default();
+            if binds.is_empty() {
+                r.publish.push(port.clone());
+            }
+            for bnd in binds {
+                let ip = bnd.host_ip.unwrap_or_default();
+                let hp = bnd.host_port.unwrap_or_default();
+                r.publish.push(match (ip.is_empty(), hp.is_empty()) {
+                    (true, true) => port.clone(),
+                    (true, false) => format!("{hp}:{port}"),
+                    (false, _) => format!("{ip}:{hp}:{port}"),
+                });
+            }
+        }
+    }
+    if h.publish_all_ports == Some(true) {
+        r.publish_all = true;
     }
     w.unsupported("Links", h.links.is_set());
     w.unsupported("CgroupParent", h.cgroup_parent.is_set());
@@ -450,16 +510,16 @@ mod tests {
     #[test]
     fn unsupported_fields_warn() {
         let b = body(
-            r#"{"Image":"busybox","Domainname":"x","ExposedPorts":{"80/tcp":{}},
-            "HostConfig":{"PortBindings":{"80/tcp":[{"HostPort":"8080"}]},"PidMode":"host",
+            r#"{"Image":"busybox","Domainname":"x","ExposedPorts":{"80/tcp":{},"81/tcp":{}},
+            "HostConfig":{"PortBindings":{"80/tcp":[{"HostPort":"8080"}],"53/udp":[{"HostIp":"127.0.0.1","HostPort":""}]},"PidMode":"host",
               "Links":["a:b"],"LogConfig":{"Type":"syslog"},"NetworkMode":"bridge"}}"#,
         );
-        let (_, warnings) = create_request(b, "", "", false);
+        let (r, warnings) = create_request(b, "", "", false);
+        assert_eq!(r.publish, ["127.0.0.1::53/udp", "8080:80/tcp"]);
         let all = warnings.join("\n");
         for needle in [
             "Domainname",
-            "ExposedPorts",
-            "PortBindings",
+            "ExposedPorts 81/tcp",
             "PidMode",
             "Links",
             "syslog",
@@ -467,6 +527,18 @@ mod tests {
         ] {
             assert!(all.contains(needle), "{needle} not warned: {all}");
         }
+    }
+
+    #[test]
+    fn user_network_endpoint() {
+        let b = body(
+            r#"{"Image":"busybox","HostConfig":{"NetworkMode":"proj_default"},
+            "NetworkingConfig":{"EndpointsConfig":{"proj_default":{"Aliases":["server","abc"]}}}}"#,
+        );
+        let (r, warnings) = create_request(b, "", "", true);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(r.network, "proj_default");
+        assert_eq!(r.network_aliases, ["server", "abc"]);
     }
 
     #[test]

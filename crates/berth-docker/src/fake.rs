@@ -11,6 +11,7 @@ use crate::{Backend, BoxStream, InputStream};
 #[derive(Default)]
 pub struct Fake {
     pub info: v1::InfoResponse,
+    pub engine: crate::Engine,
     /// Every request, as `Debug` text, in order.
     pub calls: Mutex<Vec<String>>,
 }
@@ -41,6 +42,9 @@ impl Backend for Fake {
     async fn info(&self, r: v1::InfoRequest) -> Result<v1::InfoResponse, Status> {
         self.record(r);
         Ok(self.info.clone())
+    }
+    async fn engine(&self) -> Result<crate::Engine, Status> {
+        Ok(self.engine.clone())
     }
     async fn create(&self, r: v1::CreateRequest) -> Result<v1::CreateResponse, Status> {
         self.record(r);

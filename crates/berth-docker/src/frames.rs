@@ -2,6 +2,30 @@
 //! three zero bytes, the payload length as a big-endian u32) when there is
 //! no terminal, the raw bytes when there is one.
 
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+/// One value as a line of Docker's JSON streams (events, pull progress,
+/// stats, wait): the JSON and a newline.
+pub fn json_line<T: serde::Serialize>(v: &T) -> Bytes {
+    let mut out = serde_json::to_vec(v).unwrap_or_default();
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+/// A chunked reply whose body is what comes on `rx`, with the head sent at
+/// once (clients block on it: wait, logs -f, events, pull, stats).
+pub fn streamed(content_type: &'static str, rx: mpsc::Receiver<Bytes>) -> Response {
+    let s = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+    let mut resp = Response::new(Body::from_stream(s));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
 /// stdcopy stream numbers.
 pub const STDOUT: u8 = 1;
 pub const STDERR: u8 = 2;

@@ -260,7 +260,137 @@ fn health(c: &v1::Container) -> Option<Health> {
     })
 }
 
-fn network_settings(mode: &str) -> NetworkSettings {
+/// The networks and published ports berthd reports (`network_json`):
+/// {"Networks": {NAME: {"IPAddress", "IPPrefixLen", "Gateway",
+/// "MacAddress", "Aliases", "Interface"}}, "Ports": [{"ContainerPort",
+/// "Protocol", "HostIp", "HostPort"}]}.
+fn berth_networks(c: &v1::Container) -> (Vec<(String, Value)>, Vec<Value>) {
+    let v: Value = serde_json::from_str(&c.network_json).unwrap_or(Value::Null);
+    let nets = v["Networks"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let ports = v["Ports"].as_array().cloned().unwrap_or_default();
+    (nets, ports)
+}
+
+/// `IP:HOSTPORT->PORT/PROTO` (or `PORT/PROTO`) as network_json's shape.
+fn parse_port_text(p: &str) -> Option<Value> {
+    let (host, ctr) = match p.split_once("->") {
+        Some((h, c)) => (Some(h), c),
+        None => (None, p),
+    };
+    let (port, proto) = ctr.split_once('/').unwrap_or((ctr, "tcp"));
+    let port: u16 = port.parse().ok()?;
+    let mut v = serde_json::json!({"ContainerPort": port, "Protocol": proto});
+    if let Some(h) = host {
+        let (ip, hp) = h.rsplit_once(':')?;
+        v["HostIp"] = ip.trim_matches(['[', ']']).into();
+        v["HostPort"] = hp.parse::<u16>().ok()?.into();
+    }
+    Some(v)
+}
+
+fn port_of(p: &Value) -> (u16, String, String, Option<u16>) {
+    let num = |v: &Value| {
+        v.as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    };
+    (
+        num(&p["ContainerPort"]).unwrap_or(0),
+        p["Protocol"].as_str().unwrap_or("tcp").to_string(),
+        p["HostIp"].as_str().unwrap_or("0.0.0.0").to_string(),
+        num(&p["HostPort"]),
+    )
+}
+
+/// Docker's summary `Ports`.
+fn summary_ports(c: &v1::Container) -> Vec<bollard_stubs::models::Port> {
+    use bollard_stubs::models::PortTypeEnum;
+    let mut ports = berth_networks(c).1;
+    if ports.is_empty() {
+        // berthd's list carries the mappings as `0.0.0.0:8080->80/tcp`.
+        ports = c.ports.iter().filter_map(|p| parse_port_text(p)).collect();
+    }
+    ports
+        .iter()
+        .map(|p| {
+            let (port, proto, ip, host) = port_of(p);
+            bollard_stubs::models::Port {
+                ip: host.map(|_| ip),
+                private_port: port,
+                public_port: host,
+                typ: Some(match proto.as_str() {
+                    "udp" => PortTypeEnum::UDP,
+                    "sctp" => PortTypeEnum::SCTP,
+                    _ => PortTypeEnum::TCP,
+                }),
+            }
+        })
+        .collect()
+}
+
+fn network_settings(c: &v1::Container, mode: &str) -> NetworkSettings {
+    let (nets, ports) = berth_networks(c);
+    if nets.is_empty() && ports.is_empty() {
+        return mode_settings(mode);
+    }
+    let mut portmap: HashMap<String, Option<Vec<bollard_stubs::models::PortBinding>>> =
+        HashMap::new();
+    for p in &ports {
+        let (port, proto, ip, host) = port_of(p);
+        let e = portmap.entry(format!("{port}/{proto}")).or_insert(None);
+        if let Some(h) = host {
+            e.get_or_insert_with(Vec::new)
+                .push(bollard_stubs::models::PortBinding {
+                    host_ip: Some(ip),
+                    host_port: Some(h.to_string()),
+                });
+        }
+    }
+    let endpoint = |v: &Value| {
+        // The names it answers to on the network are its aliases.
+        let aliases: Vec<String> = v["Aliases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect();
+        bollard_stubs::models::EndpointSettings {
+            network_id: Some(String::new()),
+            endpoint_id: Some(String::new()),
+            gateway: Some(v["Gateway"].as_str().unwrap_or("").to_string()),
+            ip_address: Some(v["IPAddress"].as_str().unwrap_or("").to_string()),
+            ip_prefix_len: Some(v["IPPrefixLen"].as_i64().unwrap_or(0)),
+            mac_address: Some(v["MacAddress"].as_str().unwrap_or("").to_string()),
+            dns_names: Some(aliases.clone()),
+            aliases: Some(aliases),
+            ..Default::default()
+        }
+    };
+    // Docker's top-level address fields are the default bridge's.
+    let first = nets
+        .iter()
+        .find(|(k, _)| k == "bridge")
+        .map(|(_, v)| v.clone())
+        .unwrap_or(Value::Null);
+    NetworkSettings {
+        bridge: Some(String::new()),
+        sandbox_id: Some(String::new()),
+        sandbox_key: Some(String::new()),
+        ports: Some(portmap),
+        ip_address: Some(first["IPAddress"].as_str().unwrap_or("").to_string()),
+        ip_prefix_len: Some(first["IPPrefixLen"].as_i64().unwrap_or(0)),
+        gateway: Some(first["Gateway"].as_str().unwrap_or("").to_string()),
+        mac_address: Some(first["MacAddress"].as_str().unwrap_or("").to_string()),
+        endpoint_id: Some(String::new()),
+        networks: Some(nets.iter().map(|(k, v)| (k.clone(), endpoint(v))).collect()),
+        ..Default::default()
+    }
+}
+
+fn mode_settings(mode: &str) -> NetworkSettings {
     NetworkSettings {
         bridge: Some(String::new()),
         sandbox_id: Some(String::new()),
@@ -414,7 +544,7 @@ pub fn inspect(c: &v1::Container) -> ContainerInspectResponse {
         host_config: Some(host_config),
         mounts: Some(mounts(&cfg)),
         config: Some(config),
-        network_settings: Some(network_settings(&mode)),
+        network_settings: Some(network_settings(c, &mode)),
         ..Default::default()
     }
 }
@@ -469,7 +599,7 @@ pub fn summary(c: &v1::Container, now: i64) -> ContainerSummary {
         image_id: Some(c.image_id.clone()),
         command: Some(c.command.join(" ")),
         created: Some(unix_seconds(&c.created_at)),
-        ports: Some(Vec::new()),
+        ports: Some(summary_ports(c)),
         labels: Some(c.labels.clone().into_iter().collect()),
         state: Some(state),
         status: Some(status_text(c, now)),
@@ -478,7 +608,7 @@ pub fn summary(c: &v1::Container, now: i64) -> ContainerSummary {
             annotations: None,
         }),
         network_settings: Some(ContainerSummaryNetworkSettings {
-            networks: network_settings(&mode).networks,
+            networks: network_settings(c, &mode).networks,
         }),
         mounts: Some(mounts(&cfg)),
         ..Default::default()
@@ -488,6 +618,18 @@ pub fn summary(c: &v1::Container, now: i64) -> ContainerSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_texts() {
+        let v = parse_port_text("0.0.0.0:8080->80/tcp").unwrap();
+        assert_eq!(
+            port_of(&v),
+            (80, "tcp".into(), "0.0.0.0".into(), Some(8080))
+        );
+        let v = parse_port_text("53/udp").unwrap();
+        assert_eq!(port_of(&v).3, None);
+        assert!(parse_port_text("junk").is_none());
+    }
 
     #[test]
     fn times() {

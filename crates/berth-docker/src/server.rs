@@ -8,7 +8,7 @@ use tokio::net::UnixListener;
 use tower::Layer;
 
 use crate::error::ApiError;
-use crate::{containers, images, system, volumes, Backend};
+use crate::{containers, events, images, networks, ops, pull, system, volumes, Backend};
 
 /// Every route, unversioned: the negotiation layer in [`serve`] strips the
 /// `/v1.NN` prefix before routing. Each resource adds its own `routes()`.
@@ -16,8 +16,12 @@ pub fn router(backend: Arc<dyn Backend>) -> Router {
     Router::new()
         .merge(system::routes())
         .merge(containers::routes())
+        .merge(ops::routes())
         .merge(images::routes())
+        .merge(pull::routes())
+        .merge(events::routes())
         .merge(volumes::routes())
+        .merge(networks::routes())
         .fallback(|| async { ApiError::page_not_found().into_response() })
         .method_not_allowed_fallback(|| async { ApiError::page_not_found().into_response() })
         .with_state(backend)
@@ -36,8 +40,35 @@ pub fn app(
        + Send
        + 'static {
     // Around the router, not inside it: the URI is rewritten before the
-    // route is chosen.
-    axum::middleware::from_fn(crate::version::negotiate).layer(router(backend))
+    // route is chosen. The timing is outermost, so it counts the whole
+    // request.
+    let app = axum::middleware::from_fn(crate::version::negotiate).layer(router(backend));
+    axum::middleware::from_fn(timed).layer(app)
+}
+
+/// Each request's method, path, status and time to its response head, at
+/// debug level (`berthd --log-level debug`): where a client's time goes,
+/// request by request. A streamed or hijacked reply (wait, logs, attach)
+/// is counted to its head, not to its end.
+async fn timed(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return next.run(req).await;
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let t0 = std::time::Instant::now();
+    let resp = next.run(req).await;
+    tracing::debug!(
+        %method,
+        %path,
+        status = resp.status().as_u16(),
+        us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "docker api request"
+    );
+    resp
 }
 
 /// Serve the Docker API on `listener` until the task is dropped. Every
@@ -136,6 +167,10 @@ mod tests {
                 images: 4,
                 ..Default::default()
             },
+            engine: crate::Engine {
+                id: "0b6c5f1e-3d2a-4c8b-9e7f-1a2b3c4d5e6f".into(),
+                security_options: vec!["name=seccomp,profile=builtin".into(), "name=userns".into()],
+            },
             ..Default::default()
         });
         let (st, _, j, _) = call(fake, Method::GET, "/v1.41/info").await;
@@ -151,6 +186,23 @@ mod tests {
         assert_eq!(j["ServerVersion"], "1.2.3");
         assert_eq!(j["DefaultRuntime"], "embedded");
         assert_eq!(j["Swarm"]["LocalNodeState"], "inactive");
+        assert_eq!(j["ID"], "0b6c5f1e-3d2a-4c8b-9e7f-1a2b3c4d5e6f");
+        assert_eq!(
+            j["SecurityOptions"],
+            serde_json::json!(["name=seccomp,profile=builtin", "name=userns"])
+        );
+        assert_eq!(
+            j["RegistryConfig"]["InsecureRegistryCIDRs"],
+            serde_json::json!(["::1/128", "127.0.0.0/8"])
+        );
+        assert_eq!(
+            j["RegistryConfig"]["IndexConfigs"]["docker.io"]["Secure"],
+            true
+        );
+        assert_eq!(
+            j["RegistryConfig"]["IndexConfigs"]["docker.io"]["Official"],
+            true
+        );
     }
 
     #[tokio::test]

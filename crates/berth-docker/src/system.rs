@@ -11,13 +11,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use berth_api::v1;
 use bollard_stubs::models::{
-    LocalNodeState, Runtime, SwarmInfo, SystemInfo, SystemInfoCgroupDriverEnum,
-    SystemInfoCgroupVersionEnum, SystemVersion, SystemVersionComponents, SystemVersionPlatform,
+    IndexInfo, LocalNodeState, RegistryServiceConfig, Runtime, SwarmInfo, SystemInfo,
+    SystemInfoCgroupDriverEnum, SystemInfoCgroupVersionEnum, SystemVersion,
+    SystemVersionComponents, SystemVersionPlatform,
 };
 
 use crate::error::ApiError;
 use crate::version::{MAX_API, MIN_API};
-use crate::Backend;
+use crate::{Backend, Engine};
 
 pub fn routes() -> Router<Arc<dyn Backend>> {
     Router::new()
@@ -130,8 +131,33 @@ fn os_release_value(text: &str, key: &str) -> Option<String> {
     })
 }
 
-/// `GET /info`: the counts, host and storage facts berth's Info has.
-pub fn info_body(i: &v1::InfoResponse, hostname: String, os_release: &str) -> SystemInfo {
+/// Where berth pulls over plain HTTP: loopback registries only (berth-image's
+/// registry client), which Docker shows as its insecure CIDRs; Docker Hub
+/// is the official index, over TLS. berth has no mirrors.
+fn registry_config() -> RegistryServiceConfig {
+    RegistryServiceConfig {
+        insecure_registry_cidrs: Some(vec!["::1/128".into(), "127.0.0.0/8".into()]),
+        index_configs: Some(HashMap::from([(
+            "docker.io".to_string(),
+            IndexInfo {
+                name: Some("docker.io".into()),
+                mirrors: Some(Vec::new()),
+                secure: Some(true),
+                official: Some(true),
+            },
+        )])),
+        mirrors: Some(Vec::new()),
+    }
+}
+
+/// `GET /info`: the counts, host and storage facts berth's Info has, the
+/// engine's ID and security options, the registry settings.
+pub fn info_body(
+    i: &v1::InfoResponse,
+    engine: &Engine,
+    hostname: String,
+    os_release: &str,
+) -> SystemInfo {
     let count = |n: u32| Some(i64::from(n));
     let runtime = runtime_name(&i.runtime);
     SystemInfo {
@@ -185,15 +211,19 @@ pub fn info_body(i: &v1::InfoResponse, hostname: String, os_release: &str) -> Sy
         }),
         live_restore_enabled: Some(true),
         warnings: Some(Vec::new()),
+        id: Some(engine.id.clone()),
+        security_options: Some(engine.security_options.clone()),
+        registry_config: Some(registry_config()),
         ..Default::default()
     }
 }
 
 async fn info(State(b): State<Arc<dyn Backend>>) -> Result<Json<SystemInfo>, ApiError> {
     let i = b.info(v1::InfoRequest {}).await?;
+    let engine = b.engine().await?;
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    Ok(Json(info_body(&i, hostname, &os_release)))
+    Ok(Json(info_body(&i, &engine, hostname, &os_release)))
 }

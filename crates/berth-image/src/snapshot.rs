@@ -657,16 +657,37 @@ impl Snapshotter {
     /// Unmounts (lazily if busy) and deletes the snapshot of `id`.
     /// Removing a missing snapshot is fine.
     pub fn remove(&self, id: &str) -> Result<(), SnapshotError> {
+        match self.take_away(id)? {
+            Some(rest) => rest.finish(),
+            None => Ok(()),
+        }
+    }
+
+    /// The first half of [`Snapshotter::remove`]: the snapshot of `id` is
+    /// moved out of sight (one rename, still mounted), so from here on no
+    /// listing, usage or layer check sees it, and the id is free. What is
+    /// left, the unmount and the delete (tens of ms: the overlay's unmount
+    /// syncs its upper filesystem), is [`Removal::finish`], which may run
+    /// later on any thread. A crash before it leaves a `tmp-` directory
+    /// (with its mount, if the host stayed up) that [`Snapshotter::cleanup`]
+    /// removes. `None`: there was no snapshot.
+    pub fn take_away(&self, id: &str) -> Result<Option<Removal>, SnapshotError> {
         let dir = self.container_dir(id)?;
         if fs::symlink_metadata(&dir).is_err() {
-            return Ok(());
+            return Ok(None);
         }
-        unmount_under(&dir, &mut Vec::new())?;
-        // Out of sight first, so a crash mid-delete leaves a tmp- dir.
-        let tmp = self.dir.join(format!("{TMP_PREFIX}rm-{}", random_suffix()));
+        // The id in the name says whose it was (and where a leftover mount
+        // came from); the suffix keeps names unique all the same.
+        let tmp = self
+            .dir
+            .join(format!("{TMP_PREFIX}rm-{id}-{}", random_suffix()));
+        // Renaming the parent of a mount point is allowed (the mount moves
+        // with it); only a mount point itself could not be renamed.
         fs::rename(&dir, &tmp).map_err(io_err("moving away", &dir))?;
-        fsync_dir(&self.dir.join(CONTAINERS))?;
-        remove_tree(&tmp)
+        Ok(Some(Removal {
+            path: tmp,
+            containers: self.dir.join(CONTAINERS),
+        }))
     }
 
     /// At daemon start: unmounts every snapshot no `live` container owns,
@@ -735,6 +756,31 @@ impl Snapshotter {
             u.container_bytes += self.container_usage(&id).map(|d| d.bytes).unwrap_or(0);
         }
         Ok(u)
+    }
+}
+
+/// A container's snapshot taken out of sight by
+/// [`Snapshotter::take_away`], still to be unmounted and deleted.
+#[derive(Debug)]
+pub struct Removal {
+    path: PathBuf,
+    containers: PathBuf,
+}
+
+impl Removal {
+    /// Where the snapshot is now (under the snapshotter's directory).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Unmount (lazily if busy) and delete the snapshot.
+    pub fn finish(self) -> Result<(), SnapshotError> {
+        // The rename durable before the tree goes: a host crash mid-delete
+        // leaves a tmp- directory, never a half-deleted snapshot under its
+        // container's name.
+        fsync_dir(&self.containers)?;
+        unmount_under(&self.path, &mut Vec::new())?;
+        remove_tree(&self.path)
     }
 }
 

@@ -463,6 +463,15 @@ impl Unpacker {
                 // Other `.wh..wh.` names are aufs bookkeeping: meaningless here.
                 return Ok(());
             }
+            if target == "." || target == ".." {
+                // `.wh..` and `.wh...` would white out the directory itself
+                // or its parent: with whiteouts applied, removing `..`
+                // would empty the directory above the layer's root.
+                return Err(UnpackError::Unsafe {
+                    path: shown,
+                    reason: "a whiteout of '.' or '..' names no entry",
+                });
+            }
             match self.whiteouts {
                 Whiteouts::Overlay => {
                     self.create(dir.as_fd(), target, |d, n| {

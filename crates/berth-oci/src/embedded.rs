@@ -8,6 +8,17 @@
 //! with it when it exits: the caller (the long-lived shim) stays small and
 //! unchanged. The cost is one `fork` of a small process per operation.
 //!
+//! Two operations skip the helper when the container has no hooks for them
+//! (the common case): `start` and `delete` clone nothing and change nothing
+//! in the caller that outlives the call (libcontainer's notify-socket write
+//! `chdir`s into the state dir and back), and the hooks are the only part of
+//! them that runs foreign code. Both are on every container's path (`start`
+//! before the user's command runs, `delete` before its exit is reported),
+//! and a fork, plus the helper's page faults on a copy of the shim, costs
+//! more CPU than either operation's own work. They still go through
+//! libcontainer's own `Container::start`/`delete`, so its state stays what
+//! its own calls would leave.
+//!
 //! The helper reports one JSON line on a pipe and `_exit`s. The parent waits
 //! for that line and for the helper's exit with a deadline, SIGKILLs the
 //! helper when the deadline passes, and reaps exactly that pid.
@@ -365,6 +376,11 @@ impl Backend for Embedded {
 
     fn start(&self, id: &str) -> Result<(), OciError> {
         let dir = self.container_dir(id)?;
+        if !has_hooks(&dir, |h| h.poststart().is_some()) {
+            // No poststart hook: a state check, one write to the init's
+            // notify socket and the state file; nothing worth a fork.
+            return lc("start", load(&dir, "start")?.start());
+        }
         self.helper("start", OP_TIMEOUT, &[], move || {
             lc("start", load(&dir, "start")?.start())?;
             Ok(0)
@@ -484,38 +500,59 @@ impl Backend for Embedded {
 
     fn delete(&self, id: &str, force: bool) -> Result<(), OciError> {
         let dir = self.container_dir(id)?;
+        // Without a poststop hook, libcontainer's delete kills what is left
+        // in the cgroups, removes them and the state dir: nothing that needs
+        // a process of its own.
+        if !has_hooks(&dir, |h| h.poststop().is_some()) {
+            return delete_container(&dir, force);
+        }
         self.helper("delete", OP_TIMEOUT, &[], move || {
-            let deadline = Instant::now() + OP_TIMEOUT - Duration::from_secs(1);
-            let mut container = match Container::load(dir.clone()) {
-                Ok(c) => c,
-                Err(e) if force => {
-                    // Unreadable state (say a create that was killed half way):
-                    // remove what can be found without it.
-                    return force_remove(&dir).map(|()| 0).map_err(|e2| {
-                        OciError::other(format!("delete failed: {}; {e2}", describe(&e)))
-                    });
-                }
-                Err(e) => return Err(lc_error("delete", &e)),
-            };
-            loop {
-                match container.delete(force) {
-                    Ok(()) => return Ok(0),
-                    // Killed processes can take a moment to leave their
-                    // cgroups; libcontainer retries only ~100 ms.
-                    Err(_) if force && Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(100));
-                        container = match Container::load(dir.clone()) {
-                            Ok(c) => c,
-                            Err(_) if !dir.exists() => return Ok(0),
-                            Err(e) => return Err(lc_error("delete", &e)),
-                        };
-                    }
-                    Err(e) => return Err(lc_error("delete", &e)),
-                }
-            }
+            delete_container(&dir, force).map(|()| 0)
         })
         .map(drop)
     }
+}
+
+/// libcontainer's delete of the container whose state is in `dir`; with
+/// `force`, retried while killed processes leave their cgroups, and done
+/// without the state if that cannot be read.
+fn delete_container(dir: &Path, force: bool) -> Result<(), OciError> {
+    let deadline = Instant::now() + OP_TIMEOUT - Duration::from_secs(1);
+    let mut container = match Container::load(dir.to_path_buf()) {
+        Ok(c) => c,
+        Err(e) if force => {
+            // Unreadable state (say a create that was killed half way):
+            // remove what can be found without it.
+            return force_remove(dir)
+                .map_err(|e2| OciError::other(format!("delete failed: {}; {e2}", describe(&e))));
+        }
+        Err(e) => return Err(lc_error("delete", &e)),
+    };
+    loop {
+        match container.delete(force) {
+            Ok(()) => return Ok(()),
+            // Killed processes can take a moment to leave their
+            // cgroups; libcontainer retries only ~100 ms.
+            Err(_) if force && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+                container = match Container::load(dir.to_path_buf()) {
+                    Ok(c) => c,
+                    Err(_) if !dir.exists() => return Ok(()),
+                    Err(e) => return Err(lc_error("delete", &e)),
+                };
+            }
+            Err(e) => return Err(lc_error("delete", &e)),
+        }
+    }
+}
+
+/// Whether the container in `dir` has hooks that `which` selects; true when
+/// its config cannot be read (the helper then runs the operation, and reports
+/// what is wrong).
+fn has_hooks(dir: &Path, which: impl Fn(&oci_spec::runtime::Hooks) -> bool) -> bool {
+    libcontainer::config::YoukiConfig::load(dir)
+        .ok()
+        .is_none_or(|c| c.hooks.as_ref().is_some_and(which))
 }
 
 /// Remove a container whose libcontainer state cannot be loaded: its cgroups

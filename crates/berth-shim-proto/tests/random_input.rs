@@ -1,47 +1,14 @@
 //! Random-input tests of the shim protocol's decoders (the JSON lines of
 //! requests, responses and events, and the attach frames): no panic, bounded
 //! memory, decoded ranges inside the buffer. A stand-in for fuzzing on a
-//! stable toolchain, with a fixed seed; `BERTH_RANDOM_SECS=600` runs each
+//! stable toolchain, with a fixed seed; `BERTH_FUZZ_SECS=600` runs each
 //! target that long instead of the default few thousand cases.
 
 use std::io::Cursor;
-use std::time::{Duration, Instant};
+
+use berth_testkit::drive;
 
 use berth_shim_proto::{frame, read_line, Request, Response, ShimEvent, MAX_LINE};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn drive(name: &str, seed: u64, default_cases: u64, mut case: impl FnMut(&mut Rng)) {
-    let secs: u64 = std::env::var("BERTH_RANDOM_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let deadline = (secs > 0).then(|| Instant::now() + Duration::from_secs(secs));
-    let mut rng = Rng(seed);
-    let mut n = 0u64;
-    loop {
-        case(&mut rng);
-        n += 1;
-        match deadline {
-            Some(d) if Instant::now() >= d => break,
-            None if n >= default_cases => break,
-            _ => {}
-        }
-    }
-    eprintln!("{name}: {n} cases");
-}
 
 /// Valid messages to mutate.
 const SEEDS: &[&str] = &[
@@ -94,7 +61,7 @@ fn json_lines() {
 fn attach_frames() {
     drive("attach_frames", 12, 200_000, |rng| {
         let len = rng.below(64);
-        let mut buf: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let mut buf: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         if rng.below(3) == 0 && buf.len() >= frame::HEADER {
             // A plausible length, sometimes past the end or past the limit.
             let l = match rng.below(3) {

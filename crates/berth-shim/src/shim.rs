@@ -53,6 +53,9 @@ const ATTACH_STALL: Duration = Duration::from_secs(10);
 /// How long after a process exited its attached clients still get output
 /// from whatever it left running with its stdout (`sh -c 'daemon &'`).
 const ATTACH_LINGER: Duration = Duration::from_millis(500);
+/// How long the shim is quiet after some work before it trims its pages
+/// (see [`Shim::turn`]); also the longest poll while clients are connected.
+const TRIM_QUIET_MS: u16 = 500;
 /// Stop reading clients' stdin while a process has this much unread.
 const STDIN_HIGH: usize = 256 * 1024;
 /// At most this many attached clients at once.
@@ -217,7 +220,8 @@ pub struct Shim {
     oom_recheck: Option<Instant>,
     init_exit: Option<(WireExit, String)>,
     buf: Vec<u8>,
-    /// Output or input was copied since the last trim of file pages.
+    /// Work was done (a request served, output copied, a process reaped)
+    /// since the last trim of file pages.
     copied: bool,
 }
 
@@ -628,7 +632,8 @@ impl Shim {
             oom_recheck: None,
             init_exit: None,
             buf: Vec::new(),
-            copied: false,
+            // The create touched pages: trim once it is quiet.
+            copied: true,
             backend,
             cfg,
         })
@@ -646,7 +651,7 @@ impl Shim {
     pub fn run(mut self) -> i32 {
         // The init may have died before we started listening for SIGCHLD.
         self.reap();
-        let mut trim = true;
+        let mut trim = false;
         while self.init_exit.is_none() {
             trim = self.turn(trim);
         }
@@ -654,9 +659,16 @@ impl Shim {
     }
 
     /// One poll(2) round; with `trim`, drop the pages touched so far just
-    /// before sleeping (see [`sys::trim_file_pages`]). Returns true when it
-    /// did more than copy output (served a request, reaped a process), i.e.
-    /// when the next sleep should trim again.
+    /// before sleeping (see [`sys::trim_file_pages`]). Returns true when the
+    /// shim has been quiet for [`TRIM_QUIET_MS`] after doing something, i.e.
+    /// when the next sleep should trim.
+    ///
+    /// Why not trim right after each request: reading `/proc/self/smaps`,
+    /// `madvise` and `malloc_trim` cost more CPU than serving a request, and
+    /// a container's start is a burst of them (create, hello, subscribe,
+    /// start, attach, the exit) a few milliseconds apart: trimming between
+    /// them only refaults the same pages. A short-lived container now exits
+    /// before its shim ever trims.
     fn turn(&mut self, trim: bool) -> bool {
         if trim {
             // Going idle: give back the buffers a burst of output grew.
@@ -741,11 +753,11 @@ impl Shim {
                 PollTimeout::from(100u16)
             } else if !self.clients.is_empty()
                 || self.attached.iter().flatten().any(|a| a.queued() > 0)
-                // Output was copied since the last trim: trim once it
-                // has been quiet for a second (not after every chunk).
+                // Work since the last trim: trim once it has been quiet
+                // for TRIM_QUIET (not after every request or chunk).
                 || (self.copied && !trim)
             {
-                PollTimeout::from(1000u16)
+                PollTimeout::from(TRIM_QUIET_MS)
             } else {
                 PollTimeout::NONE
             };
@@ -770,12 +782,10 @@ impl Shim {
                 })
                 .collect()
         };
-        // Quiet for a while after copying output: time to trim.
-        let mut busy = ready.is_empty() && self.copied;
+        // Quiet for a while after some work: time to trim.
+        let quiet = ready.is_empty() && self.copied;
+        self.copied |= !ready.is_empty();
         for (token, revents) in ready {
-            let copying = matches!(token, Token::Out(..) | Token::Input(_) | Token::Attached(_));
-            busy |= !copying;
-            self.copied |= copying;
             match token {
                 Token::Out(None, i) => {
                     pump(&mut self.init, i, &mut self.buf, 4, &mut self.attached);
@@ -811,7 +821,7 @@ impl Shim {
         self.attached.retain(Option::is_some);
         self.execs
             .retain(|p| !(p.exited() && p.outs.iter().all(Option::is_none)));
-        busy
+        quiet
     }
 
     /// The init or the exec `id`, if the shim still has it.
@@ -1278,6 +1288,14 @@ impl Shim {
             .map_err(|_| ShimError::new(ErrorKind::Other, format!("invalid signal {signal}")))?;
         match process {
             None | Some(INIT_PROCESS) => {
+                if self.kill_init_directly(sig, all) {
+                    // The init is our unreaped child: its pid cannot have
+                    // been reused, and it is alive or a zombie.
+                    return match nix::sys::signal::kill(self.init.pid, sig) {
+                        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+                        Err(e) => Err(ShimError::new(ErrorKind::Other, format!("kill: {e}"))),
+                    };
+                }
                 if let Err(e) = self.backend.kill(&self.cfg.id, signal, all) {
                     // Signalling a container whose init already exited is
                     // not an error: the exit is on its way.
@@ -1300,6 +1318,21 @@ impl Shim {
                     .map_err(|e| ShimError::new(ErrorKind::Other, format!("kill exec {id}: {e}")))
             }
         }
+    }
+
+    /// Whether a signal to the container can be sent by the shim itself,
+    /// without the runtime: the runtime would only read its state and
+    /// `kill(2)` the init (one forked helper or runtime process per signal,
+    /// on the path of every stop). True for a running (not paused: a frozen
+    /// cgroup needs the runtime's thaw) container whose init we have not
+    /// reaped, when the signal is for the init alone, or is a SIGKILL of
+    /// "all" in a pid namespace of the container's own (the kernel kills the
+    /// rest when its init dies). libcontainer's state needs no update: it
+    /// reads the init's liveness from `/proc` on every load.
+    fn kill_init_directly(&self, sig: Signal, all: bool) -> bool {
+        self.state == ShimState::Running
+            && self.init_exit.is_none()
+            && (!all || (sig == Signal::SIGKILL && self.own_pid_ns))
     }
 
     fn pause(&mut self, pause: bool) -> Result<(), ShimError> {

@@ -554,13 +554,18 @@ fn idle_rss(rt: Rt) -> Option<u64> {
     let r = f.request(json!({"op": "hello"}));
     assert!(matches!(r, Response::Hello { .. }), "{r:?}");
     // Idle: the shim has gone back to sleep (and trimmed its resident
-    // pages, see sys::trim_file_pages) once VmRSS stops moving. Poll until
-    // ten samples in a row agree.
-    let mut samples: Vec<u64> = Vec::new();
+    // pages, see sys::trim_file_pages, half a second after its last work)
+    // once VmRSS stops moving. Poll until the samples of 0.8 s agree.
+    let mut samples: Vec<(Instant, u64)> = Vec::new();
     let settled = wait_for("an idle shim", Duration::from_secs(10), || {
-        samples.push(vm_rss_kb(ready.shim_pid)?);
-        let tail = &samples[samples.len().saturating_sub(10)..];
-        (tail.len() == 10 && tail.iter().all(|&v| v == tail[0])).then_some(tail[0])
+        samples.push((Instant::now(), vm_rss_kb(ready.shim_pid)?));
+        let now = Instant::now();
+        let first = samples
+            .iter()
+            .position(|(t, _)| now - *t <= Duration::from_millis(800))?;
+        let tail = &samples[first..];
+        let long = first > 0;
+        (long && tail.iter().all(|&(_, v)| v == tail[0].1)).then_some(tail[0].1)
     });
     eprintln!("{rt:?}: idle shim VmRSS {settled} kB");
     let r = f.request(json!({"op": "kill", "signal": 9, "all": true}));

@@ -60,6 +60,10 @@ pub async fn run(cli: Cli) -> CmdResult {
         Cmd::Diff(a) => crate::files::diff(&mut berth_api::FilesClient::new(channel), &a).await,
         Cmd::Export(a) => crate::files::export(&mut berth_api::FilesClient::new(channel), &a).await,
         Cmd::Commit(a) => crate::files::commit(&mut berth_api::FilesClient::new(channel), &a).await,
+        Cmd::Network(c) => {
+            let mut nc = berth_api::NetworksClient::new(channel);
+            crate::network::network_cmd(&mut nc, c).await
+        }
         Cmd::Login(_) | Cmd::Logout { .. } => Ok(0),
         Cmd::Start {
             attach,
@@ -175,6 +179,7 @@ pub async fn run(cli: Cli) -> CmdResult {
             .await
         }
         Cmd::Wait { ids } => wait(&mut client, ids).await,
+        Cmd::Port { id, port } => port_cmd(&mut client, &id, port.as_deref()).await,
         Cmd::Events {
             since,
             until,
@@ -201,6 +206,36 @@ pub async fn run(cli: Cli) -> CmdResult {
         // Handled in main, without a daemon.
         Cmd::Completion { .. } | Cmd::Man { .. } | Cmd::Complete { .. } => Ok(0),
     }
+}
+
+/// Calls `call` for each name in turn, as Docker does with several names:
+/// a failure prints its one-line error and makes the exit code 1, and the
+/// other names still go. Returns the successes' values and the exit code.
+pub async fn for_each_name<T, F, Fut>(names: Vec<String>, mut call: F) -> (Vec<T>, u8)
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut done = Vec::with_capacity(names.len());
+    let mut code = 0;
+    for name in names {
+        match call(name).await {
+            Ok(v) => done.push(v),
+            Err(s) => {
+                eprintln!("berth: {}", s.message());
+                code = 1;
+            }
+        }
+    }
+    (done, code)
+}
+
+/// Prints `inspect`'s documents as one pretty JSON array.
+pub fn print_json_array(docs: &[serde_json::Value]) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(docs).unwrap_or_else(|_| "[]".into())
+    );
 }
 
 pub fn check_format(f: &str) -> Result<(), Failure> {
@@ -418,6 +453,11 @@ fn create_request(a: &CreateArgs) -> Result<v1::CreateRequest, Failure> {
         dns_search: a.dns_search.clone(),
         dns_option: a.dns_option.clone(),
         add_host: a.add_host.clone(),
+        network_aliases: a.network_alias.clone(),
+        ip: a.ip.clone().unwrap_or_default(),
+        mac_address: a.mac_address.clone().unwrap_or_default(),
+        publish: a.publish.clone(),
+        publish_all: a.publish_all,
         binds: a.volume.clone(),
         mounts: a.mount.clone(),
         tmpfs: a.tmpfs.clone(),
@@ -866,7 +906,11 @@ async fn ps(client: &mut Client, o: PsOptions, fmt: &str) -> CmdResult {
     };
     let size = (o.size || template.as_ref().is_some_and(|t| t.wants_size())) && !o.quiet;
     let mut list = client
-        .list(v1::ListRequest { all, size })
+        .list(v1::ListRequest {
+            all,
+            size,
+            ..Default::default()
+        })
         .await?
         .into_inner()
         .containers;
@@ -1024,4 +1068,44 @@ async fn events(
         }
     }
     Ok(0)
+}
+
+/// `berth port`: the published ports from inspect's network settings.
+async fn port_cmd(client: &mut Client, id: &str, filter: Option<&str>) -> CmdResult {
+    let c = client
+        .inspect(v1::InspectRequest { id: id.to_string() })
+        .await?
+        .into_inner()
+        .container
+        .ok_or_else(|| Failure::own("berthd sent no container"))?;
+    let v: serde_json::Value = serde_json::from_str(&c.network_json).unwrap_or_default();
+    let want = filter.map(|f| {
+        let (p, proto) = f.split_once('/').unwrap_or((f, "tcp"));
+        (p.to_string(), proto.to_ascii_lowercase())
+    });
+    let mut shown = 0;
+    for p in v["Ports"].as_array().into_iter().flatten() {
+        let (cport, proto) = (
+            p["ContainerPort"].to_string(),
+            p["Protocol"].as_str().unwrap_or(""),
+        );
+        let host = format!(
+            "{}:{}",
+            p["HostIp"].as_str().unwrap_or("0.0.0.0"),
+            p["HostPort"]
+        );
+        match &want {
+            Some((wp, wproto)) if *wp == cport && wproto == proto => println!("{host}"),
+            Some(_) => continue,
+            None => println!("{cport}/{proto} -> {host}"),
+        }
+        shown += 1;
+    }
+    match filter {
+        Some(f) if shown == 0 => Err(Failure::new(
+            1,
+            format!("no public port {f} published for {id}"),
+        )),
+        _ => Ok(0),
+    }
 }

@@ -267,7 +267,7 @@ pub async fn names(socket: &Path, kind: &str) -> u8 {
                 let r = client
                     .list(berth_api::v1::ListRequest {
                         all: true,
-                        size: false,
+                        ..Default::default()
                     })
                     .await
                     .ok()?;

@@ -509,43 +509,84 @@ pub struct ExportArgs {
 }
 
 pub async fn export(client: &mut Client, a: &ExportArgs) -> CmdResult {
-    let mut out: Box<dyn Write> = match &a.output {
-        Some(p) => Box::new(
-            std::fs::File::create(p)
-                .map_err(|e| Failure::own(format!("cannot create {}: {e}", p.display())))?,
-        ),
-        None => {
-            if std::io::stdout().is_terminal() {
-                return Err(Failure::own(
-                    "cowardly refusing to write an archive to a terminal: give -o FILE or redirect stdout",
-                ));
-            }
-            Box::new(std::io::stdout().lock())
-        }
-    };
+    let request = client.export(v1::ExportRequest {
+        container: a.container.clone(),
+    });
+    write_archive(a.output.as_deref(), request, |c| c.data).await
+}
+
+/// Write the archive a server stream carries (`request`, sent once the
+/// output is known to be writable) to `output` or standard output.
+pub(crate) async fn write_archive<M>(
+    output: Option<&Path>,
+    request: impl std::future::Future<
+        Output = Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>,
+    >,
+    data: fn(M) -> Vec<u8>,
+) -> CmdResult {
+    let mut out = ArchiveOut::open(output)?;
     let result = async {
-        let mut stream = client
-            .export(v1::ExportRequest {
-                container: a.container.clone(),
-            })
-            .await?
-            .into_inner();
-        let failed = |e: std::io::Error| Failure::own(format!("cannot write the archive: {e}"));
+        let mut stream = request.await?.into_inner();
         while let Some(chunk) = stream.message().await? {
-            out.write_all(&chunk.data).map_err(failed)?;
+            out.write(&data(chunk))?;
         }
-        out.flush().map_err(failed)?;
-        Ok::<_, Failure>(())
+        Ok(())
     }
     .await;
-    if let Err(f) = result {
-        // A half-written file is no archive.
-        if let Some(p) = &a.output {
-            let _ = std::fs::remove_file(p);
+    out.complete(result)
+}
+
+/// Where `export` and `image save` write their archive: the file of `-o`,
+/// or standard output when it is not a terminal.
+enum ArchiveOut {
+    File(std::fs::File, PathBuf),
+    Stdout(std::io::StdoutLock<'static>),
+}
+
+impl ArchiveOut {
+    fn open(path: Option<&Path>) -> Result<Self, Failure> {
+        match path {
+            Some(p) => std::fs::File::create(p)
+                .map(|f| Self::File(f, p.to_path_buf()))
+                .map_err(|e| Failure::own(format!("cannot create {}: {e}", p.display()))),
+            None if std::io::stdout().is_terminal() => Err(Failure::own(
+                "cowardly refusing to write an archive to a terminal: give -o FILE or redirect stdout",
+            )),
+            None => Ok(Self::Stdout(std::io::stdout().lock())),
         }
-        return Err(f);
     }
-    Ok(0)
+
+    fn write(&mut self, data: &[u8]) -> Result<(), Failure> {
+        match self {
+            Self::File(f, _) => f.write_all(data),
+            Self::Stdout(o) => o.write_all(data),
+        }
+        .map_err(write_failed)
+    }
+
+    /// The command's result once the stream ended (`result`) or broke. A
+    /// file is complete, synced, when the command says so; a half-written
+    /// one is no archive and is removed.
+    fn complete(self, result: Result<(), Failure>) -> CmdResult {
+        let done = result.and_then(|()| match &self {
+            Self::File(f, _) => f.sync_all().map_err(write_failed),
+            Self::Stdout(_) => Ok(()),
+        });
+        match (self, done) {
+            (Self::Stdout(mut o), Ok(())) => o.flush().map_err(write_failed).map(|()| 0),
+            (_, Ok(())) => Ok(0),
+            (Self::File(f, p), Err(e)) => {
+                drop(f);
+                let _ = std::fs::remove_file(p);
+                Err(e)
+            }
+            (Self::Stdout(_), Err(e)) => Err(e),
+        }
+    }
+}
+
+fn write_failed(e: std::io::Error) -> Failure {
+    Failure::own(format!("cannot write the archive: {e}"))
 }
 
 /// Make an image of a container's changes: a new layer on its image, with

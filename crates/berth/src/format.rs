@@ -239,6 +239,8 @@ pub fn inspect_json(c: &v1::Container) -> Value {
         let health: Value = serde_json::from_str(&c.health_json).unwrap_or(Value::Null);
         m.insert("health".into(), health);
         m.insert("log_path".into(), json!(c.log_path));
+        let network: Value = serde_json::from_str(&c.network_json).unwrap_or(Value::Null);
+        m.insert("network_settings".into(), network);
         let config: Value = serde_json::from_str(&c.config_json).unwrap_or(Value::Null);
         m.insert("config".into(), config);
     }

@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tonic::transport::Channel;
 
+use crate::files::write_archive;
 use crate::format;
 use crate::{CmdResult, CreateArgs, Failure};
 
@@ -694,35 +695,8 @@ pub async fn load(images: &mut ImageClient, a: &LoadArgs) -> CmdResult {
 }
 
 pub async fn save(images: &mut ImageClient, a: &SaveArgs) -> CmdResult {
-    let mut out: Box<dyn Write> = match &a.output {
-        Some(p) => Box::new(
-            std::fs::File::create(p)
-                .map_err(|e| Failure::own(format!("cannot create {}: {e}", p.display())))?,
-        ),
-        None => {
-            if std::io::stdout().is_terminal() {
-                return Err(Failure::own(
-                    "cowardly refusing to write an archive to a terminal: give -o FILE or redirect stdout",
-                ));
-            }
-            Box::new(std::io::stdout().lock())
-        }
-    };
-    let mut stream = images
-        .save(v1::SaveRequest {
-            images: a.images.clone(),
-        })
-        .await?
-        .into_inner();
-    let failed = |e: std::io::Error| Failure::own(format!("cannot write the archive: {e}"));
-    while let Some(chunk) = stream.message().await? {
-        out.write_all(&chunk.data).map_err(failed)?;
-    }
-    out.flush().map_err(failed)?;
-    if let Some(p) = &a.output {
-        // A file written by save is complete when save says so.
-        let f = std::fs::File::open(p).map_err(failed)?;
-        f.sync_all().map_err(failed)?;
-    }
-    Ok(0)
+    let request = images.save(v1::SaveRequest {
+        images: a.images.clone(),
+    });
+    write_archive(a.output.as_deref(), request, |c| c.data).await
 }

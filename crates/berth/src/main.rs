@@ -11,6 +11,7 @@ mod complete;
 mod files;
 mod format;
 mod image;
+mod network;
 mod psfmt;
 mod resources;
 mod system;
@@ -264,6 +265,14 @@ pub enum Cmd {
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
     },
+    /// Show a container's published ports (`80/tcp -> 0.0.0.0:8080`), or
+    /// the host address of one PORT[/PROTO].
+    Port {
+        #[arg(value_name = "ID")]
+        id: String,
+        #[arg(value_name = "PORT[/PROTO]")]
+        port: Option<String>,
+    },
     /// Wait for containers to stop; print each exit code, one per line.
     Wait {
         #[arg(required = true, value_name = "ID")]
@@ -374,6 +383,9 @@ pub enum Cmd {
     Diff(files::DiffArgs),
     Export(files::ExportArgs),
     Commit(files::CommitArgs),
+    /// Manage networks: create, ls, inspect, rm, connect, disconnect, prune.
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
     /// Store credentials for a registry, used by pull and run (a file of
     /// mode 0600: $XDG_CONFIG_HOME/berth/auth.json, in Docker's format;
     /// Docker's ~/.docker/config.json is read too).
@@ -531,9 +543,10 @@ pub struct CreateArgs {
     /// ids; images only), auto:size=N. Default: berthd's `userns` setting.
     #[arg(long, value_name = "MODE")]
     pub userns: Option<String>,
-    /// Network: none (loopback only; the default for now), host (the
-    /// daemon's network namespace), container:ID|NAME (share a running
-    /// container's network namespace).
+    /// Network: bridge (the default bridge network; berthd's
+    /// default-network setting picks the default), none (loopback only),
+    /// host (the daemon's network namespace), container:ID|NAME (share a
+    /// running container's network namespace).
     #[arg(long = "network", alias = "net", value_name = "MODE")]
     pub network: Option<String>,
     /// A nameserver for /etc/resolv.conf (repeatable; replaces the host's).
@@ -548,6 +561,22 @@ pub struct CreateArgs {
     /// Add NAME:IP to /etc/hosts (repeatable).
     #[arg(long, value_name = "NAME:IP")]
     pub add_host: Vec<String>,
+    /// Another name of the container on its user network (repeatable).
+    #[arg(long = "network-alias", alias = "net-alias", value_name = "NAME")]
+    pub network_alias: Vec<String>,
+    /// A fixed IPv4 address on its user network (inside its subnet).
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<String>,
+    /// A fixed MAC address of the container's interface.
+    #[arg(long, value_name = "MAC")]
+    pub mac_address: Option<String>,
+    /// Publish a container port on the host: [IP:][HOSTPORT:]CTRPORT[/tcp|/udp]
+    /// (ranges as 8000-8009:80-89; no HOSTPORT: a free one). Repeatable.
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
+    /// Publish every port the image exposes on free host ports.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
     /// IMAGE, then the command and its arguments (with --rootfs or
     /// --bundle: the command alone). The command replaces the image's CMD.
     #[arg(

@@ -228,8 +228,7 @@ fn value(f: &Field, c: &v1::Container, no_trunc: bool, now: SystemTime) -> Strin
             .unwrap_or_default(),
         Field::Status => status_text(c),
         Field::State => state(c).into(),
-        // Published ports come with networking.
-        Field::Ports => String::new(),
+        Field::Ports => c.ports.join(", "),
         Field::Labels => {
             let mut kv: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             kv.sort();

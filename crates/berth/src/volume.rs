@@ -7,6 +7,7 @@ use berth_api::{v1, VolumesClient};
 use clap::Subcommand;
 use tonic::transport::Channel;
 
+use crate::cmd::{for_each_name, print_json_array};
 use crate::{CmdResult, Failure};
 
 pub type VolumeClient = VolumesClient<Channel>;
@@ -134,40 +135,31 @@ pub async fn volume_cmd(c: &mut VolumeClient, cmd: VolumeCmd) -> CmdResult {
             Ok(0)
         }
         VolumeCmd::Inspect { names } => {
-            let mut docs = Vec::new();
-            let mut code = 0;
-            for name in names {
-                match c.inspect(v1::InspectVolumeRequest { name }).await {
-                    Ok(v) => docs.push(json(&v.into_inner())),
-                    Err(s) => {
-                        eprintln!("berth: {}", s.message());
-                        code = 1;
-                    }
+            let (docs, code) = for_each_name(names, |name| {
+                let mut c = c.clone();
+                async move {
+                    let r = c.inspect(v1::InspectVolumeRequest { name }).await?;
+                    Ok(json(&r.into_inner()))
                 }
-            }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&docs).unwrap_or_else(|_| "[]".into())
-            );
+            })
+            .await;
+            print_json_array(&docs);
             Ok(code)
         }
         VolumeCmd::Rm { force, names } => {
-            let mut code = 0;
-            for name in names {
-                match c
-                    .remove(v1::RemoveVolumeRequest {
+            let (_, code) = for_each_name(names, |name| {
+                let mut c = c.clone();
+                async move {
+                    c.remove(v1::RemoveVolumeRequest {
                         name: name.clone(),
                         force,
                     })
-                    .await
-                {
-                    Ok(_) => println!("{name}"),
-                    Err(s) => {
-                        eprintln!("berth: {}", s.message());
-                        code = 1;
-                    }
+                    .await?;
+                    println!("{name}");
+                    Ok(())
                 }
-            }
+            })
+            .await;
             Ok(code)
         }
         VolumeCmd::Prune { force: _ } => {

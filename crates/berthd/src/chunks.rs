@@ -6,10 +6,16 @@
 use std::io::{Read, Write};
 
 use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 /// Bytes per chunk sent to a client.
 pub const CHUNK: usize = 256 * 1024;
+
+/// How many chunks may wait between a client's stream and the blocking
+/// code at the other end: enough to keep both busy, small enough that a
+/// slow side holds back the other instead of the daemon buffering for it.
+pub const DEPTH: usize = 8;
 
 /// A `Read` over the chunks a client streams in.
 pub struct ChunkReader {
@@ -19,10 +25,40 @@ pub struct ChunkReader {
 }
 
 impl ChunkReader {
-    pub fn new(rx: mpsc::Receiver<std::io::Result<Vec<u8>>>) -> Self {
+    /// A reader over the messages of a client's stream, `data` taking
+    /// each one's bytes. `first` are bytes already taken off the stream
+    /// (those of the message that carried a header); a stream that breaks
+    /// is a read error naming `what` ("the archive stream broke: …").
+    pub fn from_stream<M, S>(
+        first: Vec<u8>,
+        mut input: S,
+        data: fn(M) -> Vec<u8>,
+        what: &'static str,
+    ) -> Self
+    where
+        M: Send + 'static,
+        S: Stream<Item = Result<M, Status>> + Send + Unpin + 'static,
+    {
+        let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
+        tokio::spawn(async move {
+            loop {
+                let next = match input.next().await {
+                    Some(Ok(m)) => Ok(data(m)),
+                    None => return,
+                    Some(Err(e)) => Err(std::io::Error::other(format!(
+                        "{what} broke: {}",
+                        e.message()
+                    ))),
+                };
+                let broken = next.is_err();
+                if tx.send(next).await.is_err() || broken {
+                    return;
+                }
+            }
+        });
         Self {
             rx,
-            buf: Vec::new(),
+            buf: first,
             pos: 0,
         }
     }

@@ -123,6 +123,22 @@ pub struct Args {
     /// 100000000:1000000000. Give each berthd on a host its own pool.
     #[arg(long, value_name = "START:SIZE", value_parser = parse_userns_pool)]
     pub userns_pool: Option<String>,
+    /// The network of a container created without --network: `bridge`
+    /// (berth's default bridge network) or `none` (loopback only).
+    #[arg(long, value_name = "MODE", default_value = "bridge", value_parser = ["bridge", "none"])]
+    pub default_network: String,
+    /// The IPv4 subnet of the default `bridge` network (its bridge is
+    /// berth0, its gateway the subnet's first address).
+    #[arg(long, value_name = "CIDR", default_value = berth_net::network::DEFAULT_SUBNET, value_parser = parse_subnet)]
+    pub bridge_subnet: String,
+    /// Where the CNI plugins (bridge, host-local, firewall, portmap,
+    /// tuning) are installed.
+    #[arg(long, value_name = "DIR", default_value = berth_net::cni::DEFAULT_PLUGIN_DIR)]
+    pub cni_plugin_dir: PathBuf,
+    /// Where `network create` without --subnet takes a free /24 (none of
+    /// them overlapping another network's subnet).
+    #[arg(long, value_name = "CIDR", default_value = "10.89.0.0/16", value_parser = parse_subnet)]
+    pub network_pool: String,
 }
 
 fn parse_userns(s: &str) -> Result<String, String> {
@@ -137,6 +153,18 @@ fn parse_snapshotter(s: &str) -> Result<String, String> {
     s.parse::<berth_image::snapshot::SnapshotterChoice>()
         .map(|_| s.to_string())
         .map_err(|e| e.to_string())
+}
+
+fn parse_subnet(s: &str) -> Result<String, String> {
+    let c: berth_net::Cidr = s
+        .parse()
+        .map_err(|e: berth_net::cidr::BadCidr| e.to_string())?;
+    if c.prefix() > 30 {
+        return Err(format!(
+            "{s}: the subnet is too small for a network: give a /30 or larger"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 /// How berthd writes its log (stderr).
@@ -181,7 +209,7 @@ pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> 
         format!("{level:?} is not a log level: use error, warn, info, debug, trace, off or a tracing filter such as warn,berthd=debug{why}")
     };
     let directives = if ["error", "warn", "info", "debug", "trace", "off"].contains(&level) {
-        format!("warn,berthd={level},berth_core={level},berth_docker={level}")
+        format!("warn,berthd={level},berth_core={level},berth_docker={level},berth_net={level}")
     } else if level.contains(['=', ',']) {
         level.to_string()
     } else {

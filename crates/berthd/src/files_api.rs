@@ -10,16 +10,13 @@ use berth_api::v1;
 use berth_image::pack::PathStat;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::chunks::{ChunkReader, ChunkWriter};
+use crate::chunks::{ChunkReader, ChunkWriter, DEPTH};
 use crate::files::{Files, FilesError};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-/// Chunks in flight each way.
-const DEPTH: usize = 8;
 
 pub struct FilesApi {
     files: Arc<Files>,
@@ -28,6 +25,27 @@ pub struct FilesApi {
 impl FilesApi {
     pub fn new(files: Arc<Files>) -> Self {
         Self { files }
+    }
+
+    /// Extract a copy stream (the header first, then the tar's bytes):
+    /// the gRPC call's and the Docker API's `PUT archive`. The entries
+    /// written.
+    pub async fn extract_chunks<S>(&self, mut input: S) -> Result<u64, Status>
+    where
+        S: Stream<Item = Result<v1::ExtractChunk, Status>> + Send + Unpin + 'static,
+    {
+        let first =
+            input.next().await.transpose()?.ok_or_else(|| {
+                Status::invalid_argument("an empty copy stream: send a header first")
+            })?;
+        let header = first.header.ok_or_else(|| {
+            Status::invalid_argument("the copy stream's first message must carry its header")
+        })?;
+        let reader = ChunkReader::from_stream(first.data, input, |c| c.data, "the copy stream");
+        self.files
+            .extract(&header.container, &header.path, reader, header.copy_uid_gid)
+            .await
+            .map_err(files_status)
     }
 }
 
@@ -141,40 +159,7 @@ impl berth_api::Files for FilesApi {
         &self,
         req: Request<Streaming<v1::ExtractChunk>>,
     ) -> Result<Response<v1::ExtractResponse>, Status> {
-        let mut input = req.into_inner();
-        let first = input
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("an empty copy stream: send a header first"))?;
-        let header = first.header.ok_or_else(|| {
-            Status::invalid_argument("the copy stream's first message must carry its header")
-        })?;
-        let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
-        if !first.data.is_empty() && tx.send(Ok(first.data)).await.is_err() {
-            return Err(Status::internal("the copy ended early"));
-        }
-        tokio::spawn(async move {
-            loop {
-                let next = match input.message().await {
-                    Ok(Some(c)) => Ok(c.data),
-                    Ok(None) => return,
-                    Err(e) => Err(std::io::Error::other(format!(
-                        "the copy stream broke: {}",
-                        e.message()
-                    ))),
-                };
-                let broken = next.is_err();
-                if tx.send(next).await.is_err() || broken {
-                    return;
-                }
-            }
-        });
-        let reader = ChunkReader::new(rx);
-        let entries = self
-            .files
-            .extract(&header.container, &header.path, reader, header.copy_uid_gid)
-            .await
-            .map_err(files_status)?;
+        let entries = self.extract_chunks(req.into_inner()).await?;
         Ok(Response::new(v1::ExtractResponse { entries }))
     }
 

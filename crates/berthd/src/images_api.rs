@@ -11,17 +11,14 @@ use berth_api::v1;
 use berth_core::Supervisor;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::chunks::{ChunkReader, ChunkWriter};
+use crate::chunks::{ChunkReader, ChunkWriter, DEPTH};
 use crate::images::{ImageError, Images};
 use crate::service::image_status;
 
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-/// Chunks in flight between the blocking archive code and the client.
-const DEPTH: usize = 8;
 
 pub struct ImagesApi {
     images: Arc<Images>,
@@ -48,27 +45,9 @@ impl ImagesApi {
     /// `Load`, and the Docker API's `POST /images/load`).
     pub async fn load_chunks(
         &self,
-        mut input: BoxStream<v1::LoadChunk>,
+        input: BoxStream<v1::LoadChunk>,
     ) -> Result<Vec<v1::LoadProgress>, Status> {
-        let (chunk_tx, chunk_rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
-        // The client's chunks, in order, into the blocking reader.
-        tokio::spawn(async move {
-            loop {
-                let next = match input.next().await {
-                    Some(Ok(c)) => Ok(c.data),
-                    None => return,
-                    Some(Err(e)) => Err(std::io::Error::other(format!(
-                        "the archive stream broke: {}",
-                        e.message()
-                    ))),
-                };
-                let broken = next.is_err();
-                if chunk_tx.send(next).await.is_err() || broken {
-                    return;
-                }
-            }
-        });
-        let reader = ChunkReader::new(chunk_rx);
+        let reader = ChunkReader::from_stream(Vec::new(), input, |c| c.data, "the archive stream");
         self.blocking(move |i| i.load(reader)).await
     }
 

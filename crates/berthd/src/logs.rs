@@ -377,7 +377,7 @@ mod tests {
     use super::*;
 
     /// Random records (a stand-in for fuzzing on a stable toolchain, fixed
-    /// seed; `BERTH_RANDOM_SECS=600` runs it that long): the parser and the
+    /// seed; `BERTH_FUZZ_SECS=600` runs it that long): the parser and the
     /// filters never panic, and an accepted record is well-formed.
     #[test]
     fn random_records() {
@@ -403,24 +403,12 @@ mod tests {
             b"-",
             b"+",
         ];
-        let secs: u64 = std::env::var("BERTH_RANDOM_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-        let mut x: u64 = 21;
-        let mut next = move || {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        };
-        let mut n = 0u64;
-        loop {
+        berth_testkit::drive("random_records", 21, 50_000, |rng| {
             let mut file = Vec::new();
-            for _ in 0..next() % 8 {
-                for _ in 0..next() % 8 {
-                    file.extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize]);
+            for _ in 0..rng.below(8) {
+                for _ in 0..rng.below(8) {
+                    let piece: &&[u8] = rng.pick(PIECES);
+                    file.extend_from_slice(piece);
                 }
                 file.push(b'\n');
             }
@@ -429,20 +417,14 @@ mod tests {
                 .filter_map(parse_record)
                 .inspect(|r| assert_eq!(r.full, r.data.last() == Some(&b'\n') && r.full))
                 .collect();
+            let at = |n: u64| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(n);
             let filter = Filter {
-                since: (next() % 2 == 0)
-                    .then(|| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(next())),
-                until: (next() % 2 == 0)
-                    .then(|| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(next())),
-                tail: (next() % 2 == 0).then(|| (next() % 5) as usize),
+                since: rng.chance(2).then(|| at(rng.next_u64())),
+                until: rng.chance(2).then(|| at(rng.next_u64())),
+                tail: rng.chance(2).then(|| rng.below(5)),
             };
             let _ = apply_filter(records, &filter);
-            n += 1;
-            if (secs == 0 && n >= 50_000) || (secs > 0 && std::time::Instant::now() >= deadline) {
-                break;
-            }
-        }
-        eprintln!("random_records: {n} cases");
+        });
     }
 
     #[test]

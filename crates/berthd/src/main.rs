@@ -17,7 +17,10 @@ mod images_api;
 mod logs;
 mod mounts;
 mod net;
+mod networks_api;
 mod pull;
+#[cfg(test)]
+mod random_input;
 mod resources;
 mod service;
 mod shim;
@@ -37,7 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use berth_api::{ContainersServer, FilesServer, ImagesServer, VolumesServer};
+use berth_api::{ContainersServer, FilesServer, ImagesServer, NetworksServer, VolumesServer};
 use berth_shim_proto::RuntimeKind;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -343,7 +346,34 @@ async fn run(
         )
         .context("cannot open the image store")?,
     );
-    let net = Arc::new(net::Net::new(&root));
+    let net = Arc::new(
+        net::Net::new(
+            &root,
+            &net::Settings {
+                default_network: args.default_network.clone(),
+                bridge_subnet: args
+                    .bridge_subnet
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("bad bridge-subnet: {e}"))?,
+                plugin_dir: args.cni_plugin_dir.clone(),
+                pool: args
+                    .network_pool
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("bad network-pool: {e}"))?,
+            },
+            store.clone(),
+        )
+        .context("bad network settings")?
+        .with_dns(Arc::new(
+            // Names other than the networks' go to the host's nameservers,
+            // as the host's resolv.conf says now (it is read again when it
+            // changes).
+            berth_net::dns::Resolver::new(berth_net::dns::Config::new(
+                berth_net::dns::Upstreams::ResolvConf("/etc/resolv.conf".into()),
+            ))
+            .context("cannot start the DNS resolver")?,
+        )),
+    );
     let runtime = Arc::new(
         shim::ShimRuntime::new(root.clone(), shim, kind)
             .with_log_defaults(args.log_max_size, args.log_max_files)
@@ -357,13 +387,22 @@ async fn run(
     // Snapshots no container owns (a crash mid-create or mid-remove) go;
     // a stopped container keeps its own until it is removed.
     {
-        let known: std::collections::HashSet<String> =
-            sup.list(true).into_iter().map(|r| r.id).collect();
+        let all = sup.list(true);
+        // A container waiting to be restarted joins its networks again
+        // itself: only the stopped ones lose theirs here.
+        let live: Vec<String> = all
+            .iter()
+            .filter(|r| r.state.is_live() || r.restarting)
+            .map(|r| r.id.clone())
+            .collect();
+        let known: std::collections::HashSet<String> = all.into_iter().map(|r| r.id).collect();
         let images = images.clone();
         let net = net.clone();
         tokio::task::spawn_blocking(move || {
-            // Network namespaces and settings of containers that are gone.
-            net.reconcile(&known.iter().cloned().collect::<Vec<_>>());
+            // Network namespaces, settings and attachments of containers
+            // that are gone or stopped.
+            net.reconcile(&known.iter().cloned().collect::<Vec<_>>(), &live);
+            net.restore_dns();
             images.cleanup(&known)
         })
         .await
@@ -423,11 +462,16 @@ async fn run(
     let userns_default = userns::parse_mode(&args.userns).map_err(anyhow::Error::msg)?;
     info!(default = %args.userns, pool = %format!("{}:{}", pool.host, pool.size), "user namespaces");
     let images_api = Arc::new(images_api::ImagesApi::new(images.clone(), sup.clone()));
+    let networks_api = Arc::new(networks_api::NetworksApi::new(net.clone(), sup.clone()));
     let service = Arc::new(
         service::Service::new(sup.clone(), root, runtime_name, images.clone(), net, vols)
             .with_config(in_force)
             .with_userns(userns::Userns::new(pool, userns_default)),
     );
+    let files_api = Arc::new(files_api::FilesApi::new(Arc::new(files::Files::new(
+        sup.clone(),
+        images.clone(),
+    ))));
     // The Docker API: the same service layer, another protocol.
     let docker_socket = match &args.docker_socket {
         Some(path) => {
@@ -442,6 +486,8 @@ async fn run(
                 containers: service.clone(),
                 images: images_api.clone(),
                 volumes: volumes_api.clone(),
+                files: files_api.clone(),
+                networks: networks_api.clone(),
             });
             let shown = path.display().to_string();
             tokio::spawn(async move {
@@ -454,8 +500,6 @@ async fn run(
         }
         None => None,
     };
-    let files_api =
-        files_api::FilesApi::new(Arc::new(files::Files::new(sup.clone(), images.clone())));
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     // On SIGTERM: no more policy restarts; with --stop-containers-on-exit,
     // stop every container (clients still see their exits); then stop
@@ -482,7 +526,8 @@ async fn run(
         )
         .add_service(ImagesServer::from_arc(images_api).max_decoding_message_size(4 << 20))
         .add_service(VolumesServer::from_arc(volumes_api))
-        .add_service(FilesServer::new(files_api))
+        .add_service(FilesServer::from_arc(files_api))
+        .add_service(NetworksServer::from_arc(networks_api))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
     tokio::pin!(server);
     // Restore is done and the socket listens: what a connection sends from
@@ -513,6 +558,16 @@ async fn run(
             grace = ?SHUTDOWN_GRACE,
             "clients still connected at shutdown; closing their streams"
         ),
+    }
+    // The snapshots of containers removed a moment ago (their unmount and
+    // delete run after the removal answered): a clean stop leaves none.
+    let settling = images.clone();
+    let settled =
+        tokio::task::spawn_blocking(move || settling.settle_removals(images::REMOVALS_WAIT))
+            .await
+            .unwrap_or(false);
+    if !settled {
+        warn!("snapshots of removed containers are still being deleted; the next start will");
     }
     // Unless stopped above, containers keep running under their shims;
     // the next berthd adopts them.

@@ -138,7 +138,9 @@ fn host_path(flag: &str, p: &str) -> Result<PathBuf, Status> {
     let path = PathBuf::from(p);
     if !path.is_absolute() {
         return Err(bad(format!(
-            "{flag}: the host path {p:?} is relative: give an absolute path (e.g. \"$PWD/{p}\")"
+            "{flag}: the host path {} is relative: give an absolute path (e.g. {})",
+            crate::validate::shown(p),
+            crate::validate::shown(&format!("$PWD/{p}"))
         )));
     }
     if path.components().any(|c| c == Component::ParentDir) {
@@ -152,7 +154,7 @@ fn host_path(flag: &str, p: &str) -> Result<PathBuf, Status> {
 /// `-v HOST:CTR[:OPTS]`, OPTS comma-separated: ro, rw, and one propagation
 /// (rprivate, private, rshared, shared, rslave, slave).
 pub fn parse_volume(s: &str) -> Result<Request, Status> {
-    let flag = format!("-v {s}");
+    let flag = format!("-v {}", crate::validate::shown(s));
     let parts: Vec<&str> = s.split(':').collect();
     let (host, ctr, opts) = match parts.as_slice() {
         [h, c] => (*h, *c, ""),
@@ -250,7 +252,7 @@ fn parse_tmpfs_size(flag: &str, v: &str) -> Result<u64, Status> {
 /// `--mount type=bind|tmpfs,src=,dst=[,readonly][,bind-propagation=]
 /// [,tmpfs-size=][,tmpfs-mode=]`.
 pub fn parse_mount(s: &str) -> Result<Request, Status> {
-    let flag = format!("--mount {s}");
+    let flag = format!("--mount {}", crate::validate::shown(s));
     let mut typ = None;
     let mut src = None;
     let mut dst = None;
@@ -351,7 +353,7 @@ pub fn parse_mount(s: &str) -> Result<Request, Status> {
 
 /// `--tmpfs DIR[:OPTS]`, OPTS comma-separated: size=, mode=, ro, rw.
 pub fn parse_tmpfs(s: &str) -> Result<Request, Status> {
-    let flag = format!("--tmpfs {s}");
+    let flag = format!("--tmpfs {}", crate::validate::shown(s));
     let (dir, opts) = s.split_once(':').unwrap_or((s, ""));
     let target = container_path(&flag, dir)?;
     let (mut size, mut mode, mut readonly) = (None, None, false);

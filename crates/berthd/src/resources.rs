@@ -97,7 +97,7 @@ fn device_rate(s: &str, flag: &str) -> Result<DeviceRate, Status> {
         .ok_or_else(|| bad("use DEVICE:RATE, e.g. /dev/sda:1mb".into()))?;
     if !path.starts_with("/dev/") {
         return Err(bad(format!(
-            "{path} is not a device path: give a block device under /dev"
+            "{path:?} is not a device path: give a block device under /dev"
         )));
     }
     let rate = berth_api::parse_size(rate).ok_or_else(|| {
@@ -105,10 +105,10 @@ fn device_rate(s: &str, flag: &str) -> Result<DeviceRate, Status> {
             "{rate:?} is not a rate: use e.g. 1mb, 512k or 1048576"
         ))
     })?;
-    let meta =
-        std::fs::metadata(Path::new(path)).map_err(|e| bad(format!("cannot stat {path}: {e}")))?;
+    let meta = std::fs::metadata(Path::new(path))
+        .map_err(|e| bad(format!("cannot stat {path:?}: {e}")))?;
     if !meta.file_type().is_block_device() {
-        return Err(bad(format!("{path} is not a block device")));
+        return Err(bad(format!("{path:?} is not a block device")));
     }
     let rdev = meta.rdev();
     Ok(DeviceRate {

@@ -6,6 +6,11 @@
 //! read of each container's few cgroup files per second, whatever the
 //! number of clients, and nothing at all when nobody watches (the task ends
 //! with its last receiver). The shims take no part: they stay idle.
+//!
+//! Network I/O is read from `/proc/<init pid>/net/dev`, which shows the
+//! interfaces of the init's network namespace: the sum over all but `lo`.
+//! A container in the host's namespace (`--network host`) reports none,
+//! as Docker does, rather than the host's traffic.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -56,22 +61,31 @@ impl Sampler {
         let mut prev: HashMap<String, (Sample, u64)> = HashMap::new();
         let mut first = true;
         loop {
-            let targets: Vec<(String, String, PathBuf)> = self
+            let targets: Vec<(String, String, PathBuf, i32)> = self
                 .sup
                 .list(false)
                 .into_iter()
                 .filter(|r| matches!(r.state, State::Running | State::Paused))
                 .filter_map(|r| {
                     let path = r.spec.linux().as_ref()?.cgroups_path().clone()?;
-                    Some((r.id, r.name, path))
+                    Some((r.id, r.name, path, r.pid))
                 })
                 .collect();
             let readings = tokio::task::spawn_blocking(move || {
                 let host = cgroup::host();
                 let system = cgroup::system_cpu_ns().unwrap_or(0);
+                let host_netns = netns_inode(std::process::id() as i32);
                 let read: Vec<_> = targets
                     .into_iter()
-                    .filter_map(|(id, name, path)| host.sample(&path).ok().map(|s| (id, name, s)))
+                    .filter_map(|(id, name, path, pid)| {
+                        let s = host.sample(&path).ok()?;
+                        let net = if pid > 0 && netns_inode(pid) != host_netns {
+                            net_io(pid)
+                        } else {
+                            (0, 0)
+                        };
+                        Some((id, name, s, net))
+                    })
                     .collect();
                 (system, read)
             })
@@ -83,7 +97,7 @@ impl Sampler {
             let host_mem = cgroup::host_memory();
             let mut stats = Vec::with_capacity(readings.len());
             let mut next = HashMap::with_capacity(readings.len());
-            for (id, name, s) in readings {
+            for (id, name, s, (net_rx, net_tx)) in readings {
                 let cpu_percent = match prev.get(&id) {
                     Some((p, psys)) => cpu_percent(p.cpu_ns, s.cpu_ns, *psys, system, cpus),
                     None => 0.0,
@@ -103,8 +117,8 @@ impl Sampler {
                     blkio_read: s.blkio_read,
                     blkio_write: s.blkio_write,
                     pids: s.pids,
-                    net_rx: 0,
-                    net_tx: 0,
+                    net_rx,
+                    net_tx,
                     stopped: false,
                     oom_kills: s.oom_kills,
                 });
@@ -140,6 +154,46 @@ fn host_cpus() -> u32 {
         .ok()
         .and_then(|n| u32::try_from(n.get()).ok())
         .unwrap_or(1)
+}
+
+/// The inode of a process's network namespace (None: it is gone).
+fn netns_inode(pid: i32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Bytes received and sent on the interfaces of `pid`'s network namespace.
+fn net_io(pid: i32) -> (u64, u64) {
+    std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
+        .map(|t| parse_net_dev(&t))
+        .unwrap_or((0, 0))
+}
+
+/// Sums `/proc/net/dev`'s receive and transmit bytes over every interface
+/// but `lo`: two header lines, then `name: rx_bytes rx_packets … (8 receive
+/// fields) tx_bytes …`.
+pub fn parse_net_dev(text: &str) -> (u64, u64) {
+    let mut rx = 0u64;
+    let mut tx = 0u64;
+    for line in text.lines().skip(2) {
+        let Some((name, fields)) = line.split_once(':') else {
+            continue;
+        };
+        if name.trim() == "lo" {
+            continue;
+        }
+        let f: Vec<u64> = fields
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        if f.len() >= 9 {
+            rx = rx.saturating_add(f[0]);
+            tx = tx.saturating_add(f[8]);
+        }
+    }
+    (rx, tx)
 }
 
 /// Docker's CPU %: the container's CPU time over the host's in the same
@@ -227,7 +281,20 @@ fn select(
 
 #[cfg(test)]
 mod tests {
-    use super::cpu_percent;
+    use super::{cpu_percent, parse_net_dev};
+
+    #[test]
+    fn net_dev_sums_all_but_loopback() {
+        let text = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:    1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0
+  eth0:    5296      48    0    0    0     0          0         0     1226      15    0    0    0     0       0          0
+  eth1:     100       1    0    0    0     0          0         0       50       1    0    0    0     0       0          0
+";
+        assert_eq!(parse_net_dev(text), (5396, 1276));
+        assert_eq!(parse_net_dev(""), (0, 0));
+        assert_eq!(parse_net_dev("a\nb\nbroken line\n  x: 1 2\n"), (0, 0));
+    }
 
     #[test]
     fn cpu_percent_counts_every_core() {

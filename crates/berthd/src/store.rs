@@ -16,6 +16,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
 
 /// How the event log is bounded.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +59,7 @@ impl DbStore {
             tx.open_table(CONTAINERS).map_err(err)?;
             tx.open_table(EVENTS).map_err(err)?;
             tx.open_table(META).map_err(err)?;
+            tx.open_table(NETWORKS).map_err(err)?;
         }
         tx.commit().map_err(err)?;
         Ok(Self {
@@ -169,6 +171,48 @@ impl DbStore {
     }
 }
 
+/// User networks: name → JSON record.
+impl crate::net::NetworkStore for DbStore {
+    fn load_networks(&self) -> Result<Vec<berth_net::Network>, String> {
+        let tx = self.db.begin_read().map_err(|e| e.to_string())?;
+        let t = tx.open_table(NETWORKS).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|e| e.to_string())? {
+            let (k, v) = item.map_err(|e| e.to_string())?;
+            match serde_json::from_slice(v.value()) {
+                Ok(n) => out.push(n),
+                Err(e) => {
+                    tracing::error!(network = k.value(), error = %e, "unreadable network record, skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn save_network(&self, n: &berth_net::Network) -> Result<(), String> {
+        let json = serde_json::to_vec(n).map_err(|e| e.to_string())?;
+        self.write(|tx| {
+            tx.open_table(NETWORKS)
+                .map_err(err)?
+                .insert(n.name.as_str(), json.as_slice())
+                .map_err(err)?;
+            Ok(())
+        })
+        .map_err(|e| e.0)
+    }
+
+    fn remove_network(&self, name: &str) -> Result<(), String> {
+        self.write(|tx| {
+            tx.open_table(NETWORKS)
+                .map_err(err)?
+                .remove(name)
+                .map_err(err)?;
+            Ok(())
+        })
+        .map_err(|e| e.0)
+    }
+}
+
 impl Store for DbStore {
     fn load_containers(&self) -> Result<Vec<ContainerRecord>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
@@ -205,6 +249,16 @@ impl Store for DbStore {
         remove: Option<&str>,
         ev: &Event,
     ) -> Result<(), StoreError> {
+        self.write_with_events(save, remove, std::slice::from_ref(ev))
+    }
+
+    /// One transaction, one fdatasync, for changes that happen together.
+    fn write_with_events(
+        &self,
+        save: Option<&ContainerRecord>,
+        remove: Option<&str>,
+        evs: &[Event],
+    ) -> Result<(), StoreError> {
         self.write(|tx| {
             if let Some(rec) = save {
                 self.put_record(tx, rec)?;
@@ -212,7 +266,7 @@ impl Store for DbStore {
             if let Some(id) = remove {
                 self.delete_record(tx, id)?;
             }
-            self.put_event(tx, ev)
+            evs.iter().try_for_each(|ev| self.put_event(tx, ev))
         })
     }
 

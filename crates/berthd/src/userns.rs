@@ -253,6 +253,71 @@ pub fn own_new_volumes(
     Ok(())
 }
 
+/// Makes a user namespace mapping `range` and a network namespace it owns,
+/// bound to the files `user` and `net` (which must exist).
+///
+/// The network namespace must belong to the container's user namespace:
+/// a runtime that enters the user namespace first and then joins the
+/// network namespace (libcontainer for every process, runc for exec) has
+/// no capability over one the host's user namespace owns, and the kernel
+/// refuses the setns. So berthd makes both, as Podman does: a child cloned
+/// into a new user and network namespace waits on a pipe while berthd
+/// writes its id maps and binds its two namespaces; the runtime then joins
+/// the user namespace by path instead of making one.
+pub fn make_namespaces(range: IdRange, user: &Path, net: &Path) -> Result<(), String> {
+    use nix::sched::CloneFlags;
+    use std::os::fd::AsRawFd;
+
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("cannot make a pipe: {e}"))?;
+    let rd_fd = rd.as_raw_fd();
+    let mut stack = vec![0u8; 64 * 1024];
+    // The child is a copy of a multi-threaded process: it makes only raw
+    // system calls (read, then exit when its closure returns).
+    let child = Box::new(move || {
+        let mut b = [0u8; 1];
+        // SAFETY: read(2) into a local buffer of the length given.
+        unsafe { libc::read(rd_fd, b.as_mut_ptr().cast(), 1) };
+        0
+    });
+    // SAFETY: the child gets its own stack and touches nothing shared (see
+    // above); without CLONE_VM it has a copy of this process's memory.
+    let pid = unsafe {
+        nix::sched::clone(
+            child,
+            &mut stack,
+            CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET,
+            Some(libc::SIGCHLD),
+        )
+    }
+    .map_err(|e| format!("cannot make a user and network namespace: {e}"))?;
+    let map = format!("0 {} {}\n", range.host, range.size);
+    let bind = |what: &str, to: &Path| {
+        nix::mount::mount(
+            Some(Path::new(&format!("/proc/{pid}/ns/{what}"))),
+            to,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("cannot bind the {what} namespace to {}: {e}", to.display()))
+    };
+    let res = std::fs::write(format!("/proc/{pid}/uid_map"), &map)
+        .and_then(|()| std::fs::write(format!("/proc/{pid}/gid_map"), &map))
+        .map_err(|e| format!("cannot write the user namespace's id maps: {e}"))
+        .and_then(|()| bind("user", user))
+        .and_then(|()| bind("net", net));
+    // The child ends on the byte (or at worst on SIGKILL); its namespaces
+    // live on in the bound files.
+    if nix::unistd::write(&wr, b"x").is_err() {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    drop(wr);
+    drop(rd);
+    let _ = nix::sys::wait::waitpid(pid, None);
+    res
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,14 @@ pub fn cli() -> PathBuf {
         .expect("no docker CLI: install docker.io (scripts/setup.sh) or set BERTH_DOCKER_CLI")
 }
 
+fn wait_for_socket(sock: &std::path::Path) {
+    poll("the Docker API socket", Duration::from_secs(20), || {
+        std::os::unix::net::UnixStream::connect(sock)
+            .ok()
+            .map(|_| ())
+    });
+}
+
 impl Daemon {
     /// A daemon that also serves the Docker API (`--docker-socket`).
     pub fn start_docker(rt: Rt) -> Daemon {
@@ -32,11 +40,24 @@ impl Daemon {
         d.extra
             .extend(["--docker-socket".to_string(), sock.display().to_string()]);
         d.spawn();
-        poll("the Docker API socket", Duration::from_secs(20), || {
-            std::os::unix::net::UnixStream::connect(&sock)
-                .ok()
-                .map(|_| ())
-        });
+        wait_for_socket(&sock);
+        d
+    }
+
+    /// The same in the host's network namespace (a registry on the host's
+    /// loopback), its containers on `--network none` by default.
+    pub fn start_docker_host_net(rt: Rt) -> Daemon {
+        let mut d = Self::new(rt, &[]);
+        d.netns = None;
+        let sock = d.docker_socket();
+        d.extra.extend([
+            "--default-network".to_string(),
+            "none".to_string(),
+            "--docker-socket".to_string(),
+            sock.display().to_string(),
+        ]);
+        d.spawn();
+        wait_for_socket(&sock);
         d
     }
 

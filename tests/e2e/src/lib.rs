@@ -142,6 +142,78 @@ impl Rt {
     }
 }
 
+/// A network namespace of the test's own (`ip netns add
+/// berth-test-<pid>-<n>`, loopback up), deleted in `Drop` even when the
+/// test fails: a daemon started in it (the default of [`Daemon`]) makes its
+/// bridges, veths and firewall rules there, never on the host.
+pub struct TestNetns {
+    name: String,
+}
+
+static NETNS_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl TestNetns {
+    pub fn new() -> TestNetns {
+        let name = format!(
+            "berth-test-{}-{}",
+            std::process::id(),
+            NETNS_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let ns = TestNetns { name };
+        ns.ip(&["netns", "add", &ns.name]);
+        ns.ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip ARGS` (asserting success).
+    pub fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    /// `ip netns exec NAME ARGS...`: a command run in the namespace (the
+    /// test's "host" side).
+    pub fn exec(&self, args: &[&str]) -> Run {
+        Run::from(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name])
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run ip netns exec"),
+        )
+    }
+}
+
+impl Default for TestNetns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        // Deletes every interface in it with it.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// A private berthd.
 pub struct Daemon {
     pub root: PathBuf,
@@ -153,6 +225,9 @@ pub struct Daemon {
     config: Option<PathBuf>,
     launch: Option<Launch>,
     child: Option<Child>,
+    /// The network namespace berthd runs in (`None`: the host's, with
+    /// `--default-network none`). Dropped after the daemon is stopped.
+    netns: Option<TestNetns>,
 }
 
 /// How a daemon's process is made, given berthd's path and its arguments
@@ -173,6 +248,25 @@ impl Daemon {
         d
     }
 
+    /// A daemon in the host's network namespace (for a test that needs
+    /// the host's loopback, e.g. a registry on it); its containers default
+    /// to `--network none`, so nothing is made in the host's network.
+    pub fn start_host_net(rt: Rt, extra: &[&str]) -> Daemon {
+        let mut d = Self::new(rt, extra);
+        d.netns = None;
+        d.extra
+            .extend(["--default-network".to_string(), "none".to_string()]);
+        d.spawn();
+        d
+    }
+
+    /// The network namespace the daemon runs in.
+    pub fn netns(&self) -> &TestNetns {
+        self.netns
+            .as_ref()
+            .expect("a daemon started in a network namespace of its own")
+    }
+
     pub(crate) fn new(rt: Rt, extra: &[&str]) -> Daemon {
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Short paths: unix sockets are limited to 107 bytes.
@@ -188,6 +282,7 @@ impl Daemon {
             config: None,
             launch: None,
             child: None,
+            netns: Some(TestNetns::new()),
         }
     }
 
@@ -265,6 +360,22 @@ impl Daemon {
                 c
             }
         };
+        if let Some(ns) = &self.netns {
+            let file = std::fs::File::open(ns.path()).expect("open the test's network namespace");
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setns is async-signal-safe; `file` lives in the
+            // closure until the child has exec'd. Only the network
+            // namespace changes: mounts stay the test's.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -524,6 +635,19 @@ pub fn cgroup_leftovers(id: &str) -> Vec<PathBuf> {
     left
 }
 
+/// The mounts mentioning `needle` still there once removal has settled:
+/// a removed container's network namespace file is unmounted by a thread
+/// of berthd's a moment after `rm` replies (off the removal's path), so
+/// wait up to 10 s for none to be left, then return what is.
+pub fn settled_mount_leftovers(needle: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    poll_until(Duration::from_secs(10), || {
+        left = mount_leftovers(needle);
+        left.is_empty()
+    });
+    left
+}
+
 /// Mounts whose path mentions `needle`.
 pub fn mount_leftovers(needle: &str) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -654,4 +778,42 @@ pub fn wait_for_trap(pid: i64, sig: i32) {
             .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())?;
         (mask & (1 << (sig - 1)) != 0).then_some(())
     });
+}
+
+/// The container's eth0 address (`ip -4 -o addr show eth0` inside it).
+pub fn addr_of(d: &Daemon, id: &str) -> String {
+    let out = d
+        .berth(&["exec", id, "ip", "-4", "-o", "addr", "show", "eth0"])
+        .ok();
+    let word = out
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no address in {out:?}"));
+    word.split('/').next().unwrap_or_default().to_string()
+}
+
+/// The addresses berthd holds for its containers, as `network/address`:
+/// each attachment record (`<root>/net/attachments/<id>/<net>.json`) is
+/// its address's lease.
+pub fn leases(d: &Daemon) -> Vec<String> {
+    let mut v = Vec::new();
+    let Ok(ids) = std::fs::read_dir(d.state_dir().join("net/attachments")) else {
+        return v;
+    };
+    for c in ids.flatten() {
+        for f in std::fs::read_dir(c.path()).into_iter().flatten().flatten() {
+            let Ok(data) = std::fs::read(f.path()) else {
+                continue;
+            };
+            let Ok(rec) = serde_json::from_slice::<serde_json::Value>(&data) else {
+                continue;
+            };
+            if let Some(a) = rec["result"]["ips"][0]["address"].as_str() {
+                v.push(format!("{}/{a}", rec["network"].as_str().unwrap_or("")));
+            }
+        }
+    }
+    v.sort();
+    v
 }

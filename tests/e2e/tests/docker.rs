@@ -10,10 +10,11 @@ use berth_e2e::{poll, Daemon, Rt};
 use nix::pty::{openpty, Winsize};
 
 /// `docker version` negotiates (HEAD /_ping) and shows berth as the
-/// server; `docker info` reads the counts.
+/// server; `docker info` reads the counts, the engine's ID (the same after
+/// a restart), its security options and registry settings.
 #[test]
 fn docker_version_and_info() {
-    let d = Daemon::start_docker(Rt::Embedded);
+    let mut d = Daemon::start_docker(Rt::Embedded);
     let out = d.docker(&[
         "version",
         "--format",
@@ -38,6 +39,33 @@ fn docker_version_and_info() {
         format!("0 linux {}", d.state_dir().display()),
         "docker info"
     );
+    let facts = || {
+        d.docker(&[
+            "info",
+            "--format",
+            "{{.ID}}|{{json .SecurityOptions}}|{{json .RegistryConfig.InsecureRegistryCIDRs}}",
+        ])
+        .ok()
+    };
+    let before = facts();
+    let fields: Vec<&str> = before.split('|').collect();
+    assert_eq!(fields.len(), 3, "{before}");
+    assert_eq!(fields[0].len(), 36, "a UUID: {before}");
+    assert!(
+        fields[1].contains("name=seccomp,profile=builtin"),
+        "{before}"
+    );
+    assert_eq!(fields[2], r#"["::1/128","127.0.0.0/8"]"#, "{before}");
+    d.restart();
+    let after = poll(
+        "docker info after a restart",
+        Duration::from_secs(20),
+        || {
+            let r = d.docker(&["info", "--format", "{{.ID}}"]);
+            (r.code == 0).then_some(r.stdout.trim().to_string())
+        },
+    );
+    assert_eq!(after, fields[0], "the engine's ID lasts across restarts");
 }
 
 /// `docker run --rm`: the output, the true exit code, and nothing left.
@@ -83,6 +111,13 @@ fn docker_detached_lifecycle() {
     assert_eq!(d.docker(&["ps", "--format", "{{.Names}}"]).ok(), "web");
     let ps = d.docker(&["ps"]).ok();
     assert!(ps.contains("busybox") && ps.contains("Up "), "{ps}");
+    // The list reply has a slim configuration (no whole spec): ps shows the
+    // network inspect shows from the whole one.
+    let mode = d
+        .docker(&["inspect", "--format", "{{.HostConfig.NetworkMode}}", "web"])
+        .ok();
+    assert!(!mode.is_empty());
+    assert_eq!(d.docker(&["ps", "--format", "{{.Networks}}"]).ok(), mode);
     poll("the output", Duration::from_secs(10), || {
         (d.docker(&["logs", "web"]).stdout.lines().count() == 5).then_some(())
     });

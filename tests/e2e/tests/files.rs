@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use berth_e2e::image::{busybox_layer, Compression, Config, Entry, Image, Layer};
-use berth_e2e::{mount_leftovers, poll_until, Daemon, Rt};
+use berth_e2e::{poll_until, settled_mount_leftovers, Daemon, Rt};
 
 fn load(d: &Daemon, img: &Image, tag: &str) {
     let r = d.berth_input(&["load"], &img.oci_archive(tag));
@@ -233,7 +233,7 @@ fn cp_round_trips_a_tree_into_and_out_of_running_and_stopped_containers() {
             .ok();
         assert_eq!(ids, "1234:5678\n0:0", "{rt:?}");
         d.berth(&["rm", "-f", "c"]).ok();
-        assert_eq!(mount_leftovers(s(&d.root)), Vec::<String>::new());
+        assert_eq!(settled_mount_leftovers(s(&d.root)), Vec::<String>::new());
     }
 }
 
@@ -325,7 +325,7 @@ fn cp_through_an_image_symlink_to_etc_stays_inside_the_container() {
     assert!(!Path::new("/etc/again").exists());
     assert!(!Path::new("/etc/dots").exists());
     assert_eq!(etc_checksum(), before, "the host's /etc changed");
-    assert_eq!(mount_leftovers(s(&d.root)), Vec::<String>::new());
+    assert_eq!(settled_mount_leftovers(s(&d.root)), Vec::<String>::new());
 }
 
 #[test]

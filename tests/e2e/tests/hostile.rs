@@ -358,8 +358,11 @@ fn hostile_requests_are_refused_and_berthd_keeps_serving(rt: Rt) {
     // Still serving: a container runs, and the sleeper is untouched.
     assert_eq!(d.run(&["--rm"], &["echo", "fine"]).ok(), "fine");
     assert_eq!(d.state_of(&sleeper), "running");
+    // A removed container's network namespace file is unmounted and
+    // deleted off the rm path, a moment after the reply: wait for it.
+    let settled = poll_until(Duration::from_secs(10), || listing(&d.root) == before);
     let after = listing(&d.root);
-    assert_eq!(before, after, "berthd's root changed");
+    assert!(settled, "berthd's root changed: {before:?} -> {after:?}");
 }
 
 both_runtimes!(hostile_requests_are_refused_and_berthd_keeps_serving);

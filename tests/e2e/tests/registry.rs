@@ -30,7 +30,7 @@ fn app_image() -> TestImage {
 fn pull_then_run_and_run_pulls_what_is_missing() {
     let reg = Registry::start();
     reg.push_image(&app_image(), "e2e/app:1");
-    let d = Daemon::start(Rt::Embedded);
+    let d = Daemon::start_host_net(Rt::Embedded, &[]);
     let name = format!("{}/e2e/app:1", reg.addr());
 
     let r = d.berth(&["pull", &name]);
@@ -82,7 +82,7 @@ fn a_corrupted_blob_is_refused_and_nothing_is_stored() {
     data[n / 2] ^= 0xff;
     std::fs::write(&path, data).unwrap();
 
-    let d = Daemon::start(Rt::Embedded);
+    let d = Daemon::start_host_net(Rt::Embedded, &[]);
     let r = d.berth(&["pull", &format!("{}/e2e/bad:1", reg.addr())]);
     assert_eq!(r.code, 125, "{r:?}");
     assert!(
@@ -151,7 +151,7 @@ fn a_pull_interrupted_by_a_berthd_sigkill_resumes_without_fetching_finished_blob
     let proxy = slow_proxy(reg.port(), 4 << 20);
     let name = format!("127.0.0.1:{proxy}/e2e/big:1");
 
-    let mut d = Daemon::start(Rt::Embedded);
+    let mut d = Daemon::start_host_net(Rt::Embedded, &[]);
     let mut pull = d
         .cmd(&["pull", &name])
         .stdin(Stdio::null())
@@ -230,7 +230,7 @@ fn last_get_bytes(log: &str, digest: &str) -> u64 {
 fn login_is_checked_stored_0600_and_sent_with_the_pull() {
     let reg = Registry::start_with_basic_auth("alice", "s3cret");
     reg.push_image(&app_image(), "e2e/private:1");
-    let d = Daemon::start(Rt::Embedded);
+    let d = Daemon::start_host_net(Rt::Embedded, &[]);
     let home = d.root.join("home");
     std::fs::create_dir_all(&home).unwrap();
     let cli = |args: &[&str], input: &str| {

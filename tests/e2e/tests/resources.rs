@@ -369,8 +369,16 @@ fn init_reaps_and_forwards(rt: Rt) {
         || (zombies_of(plain_pid) == 1).then_some(()),
     );
     let pid = d.inspect(&init)["pid"].as_i64().unwrap();
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
-    assert_eq!(comm.trim(), "docker-init", "pid 1 is the init (tini)");
+    // runc's start returns once it has told its init to exec, not after the
+    // exec: for a moment pid 1 can still be `runc:[2:INIT]`.
+    poll(
+        "pid 1 to be the init (tini)",
+        std::time::Duration::from_secs(5),
+        || {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (comm.trim() == "docker-init").then_some(())
+        },
+    );
     // The orphan of the --init container (started after the other one, whose
     // zombie is there) is reaped: tini is left with its one child, sleep.
     poll(
@@ -529,8 +537,46 @@ fn info_shows_cgroups(rt: Rt) {
     assert!(out.contains("Containers: 0"), "{out}");
 }
 
+/// Network I/O in `stats`: the bytes of the container's own interfaces
+/// (three pings to its gateway on the default bridge); none for `--network
+/// none` (loopback only) and for `host` (not the host's traffic).
+fn stats_count_network_io(rt: Rt) {
+    let d = Daemon::start(rt);
+    let pinger = d.run(&["-d"], &["sleep", "100"]).ok();
+    // The default bridge's gateway (docs/networking.md).
+    d.berth(&["exec", &pinger, "ping", "-c", "3", "-W", "5", "10.87.0.1"])
+        .ok();
+    let quiet = d
+        .run(
+            &["-d", "--network", "none"],
+            &["sh", "-c", "ping -c 2 127.0.0.1; exec sleep 100"],
+        )
+        .ok();
+    let host = d.run(&["-d", "--network", "host"], &["sleep", "100"]).ok();
+    let seen = poll(
+        "network bytes in stats",
+        std::time::Duration::from_secs(15),
+        || {
+            let s = stats_of(&d, &pinger);
+            let (rx, tx) = (s["net_rx"].as_u64()?, s["net_tx"].as_u64()?);
+            (rx >= 3 * 84 && tx >= 3 * 84).then_some((rx, tx))
+        },
+    );
+    assert!(seen.0 > 0 && seen.1 > 0, "{seen:?}");
+    for id in [&quiet, &host] {
+        let s = stats_of(&d, id);
+        assert_eq!(
+            (s["net_rx"].as_u64(), s["net_tx"].as_u64()),
+            (Some(0), Some(0)),
+            "{s}"
+        );
+    }
+    d.berth(&["rm", "-f", &pinger, &quiet, &host]).ok();
+}
+
 both_runtimes!(
     limit_flags_reach_the_cgroup,
+    stats_count_network_io,
     stats_show_cpu_limits,
     stats_see_memory_then_oom,
     update_changes_live_limits,

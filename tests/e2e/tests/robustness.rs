@@ -196,15 +196,17 @@ fn limits_reach_the_cgroup_and_oom_is_reported(rt: Rt) {
                 "-d",
                 "--cpus",
                 "0.5",
+                // runc's init is a Go program waiting with ~5 threads
+                // in the cgroup: a limit of 5 leaves it no thread to spare.
                 "--pids-limit",
-                "5",
+                "32",
                 "--memory",
                 "64m",
             ],
             &["sleep", "100"],
         )
         .ok();
-    assert_eq!(cgroup_file(&id, "pids.max").as_deref(), Some("5"));
+    assert_eq!(cgroup_file(&id, "pids.max").as_deref(), Some("32"));
     assert_eq!(
         cgroup_file(&id, "cpu.cfs_quota_us").as_deref(),
         Some("50000")

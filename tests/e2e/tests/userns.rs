@@ -5,9 +5,10 @@
 //! back after rm and survive a SIGKILL of berthd.
 
 use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
 
 use berth_e2e::image::{busybox_layer, Compression, Config, Entry, Image, Layer};
-use berth_e2e::{Daemon, Rt};
+use berth_e2e::{poll, Daemon, Rt};
 
 /// busybox plus `/srv/owned`, owned by 1000:1000, and `/srv/setuid`, a
 /// set-uid file of root's (chown must not lose the bit).
@@ -63,7 +64,10 @@ const SCRIPT: &str = "cat /proc/self/uid_map; cat /proc/self/gid_map; \
     cat /etc/hosts > /dev/null && ls /sys/kernel > /dev/null && \
     ls /proc/1/status > /dev/null && echo x > /dev/null && \
     echo y > /dev/shm/y && echo z > /tmp/z && echo io ok; \
-    { sh -c 'echo 1 > /proc/sys/kernel/ns_last_pid' 2>/dev/null && echo sys writable; } || true";
+    { sh -c 'echo 1 > /proc/sys/kernel/ns_last_pid' 2>/dev/null && echo sys writable; } || true; \
+    { touch /sys/kernel/x 2>/dev/null && echo sysfs writable; } || true; \
+    echo sys: $(ls /sys/class/net); \
+    echo proc: $(tail -n +3 /proc/net/dev | cut -d: -f1)";
 
 fn check_inside(d: &Daemon, name: &str, expect_method: &str) {
     let r = d.berth(&[
@@ -96,7 +100,20 @@ fn check_inside(d: &Daemon, name: &str, expect_method: &str) {
     // What root writes in the root is root's inside.
     assert_eq!(lines[9], "0:0", "{r:?}");
     assert_eq!(lines[10], "io ok", "{r:?}");
-    assert_eq!(lines.len(), 11, "/proc/sys must stay read-only: {r:?}");
+    assert_eq!(
+        lines.len(),
+        13,
+        "/proc/sys and /sys must stay read-only: {r:?}"
+    );
+    // /sys is a sysfs of the container's own network namespace: it shows
+    // the devices the container has, not the host's.
+    let devices = |line: &str, tag: &str| -> std::collections::BTreeSet<String> {
+        let l = line.strip_prefix(tag).unwrap_or_else(|| panic!("{r:?}"));
+        l.split_whitespace().map(str::to_string).collect()
+    };
+    let (sys, proc) = (devices(lines[11], "sys:"), devices(lines[12], "proc:"));
+    assert!(sys.contains("lo"), "{r:?}");
+    assert_eq!(sys, proc, "/sys/class/net is not the container's: {r:?}");
     assert_eq!(annotation(d, name), expect_method);
     // On the host, the volume file belongs to the range's root.
     let f = d
@@ -111,28 +128,44 @@ fn check_inside(d: &Daemon, name: &str, expect_method: &str) {
     d.berth(&["volume", "rm", &format!("{name}-vol")]).ok();
 }
 
-#[test]
-fn auto_maps_root_to_a_high_uid_and_files_keep_their_owners() {
-    // runc only: the embedded runtime refuses --userns=auto (see below).
-    let d = Daemon::start(Rt::Runc);
+fn auto_maps_root_to_a_high_uid_and_files_keep_their_owners(rt: Rt) {
+    let d = Daemon::start(rt);
     load_image(&d);
     check_inside(&d, "idm", "idmapped");
+    // exec joins the container's user namespace, then its network
+    // namespace, which that user namespace owns.
+    let id = d
+        .berth(&["run", "-d", "--userns=auto", "owned:1", "sleep", "300"])
+        .ok();
+    let r = d.berth(&["exec", &id, "sh", "-c", "id -u; cat /srv/owned"]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", d.daemon_log());
+    assert_eq!(r.stdout, "0\nmine\n", "{r:?}");
+    // berthd made both namespaces; rm leaves neither file behind (their
+    // unmount runs off the rm path, on a thread of its own: poll).
+    let netns = d.state_dir().join("netns");
+    assert!(netns.join(format!("{id}.user")).exists());
+    d.berth(&["rm", "-f", &id]).ok();
+    for f in [id.clone(), format!("{id}.user"), format!("{id}.json")] {
+        poll(
+            &format!("{f} to be removed"),
+            Duration::from_secs(10),
+            || (!netns.join(&f).exists()).then_some(()),
+        );
+    }
     // The default stays the host's namespace.
     let r = d.berth(&["run", "--rm", "owned:1", "cat", "/proc/self/uid_map"]);
     let map: Vec<&str> = r.stdout.split_whitespace().collect();
     assert_eq!(map, ["0", "0", "4294967295"], "{r:?}");
 }
 
-#[test]
-fn the_copy_snapshotter_gives_a_chowned_copy() {
-    let d = Daemon::start_with(Rt::Runc, &["--snapshotter", "copy"]);
+fn the_copy_snapshotter_gives_a_chowned_copy(rt: Rt) {
+    let d = Daemon::start_with(rt, &["--snapshotter", "copy"]);
     load_image(&d);
     check_inside(&d, "cpy", "chowned");
 }
 
-#[test]
-fn ranges_are_disjoint_come_back_after_rm_and_survive_a_daemon_kill() {
-    let mut d = Daemon::start_configured(Rt::Runc, "userns = \"auto\"\n", &[]);
+fn ranges_are_disjoint_come_back_after_rm_and_survive_a_daemon_kill(rt: Rt) {
+    let mut d = Daemon::start_configured(rt, "userns = \"auto\"\n", &[]);
     load_image(&d);
     let a = d.berth(&["run", "-d", "owned:1", "sleep", "300"]).ok();
     let b = d
@@ -180,27 +213,60 @@ fn ranges_are_disjoint_come_back_after_rm_and_survive_a_daemon_kill() {
             "{re:?} overlaps {other:?}"
         );
     }
-    // Not yet (docs/security.md): a clear error, not a runc failure.
-    let r = d.berth(&["exec", &e, "cat", "/srv/owned"]);
-    assert_ne!(r.code, 0, "{r:?}");
-    assert!(r.stderr.contains("not supported yet"), "{r:?}");
-    assert_eq!(r.stderr.trim().lines().count(), 1, "{r:?}");
+    // A restored container's namespaces are still its own: exec joins them.
+    // (Its range of 1000 ids does not map /srv/owned's owner, 1000: that
+    // file is nobody's inside; root's are still root's.)
+    let r = d.berth(&[
+        "exec",
+        &b,
+        "sh",
+        "-c",
+        "cat /srv/setuid; stat -c %U /srv/owned",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", d.daemon_log());
+    assert_eq!(r.stdout, "xnobody\n", "{r:?}");
     for id in [&b, &c, &e, &h] {
         d.berth(&["rm", "-f", id]).ok();
     }
 }
 
-#[test]
-fn what_cannot_run_in_a_user_namespace_is_a_clear_error() {
-    // The embedded runtime refuses it, whatever else is asked.
-    let e = Daemon::start(Rt::Embedded);
-    load_image(&e);
-    let r = e.berth(&["create", "--userns=auto", "owned:1", "true"]);
-    assert_ne!(r.code, 0, "{r:?}");
-    assert!(r.stderr.contains("--runtime runc"), "{r:?}");
-    assert_eq!(e.berth(&["ps", "-aq"]).ok(), "");
-    let d = Daemon::start(Rt::Runc);
+fn what_cannot_run_in_a_user_namespace_is_a_clear_error(rt: Rt) {
+    let d = Daemon::start(rt);
     load_image(&d);
+    let other = d.berth(&["run", "-d", "owned:1", "sleep", "300"]).ok();
+    let join = format!("container:{other}");
+    if rt == Rt::Embedded {
+        // libcontainer enters the new user namespace before it joins the
+        // other container's network namespace: the kernel would refuse it.
+        let r = d.berth(&[
+            "create",
+            "--userns=auto",
+            "--network",
+            &join,
+            "owned:1",
+            "true",
+        ]);
+        assert_ne!(r.code, 0, "{r:?}");
+        assert!(r.stderr.contains("--runtime runc"), "{r:?}");
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{r:?}");
+    }
+    if rt == Rt::Runc {
+        // runc may: X's network namespace belongs to another user
+        // namespace, so /sys is the host's, read-only (no sysfs mount).
+        let r = d.berth(&[
+            "run",
+            "--rm",
+            "--userns=auto",
+            "--network",
+            &join,
+            "owned:1",
+            "sh",
+            "-c",
+            "ls /sys/kernel >/dev/null && echo sys ok; touch /sys/kernel/x 2>/dev/null || echo ro",
+        ]);
+        assert_eq!(r.code, 0, "{r:?}\n{}", d.daemon_log());
+        assert_eq!(r.stdout, "sys ok\nro\n", "{r:?}");
+    }
     let rootfs = berth_e2e::rootfs();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -239,8 +305,16 @@ fn what_cannot_run_in_a_user_namespace_is_a_clear_error() {
         assert_eq!(r.stderr.trim().lines().count(), 1, "{args:?}: {r:?}");
     }
     assert_eq!(
-        d.berth(&["ps", "-aq"]).ok(),
-        "",
+        d.berth(&["ps", "-aq", "--no-trunc"]).ok().trim(),
+        other,
         "a refused create left a container"
     );
+    d.berth(&["rm", "-f", &other]).ok();
 }
+
+berth_e2e::both_runtimes!(
+    auto_maps_root_to_a_high_uid_and_files_keep_their_owners,
+    the_copy_snapshotter_gives_a_chowned_copy,
+    ranges_are_disjoint_come_back_after_rm_and_survive_a_daemon_kill,
+    what_cannot_run_in_a_user_namespace_is_a_clear_error
+);

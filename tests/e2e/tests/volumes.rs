@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use berth_e2e::image::{busybox_layer, Compression, Config, Entry, Image, Layer};
-use berth_e2e::{mount_leftovers, Daemon, Rt};
+use berth_e2e::{settled_mount_leftovers, Daemon, Rt};
 
 fn load(d: &Daemon, img: &Image, tag: &str) {
     let r = d.berth_input(&["load"], &img.oci_archive(tag));
@@ -80,7 +80,7 @@ fn bind_mounts_read_only_refuse_writes_and_read_write_show_them_on_the_host() {
         ]);
         assert_eq!(r.stdout, "from the host\n", "{rt:?}: {r:?}");
         assert_eq!(d.berth(&["ps", "-aq"]).ok(), "");
-        assert_eq!(mount_leftovers(s(&d.root)), Vec::<String>::new());
+        assert_eq!(settled_mount_leftovers(s(&d.root)), Vec::<String>::new());
     }
 }
 
@@ -162,7 +162,7 @@ fn a_symlink_in_the_image_is_followed_inside_the_root_never_to_the_host() {
     assert!(r.stderr.contains("/p"), "{r:?}");
     assert_eq!(r.stderr.trim().lines().count(), 1, "{r:?}");
     assert_eq!(d.berth(&["ps", "-aq"]).ok(), "");
-    assert_eq!(mount_leftovers(s(&d.root)), Vec::<String>::new());
+    assert_eq!(settled_mount_leftovers(s(&d.root)), Vec::<String>::new());
 }
 
 #[test]
@@ -226,7 +226,7 @@ fn bad_mounts_are_one_line_errors_and_create_nothing() {
     assert!(missing_msg.stderr.contains(s(&missing)), "{missing_msg:?}");
     assert!(!missing.exists());
     assert_eq!(d.berth(&["ps", "-aq"]).ok(), "");
-    assert_eq!(mount_leftovers(s(&d.root)), Vec::<String>::new());
+    assert_eq!(settled_mount_leftovers(s(&d.root)), Vec::<String>::new());
 }
 
 #[test]

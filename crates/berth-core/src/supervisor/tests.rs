@@ -422,7 +422,7 @@ async fn restore_removes_orphans() {
     let orphan = crate::id::generate_id().unwrap();
     rt.create(crate::runtime::CreateTask {
         id: orphan.clone(),
-        spec: spec(&["sh"]),
+        spec: Arc::new(spec(&["sh"])),
         log_max_size: 0,
         log_max_files: 0,
         open_stdin: false,

@@ -71,7 +71,7 @@ impl Supervisor {
         if let Some(r) = new_resources {
             let mut linux = ctr.rec.spec.linux().clone().unwrap_or_default();
             linux.set_resources(Some(r));
-            ctr.rec.spec.set_linux(Some(linux));
+            std::sync::Arc::make_mut(&mut ctr.rec.spec).set_linux(Some(linux));
         }
         if let Some(policy) = u.restart {
             ctr.rec.config.restart = policy;

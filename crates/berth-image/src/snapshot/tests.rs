@@ -501,6 +501,61 @@ fn cleanup_after_a_crash_leaves_nothing_mounted() {
     assert_eq!(fs::read_dir(s.dir().join("containers")).unwrap().count(), 0);
 }
 
+/// A removal's first half (`take_away`) makes the snapshot invisible at
+/// once, still mounted: its layers are no longer in use and its id is
+/// free; `finish` unmounts and deletes it, and a crash before `finish`
+/// leaves a `tmp-` dir (with its mount) that `cleanup` removes.
+#[test]
+fn a_snapshot_taken_away_is_gone_from_every_view_before_it_is_deleted() {
+    let fx = Fixture::new();
+    let s = fx.open(SnapshotterChoice::Overlay);
+    let l = layers();
+    unpack_all(&s, &l);
+    for id in ["a", "b"] {
+        s.prepare(id, &l.chain_ids).unwrap();
+    }
+    let a = s.take_away("a").unwrap().expect("a has a snapshot");
+    assert!(a.path().starts_with(s.dir()));
+    assert!(a
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("tmp-rm-a-"));
+    // Still mounted, under its new name, and no longer a container's.
+    let base = fx.path().canonicalize().unwrap();
+    assert!(fx
+        .mounts()
+        .iter()
+        .any(|m| m.starts_with(base.join(a.path().file_name().unwrap()))));
+    assert!(!s.dir().join("containers/a").exists());
+    assert_eq!(s.usage().unwrap().containers, 1);
+    assert!(s.take_away("a").unwrap().is_none());
+    // The id is free at once: a new snapshot of the same id is fine.
+    s.prepare("a", &l.chain_ids[..1]).unwrap();
+    s.remove("a").unwrap();
+    a.finish().unwrap();
+    assert!(!fx
+        .mounts()
+        .iter()
+        .any(|m| !m.starts_with(base.join("containers/b"))));
+    // The daemon dies between the halves: the next start's cleanup
+    // unmounts and deletes the leftover.
+    let b = s.take_away("b").unwrap().expect("b has a snapshot");
+    let left = b.path().to_path_buf();
+    drop(b);
+    assert!(left.exists());
+    let s = fx.open(SnapshotterChoice::Auto);
+    s.cleanup(&HashSet::new()).unwrap();
+    assert!(fx.mounts().is_empty(), "{:?}", fx.mounts());
+    assert!(!left.exists());
+    assert_eq!(fs::read_dir(s.dir().join("containers")).unwrap().count(), 0);
+    // The layers stay, free to remove.
+    for c in &l.chain_ids {
+        s.remove_layer(c).unwrap();
+    }
+}
+
 #[test]
 fn prepare_refuses_bad_ids_and_duplicates() {
     let fx = Fixture::new();

@@ -463,6 +463,23 @@ fn hostile_dotdot_entry_is_refused() {
 }
 
 #[test]
+fn hostile_whiteouts_of_dot_and_dotdot_are_refused() {
+    // Found by tests/random_input.rs: with whiteouts applied, `.wh...`
+    // removed `..`, the layer root's parent, with all it held.
+    let s = Sentinel::new();
+    let layer = tempfile::tempdir_in(s.path()).unwrap();
+    for name in [".wh..", ".wh...", "a/.wh..."] {
+        for w in [Whiteouts::Apply, Whiteouts::Overlay] {
+            let tar = TarBuilder::new().file(name, 0o644, b"").finish();
+            let e = unpack(&tar, layer.path(), w).unwrap_err();
+            assert!(matches!(e, UnpackError::Unsafe { .. }), "{name} {w:?}: {e}");
+        }
+    }
+    fs::remove_dir_all(layer.path()).unwrap();
+    s.assert_untouched();
+}
+
+#[test]
 fn hostile_absolute_names_are_re_rooted() {
     let s = Sentinel::new();
     let layer = tempfile::tempdir().unwrap();

@@ -1,0 +1,78 @@
+# Shared by the bench scripts; source it: . "$(dirname "$0")/lib.sh"
+
+# podman_conf DIR [none|bridge]: a private podman under DIR: its
+# containers.conf and storage.conf (give them to podman through
+# CONTAINERS_CONF and CONTAINERS_STORAGE_CONF, with --root DIR/root
+# --runroot DIR/run), so that a bench never touches the host's podman.
+#   none    no network (netns "none"), events to DIR/events.log
+#   bridge  netavark's default bridge, no events
+# podman 4.3 asks for nofile/nproc limits it cannot set without
+# CAP_SYS_RESOURCE (missing here), even when they equal our own hard limits:
+# it gets modest ones (1024 open files, as berth's spec has).
+podman_conf() {
+	local dir=${1:?podman_conf needs a directory} mode=${2:-none}
+	mkdir -p "$dir"
+	{
+		echo '[containers]'
+		echo 'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]'
+		[ "$mode" = none ] && echo 'netns = "none"'
+		echo 'log_driver = "k8s-file"'
+		[ "$mode" = none ] && echo 'cgroupns = "private"'
+		echo '[engine]'
+		echo 'cgroup_manager = "cgroupfs"'
+		if [ "$mode" = none ]; then
+			echo 'events_logger = "file"'
+			echo "events_logfile_path = \"$dir/events.log\""
+		else
+			echo 'events_logger = "none"'
+		fi
+		echo 'runtime = "runc"'
+		echo "tmp_dir = \"$dir/tmp\""
+		echo "static_dir = \"$dir/static\""
+		echo "volume_path = \"$dir/volumes\""
+		[ "$mode" = none ] && echo 'network_cmd_path = ""'
+		echo 'num_locks = 512'
+		echo '[network]'
+		[ "$mode" = none ] || echo 'network_backend = "netavark"'
+		echo "network_config_dir = \"$dir/net\""
+	} >"$dir/containers.conf"
+	cat >"$dir/storage.conf" <<EOC
+[storage]
+driver = "overlay"
+runroot = "$dir/run"
+graphroot = "$dir/root"
+EOC
+}
+
+# our_pids: the processes whose command line names this run's temp dir
+# ($tmp): what a bench started and must not leave behind (never by name).
+our_pids() {
+	local d args
+	for d in /proc/[0-9]*; do
+		[ "${d#/proc/}" = "$$" ] && continue
+		args=()
+		mapfile -d '' args 2>/dev/null <"$d/cmdline" || continue
+		[[ " ${args[*]} " == *"$tmp/"* ]] && echo "${d#/proc/}"
+	done
+	return 0
+}
+
+# stop_pids TENTHS PID...: SIGTERM to each, then up to TENTHS tenths of a
+# second for each to go before SIGKILL; reaps those that are our children.
+# Safe under set -e (a pid already gone is no error).
+stop_pids() {
+	local tenths=${1:?stop_pids needs a wait} pid i
+	shift
+	for pid in "$@"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "$@"; do
+		for ((i = 0; i < tenths; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	return 0
+}
