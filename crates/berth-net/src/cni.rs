@@ -6,13 +6,25 @@
 //! the result ADD returned; CHECK in order with it.
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tracing::debug;
+use tracing::{debug, warn};
+
+/// `flock(2)` on `file`'s open file description.
+fn flock(file: &std::fs::File, op: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: flock on a descriptor `file` owns for the whole call.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 /// The version of the spec berth speaks to the plugins.
 pub const CNI_VERSION: &str = "1.0.0";
@@ -214,6 +226,8 @@ impl ConfList {
 pub struct Cni {
     plugin_dir: PathBuf,
     timeout: Duration,
+    /// The file each running plugin holds a shared lock on (`with_lock`).
+    lock: Option<PathBuf>,
 }
 
 impl Cni {
@@ -221,7 +235,93 @@ impl Cni {
         Cni {
             plugin_dir: plugin_dir.into(),
             timeout: PLUGIN_TIMEOUT,
+            lock: None,
         }
+    }
+
+    /// Every plugin this runs holds a shared `flock` on `path` for as long
+    /// as it runs, on an open file of its own that outlives its parent.
+    ///
+    /// Why: a plugin keeps running when berthd is SIGKILLed. A `portmap`
+    /// ADD that was under way then finishes after the next berthd's
+    /// reconcile has DELed its container, and leaves a DNAT chain that no
+    /// container owns; a DEL that succeeds before the late ADD is no
+    /// retry's cue. [`Cni::wait_for_orphans`] lets the next berthd wait
+    /// for them before it reconciles.
+    pub fn with_lock(mut self, path: impl Into<PathBuf>) -> Cni {
+        self.lock = Some(path.into());
+        self
+    }
+
+    /// Waits up to `timeout` for the plugins that an earlier berthd
+    /// started and did not see finish (see [`Cni::with_lock`]): whether
+    /// none runs now. Called once at start, before the reconcile.
+    pub fn wait_for_orphans(&self, timeout: Duration) -> bool {
+        let Some(file) = self.open_lock() else {
+            return true;
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+                // Closing the file (the return) lets the lock go.
+                Ok(()) => return true,
+                Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot lock the CNI plugins' lock file");
+                    return true;
+                }
+            }
+        }
+    }
+
+    fn open_lock(&self) -> Option<std::fs::File> {
+        let path = self.lock.as_ref()?;
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(f) => Some(f),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "cannot open the CNI plugins' lock file");
+                None
+            }
+        }
+    }
+
+    /// A share-locked open file of the lock for `cmd`'s child, which
+    /// inherits it; the caller drops its copy once the child runs (the
+    /// lock stays while any copy of that open file is open).
+    fn hold_lock(&self, cmd: &mut Command) -> Option<std::fs::File> {
+        let file = self.open_lock()?;
+        if let Err(e) = flock(&file, libc::LOCK_SH) {
+            warn!(error = %e, "cannot lock the CNI plugins' lock file");
+            return None;
+        }
+        let fd = file.as_raw_fd();
+        // SAFETY: between fork and exec, only fcntl (async-signal-safe) on
+        // the child's copy of a descriptor the parent keeps open until the
+        // spawn returns: the child's inherits it; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Some(file)
     }
 
     pub fn plugin_dir(&self) -> &Path {
@@ -325,17 +425,18 @@ impl Cni {
         let input = serde_json::to_vec(conf).map_err(|e| CniError::Config(e.to_string()))?;
         let started = Instant::now();
         // The environment stays: the plugins run iptables from PATH.
-        let mut child = Command::new(&bin)
-            .env("CNI_COMMAND", command)
+        let mut cmd = Command::new(&bin);
+        cmd.env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", &rt.container_id)
             .env("CNI_NETNS", &rt.netns)
             .env("CNI_IFNAME", &rt.ifname)
             .env("CNI_PATH", &self.plugin_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(io)?;
+            .stderr(Stdio::piped());
+        let lock = self.hold_lock(&mut cmd);
+        let mut child = cmd.spawn().map_err(io)?;
+        drop(lock);
         let mut stdin = child.stdin.take();
         let writer = std::thread::spawn(move || {
             if let Some(s) = stdin.as_mut() {
@@ -422,6 +523,33 @@ impl Cni {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_lock_stays_while_a_child_runs_and_goes_with_it() {
+        let dir = std::env::temp_dir().join(format!("berth-cni-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cni = Cni::new("/nonexistent").with_lock(dir.join("plugins.lock"));
+        assert!(cni.wait_for_orphans(Duration::ZERO), "no child yet");
+        // A child that outlives its parent's copy of the file: the parent
+        // side is dropped at once, as exec does.
+        let mut cmd = Command::new("sleep");
+        cmd.arg("0.3");
+        let lock = cni.hold_lock(&mut cmd);
+        assert!(lock.is_some());
+        let mut child = cmd.spawn().unwrap();
+        drop(lock);
+        assert!(!cni.wait_for_orphans(Duration::ZERO), "the child holds it");
+        assert!(
+            cni.wait_for_orphans(Duration::from_secs(10)),
+            "its exit frees it"
+        );
+        child.wait().unwrap();
+        // A child spawned without it does not hold it.
+        let mut other = Command::new("sleep").arg("0.3").spawn().unwrap();
+        assert!(cni.wait_for_orphans(Duration::ZERO));
+        other.wait().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn plugin_conf_gets_name_version_caps_and_prev() {

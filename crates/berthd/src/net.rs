@@ -260,9 +260,18 @@ impl Net {
             .into_iter()
             .map(|n| (n.name.clone(), n))
             .collect();
+        let cni = Cni::new(&settings.plugin_dir).with_lock(root.join("net/plugins.lock"));
+        // The plugins a SIGKILLed berthd left running finish before this
+        // one reconciles what they touch (Cni::with_lock says why).
+        if !cni.wait_for_orphans(berth_net::cni::PLUGIN_TIMEOUT) {
+            warn!(
+                "CNI plugins of an earlier berthd still run after {}s; going on without them",
+                berth_net::cni::PLUGIN_TIMEOUT.as_secs()
+            );
+        }
         Ok(Self {
             root: root.to_path_buf(),
-            driver: Driver::new(Cni::new(&settings.plugin_dir), root.join("net")),
+            driver: Driver::new(cni, root.join("net")),
             default_bridge,
             default_is_bridge: settings.default_network == "bridge",
             gate: Arc::new(RwLock::new(())),
