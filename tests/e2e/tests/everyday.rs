@@ -28,11 +28,21 @@ fn top_shows_the_containers_processes_with_ps_options() {
     )
     .ok();
     let init = pid_of(&d, "t");
-    // The child may still be starting: poll until both show.
+    // The child may still be starting, and until the shell has forked and
+    // both have exec'd, a row's command is `sh -c sleep 1001 & exec sleep
+    // 1000`, which names both: poll until each sleep is a command of its own.
     let out = poll("top shows both sleeps", Duration::from_secs(10), || {
         let r = d.berth(&["top", "t"]);
-        (r.code == 0 && r.stdout.contains("sleep 1001") && r.stdout.contains("sleep 1000"))
-            .then_some(r.stdout)
+        let cmds: Vec<String> = r
+            .stdout
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().skip(7).collect::<Vec<_>>().join(" "))
+            .collect();
+        (r.code == 0
+            && cmds.iter().any(|c| c == "sleep 1000")
+            && cmds.iter().any(|c| c == "sleep 1001"))
+        .then_some(r.stdout)
     });
     let mut lines = out.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
