@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -53,15 +53,26 @@ pub fn parse_record(line: &[u8]) -> Option<Record> {
 }
 
 /// The files of a log, oldest first: `log.N`, ..., `log.1`, `log`.
+///
+/// The shim's rotation shifts the numbered files up one at a time (`log.2`
+/// to `log.3`, then `log.1` to `log.2`, then `log` to `log.1`), so while it
+/// runs one number is free: the listing goes on over a single missing
+/// number, or it would end there and leave the older files out.
 pub fn log_files(path: &Path) -> Vec<PathBuf> {
     let mut rotated = Vec::new();
+    let mut missing = 0;
     for n in 1.. {
         let mut p = path.as_os_str().to_owned();
         p.push(format!(".{n}"));
         let p = PathBuf::from(p);
         if !p.exists() {
-            break;
+            missing += 1;
+            if missing == 2 {
+                break;
+            }
+            continue;
         }
+        missing = 0;
         rotated.push(p);
     }
     rotated.reverse();
@@ -123,39 +134,38 @@ pub fn read_all(f: File) -> std::io::Result<Vec<Record>> {
     Ok(out)
 }
 
-/// Open the files of the log older than the one with inode `live`, oldest
-/// first. An entry is `None` when the listing was caught mid-rotation (a
-/// file renamed or gone under it): call again.
-pub fn open_older(path: &Path, live: u64) -> std::io::Result<Vec<Option<File>>> {
-    let mut out = Vec::new();
-    let mut seen = Vec::new();
-    for p in log_files(path) {
-        let f = match File::open(&p) {
+/// The files of a log with their inodes, oldest first.
+fn listing(path: &Path) -> Vec<(PathBuf, u64)> {
+    log_files(path)
+        .into_iter()
+        .filter_map(|p| std::fs::metadata(&p).ok().map(|m| (p, m.ino())))
+        .collect()
+}
+
+/// Open the files of the log older than `live` (the follower's file),
+/// oldest first; `None` when the listing was caught mid-rotation (a file
+/// renamed or gone under it): call again. A listing is used only when a
+/// second one, taken after every file is open, is the same.
+pub fn open_older(path: &Path, live: &Follower) -> std::io::Result<Option<Vec<File>>> {
+    let before = listing(path);
+    let Some(end) = before.iter().position(|(_, ino)| *ino == live.inode()) else {
+        // Rotated out altogether: every file there is newer, the
+        // follower's to read. Still linked: renamed under the listing.
+        return Ok((!live.linked()).then(Vec::new));
+    };
+    let mut files = Vec::with_capacity(end);
+    for (p, ino) in &before[..end] {
+        let f = match File::open(p) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                out.push(None);
-                continue;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let ino = f.metadata()?.ino();
-        seen.push((p, ino));
-        if ino == live {
-            // Nothing moved while the files were opened: every path still
-            // names the same file.
-            let moved = seen
-                .iter()
-                .any(|(p, ino)| std::fs::metadata(p).map(|m| m.ino()).ok() != Some(*ino));
-            if moved {
-                out.push(None);
-            }
-            return Ok(out);
+        if f.metadata()?.ino() != *ino {
+            return Ok(None);
         }
-        out.push(Some(f));
+        files.push(f);
     }
-    // The live file was not met: it was renamed under the listing.
-    out.push(None);
-    Ok(out)
+    Ok((listing(path) == before).then_some(files))
 }
 
 /// Keep the records `filter` selects.
@@ -190,6 +200,64 @@ pub fn read_log(path: &Path, filter: &Filter) -> std::io::Result<Vec<Record>> {
         out.extend(read_all_file(&file)?);
     }
     Ok(apply_filter(out, filter))
+}
+
+/// Everything in a log now (rotated files included), then a follower at its
+/// end: no gap and no duplicate between the two.
+pub fn open_log(path: &Path, filter: &Filter) -> std::io::Result<(Vec<Record>, Follower)> {
+    // The live file first: whatever rotates after this, the follower holds
+    // it and finds the newer ones; the files older than it are read here,
+    // from descriptors opened on a listing that held still (a rotation
+    // renames the files one by one).
+    let mut follower = open_live(path)?;
+    // A listing caught mid-rotation is taken again (a rotation is a few
+    // renames); one that never holds still within the bound is an error,
+    // never a log with a file left out.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut tries = 0u32;
+    let older = loop {
+        if let Some(older) = open_older(path, &follower)? {
+            break older;
+        }
+        if Instant::now() >= deadline {
+            return Err(std::io::Error::other(
+                "the log rotated throughout the read: try again",
+            ));
+        }
+        tries += 1;
+        if tries < 100 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    let mut records = Vec::new();
+    for f in older {
+        records.extend(read_all(f)?);
+    }
+    records.extend(follower.poll()?);
+    Ok((apply_filter(records, filter), follower))
+}
+
+/// A follower at the start of the live log file. The shim's rotation renames
+/// the live file away before it makes the new one (and with no rotated files
+/// kept, removes it), so for a moment there is none: a NotFound is tried
+/// again for a short bounded time when the log's directory is there.
+fn open_live(path: &Path) -> std::io::Result<Follower> {
+    const ROTATION_GAP: Duration = Duration::from_millis(100);
+    let deadline = Instant::now() + ROTATION_GAP;
+    loop {
+        match Follower::at_start(path) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && Instant::now() < deadline
+                    && path.parent().is_some_and(Path::is_dir) =>
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Follows the live log file from a position, across rotations.
@@ -235,6 +303,16 @@ impl Follower {
         self.ino
     }
 
+    /// Whether the file being read still has a name (rotation deletes the
+    /// oldest).
+    pub fn linked(&self) -> bool {
+        self.reader
+            .get_ref()
+            .metadata()
+            .map(|m| m.nlink() > 0)
+            .unwrap_or(false)
+    }
+
     /// The live log file this follows.
     pub fn path(&self) -> &Path {
         &self.path
@@ -242,12 +320,7 @@ impl Follower {
 
     /// Open every file of the log newer than the newest one held.
     fn track(&mut self) {
-        let list = || -> Vec<(PathBuf, u64)> {
-            log_files(&self.path)
-                .into_iter()
-                .filter_map(|p| std::fs::metadata(&p).ok().map(|m| (p, m.ino())))
-                .collect()
-        };
+        let list = || listing(&self.path);
         let files = list();
         // A rotation renames files one by one: a listing taken meanwhile
         // can miss a file or show one twice. Act only on a listing that
@@ -438,6 +511,72 @@ mod tests {
         let r = parse_record(b"2026-01-01T00:00:00.000000001Z stdout F ").unwrap();
         assert_eq!(r.data, b"\n");
         assert!(parse_record(b"garbage").is_none());
+    }
+
+    /// A reader that opens the log while the shim rotates it, again and
+    /// again: every open finds the log (the live file is briefly missing
+    /// between the rename and the new file), and every read holds a
+    /// contiguous run of records from the first, none missing or twice.
+    #[test]
+    fn open_log_while_it_rotates() {
+        use std::io::Write;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = std::env::temp_dir().join(format!("berthd-logs-rot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("container.log");
+        let numbered = |n: u32| dir.join(format!("container.log.{n}"));
+        let t = "2026-01-01T00:00:00.000000000Z";
+        std::fs::write(&log, "").unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let rotations = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let writer = {
+            let (stop, log, dir) = (stop.clone(), log.clone(), dir.clone());
+            let rotations = rotations.clone();
+            std::thread::spawn(move || {
+                let numbered = |n: u32| dir.join(format!("container.log.{n}"));
+                let mut line = 0u64;
+                // As the shim: 10 lines a file, every file kept, a gap
+                // before the new file.
+                while !stop.load(Ordering::Relaxed) && line < 200_000 {
+                    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+                    for _ in 0..10 {
+                        line += 1;
+                        writeln!(f, "{t} stdout F {line}").unwrap();
+                    }
+                    drop(f);
+                    let files = rotations.load(Ordering::Relaxed);
+                    for n in (1..=files).rev() {
+                        std::fs::rename(numbered(n), numbered(n + 1)).unwrap();
+                    }
+                    std::fs::rename(&log, numbered(1)).unwrap();
+                    std::thread::sleep(Duration::from_micros(200));
+                    std::fs::write(&log, "").unwrap();
+                    rotations.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        // Reads until the writer has rotated 200 times.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while rotations.load(Ordering::Relaxed) < 200 {
+            assert!(Instant::now() < deadline, "the writer is stuck");
+            let (records, _) = open_log(&log, &Filter::default()).unwrap();
+            let got: Vec<u64> = records
+                .iter()
+                .map(|r| {
+                    std::str::from_utf8(&r.data)
+                        .unwrap()
+                        .trim()
+                        .parse()
+                        .unwrap()
+                })
+                .collect();
+            let want: Vec<u64> = (1..=got.len() as u64).collect();
+            assert_eq!(got, want, "a gap or a duplicate");
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(numbered(200).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -710,31 +710,6 @@ fn event_time(ev: &Event) -> SystemTime {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// Everything in a log now (rotated files included), then a follower at its
-/// end: no gap and no duplicate between the two.
-fn open_log(path: &Path, filter: &logs::Filter) -> std::io::Result<(Vec<Record>, Follower)> {
-    // The live file first: whatever rotates after this, the follower holds
-    // it and finds the newer ones; the files older than it are read here,
-    // from descriptors opened on a listing that held still (a rotation
-    // renames the files one by one).
-    let mut follower = Follower::at_start(path)?;
-    let live = follower.inode();
-    let mut older = Vec::new();
-    for _ in 0..100 {
-        older = logs::open_older(path, live)?;
-        if older.iter().all(|o| o.is_some()) {
-            break;
-        }
-        std::thread::yield_now();
-    }
-    let mut records = Vec::new();
-    for f in older.into_iter().flatten() {
-        records.extend(logs::read_all(f)?);
-    }
-    records.extend(follower.poll()?);
-    Ok((logs::apply_filter(records, filter), follower))
-}
-
 /// Validate a create request and build the spec and options it asks for:
 /// for a rootfs, a bundle, or an image whose snapshot was `prepared` for
 /// this `id`.
@@ -1325,7 +1300,7 @@ impl berth_api::Containers for Service {
             tail: r.tail.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             until,
         };
-        let (records, mut follower) = open_log(&path, &filter).map_err(|e| {
+        let (records, mut follower) = logs::open_log(&path, &filter).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Status::not_found(format!("no output recorded for process {:?}", r.process))
             } else {
