@@ -552,19 +552,7 @@ pub fn inspect(c: &v1::Container) -> ContainerInspectResponse {
 /// "Up 3 minutes", "Exited (3) 2 seconds ago", "Created", as `docker ps`
 /// shows them.
 fn status_text(c: &v1::Container, now: i64) -> String {
-    fn ago(secs: i64) -> String {
-        let s = secs.max(0);
-        match s {
-            0 => "Less than a second".into(),
-            1 => "1 second".into(),
-            2..=59 => format!("{s} seconds"),
-            60..=119 => "About a minute".into(),
-            120..=3599 => format!("{} minutes", s / 60),
-            3600..=7199 => "About an hour".into(),
-            7200..=172_799 => format!("{} hours", s / 3600),
-            _ => format!("{} days", s / 86_400),
-        }
-    }
+    let ago = |secs: i64| berth_api::human_duration(u64::try_from(secs).unwrap_or(0));
     match docker_state(c) {
         "created" => "Created".into(),
         "running" => format!("Up {}", ago(now - unix_seconds(&c.started_at))),

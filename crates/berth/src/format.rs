@@ -7,17 +7,7 @@ use serde_json::{json, Value};
 
 /// "3 seconds", "2 minutes", "About an hour", as Docker prints them.
 pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        2..=59 => format!("{s} seconds"),
-        60..=119 => "About a minute".into(),
-        120..=3599 => format!("{} minutes", s / 60),
-        3600..=7199 => "About an hour".into(),
-        7200..=172_799 => format!("{} hours", s / 3600),
-        _ => format!("{} days", s / 86_400),
-    }
+    berth_api::human_duration(d.as_secs())
 }
 
 fn since(ts: &str) -> Option<Duration> {
