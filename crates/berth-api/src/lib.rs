@@ -24,6 +24,8 @@ pub use v1::networks_server::{Networks as NetworksService, NetworksServer};
 pub use v1::volumes_client::VolumesClient;
 pub use v1::volumes_server::{Volumes as VolumesService, VolumesServer};
 
+pub mod display;
+
 /// Default socket of berthd.
 pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";
 /// Default root directory of berthd.
@@ -45,24 +47,6 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => (s, 1),
     };
     num.parse::<u64>().ok()?.checked_mul(mult)
-}
-
-/// A span of `secs` seconds as Docker prints it in a status ("Up 3
-/// minutes", "Exited (0) About an hour ago"): "Less than a second", "1
-/// second", "N seconds", "About a minute", "N minutes", "About an hour", "N
-/// hours", "N days". Shared by the CLI and the Docker API, so `berth ps` and
-/// `docker ps` against berthd say the same.
-pub fn human_duration(secs: u64) -> String {
-    match secs {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        2..=59 => format!("{secs} seconds"),
-        60..=119 => "About a minute".into(),
-        120..=3599 => format!("{} minutes", secs / 60),
-        3600..=7199 => "About an hour".into(),
-        7200..=172_799 => format!("{} hours", secs / 3600),
-        _ => format!("{} days", secs / 86_400),
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -36,17 +36,7 @@ pub fn routes() -> Router<Arc<dyn Backend>> {
         )
 }
 
-/// `docker.io/library/busybox:latest` → `busybox:latest`;
-/// `docker.io/user/app:1` → `user/app:1`; other registries as they are.
-pub fn familiar(name: &str) -> String {
-    if let Some(rest) = name.strip_prefix("docker.io/library/") {
-        rest.to_string()
-    } else if let Some(rest) = name.strip_prefix("docker.io/") {
-        rest.to_string()
-    } else {
-        name.to_string()
-    }
-}
+pub use berth_api::display::familiar;
 
 /// RFC 3339 → Unix seconds (0 when unknown), as Docker's `Created`.
 fn unix(t: &str) -> i64 {

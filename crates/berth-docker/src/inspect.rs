@@ -552,7 +552,7 @@ pub fn inspect(c: &v1::Container) -> ContainerInspectResponse {
 /// "Up 3 minutes", "Exited (3) 2 seconds ago", "Created", as `docker ps`
 /// shows them.
 fn status_text(c: &v1::Container, now: i64) -> String {
-    let ago = |secs: i64| berth_api::human_duration(u64::try_from(secs).unwrap_or(0));
+    let ago = |secs: i64| berth_api::display::human_duration(u64::try_from(secs).unwrap_or(0));
     match docker_state(c) {
         "created" => "Created".into(),
         "running" => format!("Up {}", ago(now - unix_seconds(&c.started_at))),

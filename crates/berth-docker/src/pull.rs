@@ -127,21 +127,7 @@ struct AuthConfig {
 
 /// The 12 hex characters Docker uses as a layer's id in progress.
 fn short(digest: &str) -> String {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    hex.get(..12).unwrap_or(hex).to_string()
-}
-
-fn status_text(s: &str) -> &'static str {
-    match s {
-        "waiting" => "Waiting",
-        "downloading" => "Downloading",
-        "verifying" => "Verifying Checksum",
-        "download-complete" => "Download complete",
-        "extracting" => "Extracting",
-        "pull-complete" => "Pull complete",
-        "already-exists" => "Already exists",
-        _ => "Working",
-    }
+    berth_api::display::short_id(digest).to_string()
 }
 
 /// Docker's text bar, as moby's jsonmessage renders `progress`.
@@ -199,13 +185,15 @@ fn progress_lines(
             last.insert(id.clone(), l.status.clone());
             match l.status.as_str() {
                 "downloading" | "extracting" => vec![json!({
-                    "status": status_text(&l.status),
+                    "status": berth_api::display::pull_status(&l.status),
                     "progressDetail": {"current": l.current, "total": l.total},
                     "progress": bar(l.current, l.total),
                     "id": id,
                 })],
                 _ if changed => {
-                    vec![json!({"status": status_text(&l.status), "progressDetail": {}, "id": id})]
+                    vec![
+                        json!({"status": berth_api::display::pull_status(&l.status), "progressDetail": {}, "id": id}),
+                    ]
                 }
                 _ => Vec::new(),
             }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 /// "3 seconds", "2 minutes", "About an hour", as Docker prints them.
 pub fn human_duration(d: Duration) -> String {
-    berth_api::human_duration(d.as_secs())
+    berth_api::display::human_duration(d.as_secs())
 }
 
 fn since(ts: &str) -> Option<Duration> {
@@ -237,16 +237,7 @@ pub fn inspect_json(c: &v1::Container) -> Value {
     v
 }
 
-/// A normalized reference in the short form Docker prints:
-/// `docker.io/library/busybox:latest` → `busybox:latest`,
-/// `docker.io/me/app:1` → `me/app:1`; other registries stay as they are.
-pub fn familiar(reference: &str) -> String {
-    let r = reference
-        .strip_prefix("docker.io/library/")
-        .or_else(|| reference.strip_prefix("docker.io/"))
-        .unwrap_or(reference);
-    r.to_string()
-}
+pub use berth_api::display::familiar;
 
 /// The repository of a reference in Docker's short form (no tag or digest).
 pub fn familiar_repository(reference: &str) -> String {

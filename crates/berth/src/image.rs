@@ -427,7 +427,7 @@ impl PullView {
     }
 
     fn layer(&mut self, l: &v1::LayerProgress) {
-        let text = status_text(&l.status);
+        let text = berth_api::display::pull_status(&l.status);
         if let Some((_, bars)) = &self.bars {
             if let Some(bar) = bars.get(&l.digest) {
                 if l.total > 0 {
@@ -473,24 +473,8 @@ impl PullView {
     }
 }
 
-fn status_text(s: &str) -> &'static str {
-    match s {
-        "waiting" => "Waiting",
-        "downloading" => "Downloading",
-        "verifying" => "Verifying Checksum",
-        "download-complete" => "Download complete",
-        "extracting" => "Extracting",
-        "pull-complete" => "Pull complete",
-        "already-exists" => "Already exists",
-        _ => "Working",
-    }
-}
-
 /// The 12 hex characters Docker shows for a digest or id.
-pub fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    hex.get(..12).unwrap_or(hex)
-}
+pub use berth_api::display::short_id as short;
 
 pub async fn list(images: &mut ImageClient, a: &ListArgs) -> CmdResult {
     crate::cmd::check_format(&a.format)?;
