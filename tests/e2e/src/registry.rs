@@ -89,11 +89,20 @@ impl Registry {
                 .stderr(stderr)
                 .spawn()
                 .expect("start docker-registry");
+            // Up once it says it listens on the port, and not before: the
+            // port may have gone to another test's server meanwhile (which
+            // would answer /v2/ for it and get a stray request), and then
+            // this registry fails to bind and exits.
+            let listening = format!("listening on 127.0.0.1:{port}\"");
+            let log = dir.join("registry.log");
             let up = poll_until(Duration::from_secs(20), || {
                 if let Ok(Some(_)) = child.try_wait() {
                     return Some(false);
                 }
-                http_status(port, "/v2/")
+                let bound = std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&listening));
+                bound
+                    .then(|| http_status(port, "/v2/"))
+                    .flatten()
                     .map(|s| s == 200 || s == 401)
                     .filter(|ok| *ok)
             });
