@@ -240,18 +240,22 @@ pub fn open_log(path: &Path, filter: &Filter) -> std::io::Result<(Vec<Record>, F
 }
 
 /// A follower at the start of the live log file. The shim's rotation renames
-/// the live file away before it makes the new one (and with no rotated files
-/// kept, removes it), so for a moment there is none: a NotFound is tried
-/// again for a short bounded time when the log's directory is there.
+/// the live file to `.1` before it makes the new one, so for a moment there
+/// is none: while `.1` exists, a NotFound is a rotation under way and is
+/// tried again, for up to 2 s (a shim starved of CPU may take that long
+/// between the two calls). A log that never had output has no `.1` and
+/// fails at once.
 fn open_live(path: &Path) -> std::io::Result<Follower> {
-    const ROTATION_GAP: Duration = Duration::from_millis(100);
-    let deadline = Instant::now() + ROTATION_GAP;
+    let mut first = path.as_os_str().to_owned();
+    first.push(".1");
+    let first = PathBuf::from(first);
+    let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         match Follower::at_start(path) {
             Err(e)
                 if e.kind() == std::io::ErrorKind::NotFound
                     && Instant::now() < deadline
-                    && path.parent().is_some_and(Path::is_dir) =>
+                    && first.exists() =>
             {
                 std::thread::sleep(Duration::from_millis(1));
             }
