@@ -359,9 +359,21 @@ impl Backend for Embedded {
         self.helper("create", CREATE_TIMEOUT, &keep, move || {
             std::fs::create_dir_all(&root)
                 .map_err(|e| OciError::other(format!("create failed: {}: {e}", root.display())))?;
+            // A seccomp profile berth compiles (once) and loads itself:
+            // libcontainer gets the sub-bundle without it.
+            let prepared = crate::seccomp::prepare(&root, &bundle)
+                .map_err(|e| OciError::other(format!("create failed: {e}")))?;
+            let mut builder = with_io(base_builder(id, &root, "create")?, io);
+            let bundle = match prepared {
+                Some(p) => {
+                    builder = builder.with_executor(p.executor);
+                    p.bundle
+                }
+                None => bundle,
+            };
             let container = lc(
                 "create",
-                with_io(base_builder(id, &root, "create")?, io)
+                builder
                     .as_init(&bundle)
                     .with_systemd(false)
                     .with_detach(true)
@@ -464,12 +476,18 @@ impl Backend for Embedded {
         process: &oci_spec::runtime::Process,
         io: Io,
     ) -> Result<i32, OciError> {
-        self.container_dir(id)?;
-        let json = serde_json::to_vec(process)
-            .map_err(|e| OciError::other(format!("exec failed: process: {e}")))?;
+        let dir = self.container_dir(id)?;
+        let mut process = process.clone();
         let root = self.root.clone();
         let keep = stdio_fds(&io);
         self.helper("exec", CREATE_TIMEOUT, &keep, move || {
+            // libcontainer's tenant runs without the container's seccomp
+            // filter; berth loads the one the create compiled.
+            let bundle = load(&dir, "exec")?.bundle().clone();
+            let executor = crate::seccomp::for_exec(&bundle, &mut process)
+                .map_err(|e| OciError::other(format!("exec failed: {e}")))?;
+            let json = serde_json::to_vec(&process)
+                .map_err(|e| OciError::other(format!("exec failed: process: {e}")))?;
             // The tenant builder reads the process from a file: hand it an
             // anonymous one, so nothing is left on disk.
             let memfd = nix::sys::memfd::memfd_create(
@@ -485,9 +503,13 @@ impl Backend for Embedded {
             .write_all(&json)
             .map_err(|e| OciError::other(format!("exec failed: memfd: {e}")))?;
             let path = format!("/proc/self/fd/{}", memfd.as_raw_fd());
+            let mut builder = with_io(base_builder(id, &root, "exec")?, io);
+            if let Some(executor) = executor {
+                builder = builder.with_executor(executor);
+            }
             let pid = lc(
                 "exec",
-                with_io(base_builder(id, &root, "exec")?, io)
+                builder
                     .as_tenant()
                     .with_detach(true)
                     .with_process(Some(path))
@@ -528,16 +550,23 @@ fn delete_container(dir: &Path, force: bool) -> Result<(), OciError> {
         }
         Err(e) => return Err(lc_error("delete", &e)),
     };
+    let bundle = container.bundle().clone();
     loop {
         match container.delete(force) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                crate::seccomp::remove_sub_bundle(&bundle);
+                return Ok(());
+            }
             // Killed processes can take a moment to leave their
             // cgroups; libcontainer retries only ~100 ms.
             Err(_) if force && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(100));
                 container = match Container::load(dir.to_path_buf()) {
                     Ok(c) => c,
-                    Err(_) if !dir.exists() => return Ok(()),
+                    Err(_) if !dir.exists() => {
+                        crate::seccomp::remove_sub_bundle(&bundle);
+                        return Ok(());
+                    }
                     Err(e) => return Err(lc_error("delete", &e)),
                 };
             }

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 mod cgroups;
 mod cli;
 mod embedded;
+mod seccomp;
 mod sys;
 
 pub use cli::Cli;

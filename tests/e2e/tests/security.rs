@@ -105,6 +105,73 @@ fn default_seccomp_refuses_what_docker_refuses(rt: Rt) {
     assert_eq!(out.lines().filter(|l| *l == "ok").count(), 2, "{out}");
 }
 
+/// `berth exec` processes run under the container's filter with the
+/// container's capabilities, as the init does: with the embedded runtime
+/// berth loads the filter itself (libcontainer's exec would not), and the
+/// CAP_SYS_ADMIN it lends the process for the load is gone again.
+fn exec_gets_the_containers_filter_and_capabilities(rt: Rt) {
+    let d = Daemon::start(rt);
+    let r = Rootfs::new();
+    // CAP_SYS_ADMIN is bit 21.
+    let with_sys_admin = "00000000a82425fb";
+    let probe = "grep -E '^(Seccomp|CapEff|CapPrm|CapBnd):' /proc/self/status; \
+                 unshare -U true 2>&1; echo unshare=$?";
+    for (opts, seccomp, caps, unshare) in [
+        (vec![], "2", DOCKER_CAP_EFF, "unshare=1"),
+        (
+            vec!["--cap-add", "SYS_ADMIN"],
+            "2",
+            with_sys_admin,
+            "unshare=0",
+        ),
+        (
+            vec!["--security-opt", "seccomp=unconfined"],
+            "0",
+            DOCKER_CAP_EFF,
+            // A user namespace needs no capability: only the filter stops it.
+            "unshare=0",
+        ),
+    ] {
+        let mut args = vec!["run", "-d"];
+        args.extend_from_slice(&opts);
+        args.extend_from_slice(&["--rootfs", r.path(), "sleep", "100"]);
+        let id = d.berth(&args).ok();
+        let exec = d.berth(&["exec", &id, "sh", "-c", probe]).ok();
+        let init = d.berth(&["exec", &id, "cat", "/proc/1/status"]).ok();
+        for (who, out) in [("exec", &exec), ("init", &init)] {
+            assert_eq!(
+                status_field(out, "Seccomp"),
+                seccomp,
+                "{opts:?} {who}: {out}"
+            );
+            for f in ["CapEff", "CapPrm", "CapBnd"] {
+                assert_eq!(status_field(out, f), caps, "{opts:?} {who} {f}: {out}");
+            }
+        }
+        assert!(exec.ends_with(unshare), "{opts:?}: {exec}");
+        if unshare == "unshare=1" && seccomp == "2" {
+            // EPERM from the filter, not a missing capability's message.
+            assert!(exec.contains("Operation not permitted"), "{exec}");
+        }
+        d.berth(&["rm", "-f", &id]).ok();
+    }
+}
+
+fn a_notify_profile_is_refused(rt: Rt) {
+    let d = Daemon::start(rt);
+    let r = Rootfs::new();
+    let profile = d.root.join("notify.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let run = sh(&d, r.path(), &["--security-opt", &opt], "true");
+    assert_eq!(run.code, 125, "{run:?}");
+    assert!(run.stderr.contains("SCMP_ACT_NOTIFY"), "{run:?}");
+}
+
 fn a_profile_file_is_read_by_the_cli(rt: Rt) {
     let d = Daemon::start(rt);
     let r = Rootfs::new();
@@ -368,6 +435,8 @@ fn bad_flags_are_one_line_errors_that_leave_nothing(rt: Rt) {
 both_runtimes!(
     default_seccomp_refuses_what_docker_refuses,
     a_profile_file_is_read_by_the_cli,
+    exec_gets_the_containers_filter_and_capabilities,
+    a_notify_profile_is_refused,
     capabilities_are_dockers,
     system_paths_are_protected,
     no_new_privileges_stops_setuid,
