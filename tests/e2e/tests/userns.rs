@@ -140,6 +140,23 @@ fn auto_maps_root_to_a_high_uid_and_files_keep_their_owners(rt: Rt) {
     let r = d.berth(&["exec", &id, "sh", "-c", "id -u; cat /srv/owned"]);
     assert_eq!(r.code, 0, "{r:?}\n{}", d.daemon_log());
     assert_eq!(r.stdout, "0\nmine\n", "{r:?}");
+    // The filter and Docker's capabilities hold in the user namespace too,
+    // for the init and an exec'd process (the embedded runtime loads the
+    // filter itself there, with a capability it drops again).
+    for pid in ["self", "1"] {
+        let r = d.berth(&[
+            "exec",
+            &id,
+            "grep",
+            "-E",
+            "^(Seccomp|CapEff):",
+            &format!("/proc/{pid}/status"),
+        ]);
+        assert_eq!(
+            r.stdout, "CapEff:\t00000000a80425fb\nSeccomp:\t2\n",
+            "{pid}: {r:?}"
+        );
+    }
     // berthd made both namespaces; rm leaves neither file behind (their
     // unmount runs off the rm path, on a thread of its own: poll).
     let netns = d.state_dir().join("netns");
