@@ -23,6 +23,12 @@
 //! for that line and for the helper's exit with a deadline, SIGKILLs the
 //! helper when the deadline passes, and reaps exactly that pid.
 //!
+//! Seccomp: the create helper compiles the container's profile once per
+//! profile (cached under the runtime root) and loads it through a workload
+//! executor, in the init and in exec'd processes, instead of letting
+//! libcontainer's init compile it for every container (see
+//! [`crate::seccomp`]).
+//!
 //! Process tree: the container's init (and an exec'd process) is cloned by
 //! libcontainer with `CLONE_PARENT`, i.e. as a child of the helper. When the
 //! helper exits it is re-parented to the nearest child subreaper: the shim.
