@@ -124,6 +124,13 @@ fn exec_gets_the_containers_filter_and_capabilities(rt: Rt) {
             with_sys_admin,
             "unshare=0",
         ),
+        // Neither CAP_SYS_ADMIN nor CAP_SETPCAP: both lent, both gone.
+        (
+            vec!["--cap-drop", "ALL"],
+            "2",
+            "0000000000000000",
+            "unshare=1",
+        ),
         (
             vec!["--security-opt", "seccomp=unconfined"],
             "0",
