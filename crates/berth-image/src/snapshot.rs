@@ -358,7 +358,7 @@ impl Snapshotter {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {}
             Err(e) => return Err(io_err("renaming into", &dest)(e)),
         }
-        fsync_dir(&self.dir.join(LAYERS))?;
+        fsync_path(&self.dir.join(LAYERS))?;
         self.layer(chain_id)?
             .ok_or_else(|| SnapshotError::NoLayer(chain_id.clone()))
     }
@@ -484,7 +484,18 @@ impl Snapshotter {
         }
         let meta_path = tmp.path.join("snapshot.json");
         write_meta(&meta_path, &meta)?;
-        sync_fs(&tmp.path)?;
+        // Durable before the rename. An overlay's snapshot is four empty
+        // directories and the metadata: an fsync of the file and of the
+        // directory. A syncfs would also wait for every other dirty file on
+        // the file system (a build, another engine's layers and logs), on
+        // the path of every create. A copy is a whole tree: one syncfs.
+        match self.kind {
+            SnapshotterKind::Overlay => {
+                fsync_path(&meta_path)?;
+                fsync_path(&tmp.path)?;
+            }
+            SnapshotterKind::Copy => sync_fs(&tmp.path)?,
+        }
         {
             let _guard = self.layers_lock.lock().unwrap_or_else(|p| p.into_inner());
             // A layer removed since we looked (GC) must not end up in use.
@@ -501,7 +512,7 @@ impl Snapshotter {
                 Err(e) => return Err(io_err("renaming into", &dest)(e)),
             }
         }
-        fsync_dir(&self.dir.join(CONTAINERS))?;
+        fsync_path(&self.dir.join(CONTAINERS))?;
         let mounted = match self.mount(id) {
             Err(SnapshotError::Idmap { reason, .. }) if meta.idmap.is_some() => {
                 // Refused here: a chowned copy instead, recorded first so a
@@ -778,7 +789,7 @@ impl Removal {
         // The rename durable before the tree goes: a host crash mid-delete
         // leaves a tmp- directory, never a half-deleted snapshot under its
         // container's name.
-        fsync_dir(&self.containers)?;
+        fsync_path(&self.containers)?;
         unmount_under(&self.path, &mut Vec::new())?;
         remove_tree(&self.path)
     }
@@ -854,7 +865,8 @@ fn sync_fs(path: &Path) -> Result<(), SnapshotError> {
     rustix::fs::syncfs(&f).map_err(errno("syncing", path))
 }
 
-fn fsync_dir(path: &Path) -> Result<(), SnapshotError> {
+/// fsync of a file or a directory (its entries).
+fn fsync_path(path: &Path) -> Result<(), SnapshotError> {
     let f = fs::File::open(path).map_err(io_err("opening", path))?;
     f.sync_all().map_err(io_err("syncing", path))
 }
