@@ -4,7 +4,7 @@
 //! behind catches up from the log, and is told with a `missed` record only
 //! when the log no longer holds what it missed (compaction).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -39,10 +39,24 @@ pub enum EventType {
     /// Not a state change: `missed` events were compacted away before this
     /// subscriber could read them.
     Missed,
+    /// An image was pulled (`name`: the reference).
+    Pull,
+    /// An image came in from an archive.
+    Load,
+    /// An image was written to an archive.
+    Save,
+    /// An image got a name.
+    Tag,
+    /// An image lost a name.
+    Untag,
+    /// A container was put on a network (`attributes.container`).
+    Connect,
+    /// A container was taken off a network (`attributes.container`).
+    Disconnect,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 15] = [
+    pub const ALL: [EventType; 22] = [
         EventType::Create,
         EventType::Start,
         EventType::ExecAdded,
@@ -58,6 +72,13 @@ impl EventType {
         EventType::HealthStatus,
         EventType::Rename,
         EventType::Missed,
+        EventType::Pull,
+        EventType::Load,
+        EventType::Save,
+        EventType::Tag,
+        EventType::Untag,
+        EventType::Connect,
+        EventType::Disconnect,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -77,6 +98,13 @@ impl EventType {
             EventType::HealthStatus => "health_status",
             EventType::Rename => "rename",
             EventType::Missed => "missed",
+            EventType::Pull => "pull",
+            EventType::Load => "load",
+            EventType::Save => "save",
+            EventType::Tag => "tag",
+            EventType::Untag => "untag",
+            EventType::Connect => "connect",
+            EventType::Disconnect => "disconnect",
         }
     }
 }
@@ -101,6 +129,61 @@ impl FromStr for EventType {
     }
 }
 
+/// What an event is about. The log only stores the kind: what an image,
+/// a volume or a network is stays the daemon's business.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectKind {
+    /// Records written before there were other kinds have no `object`:
+    /// they are container events.
+    #[default]
+    Container,
+    Image,
+    Volume,
+    Network,
+}
+
+impl ObjectKind {
+    pub const ALL: [ObjectKind; 4] = [
+        ObjectKind::Container,
+        ObjectKind::Image,
+        ObjectKind::Volume,
+        ObjectKind::Network,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ObjectKind::Container => "container",
+            ObjectKind::Image => "image",
+            ObjectKind::Volume => "volume",
+            ObjectKind::Network => "network",
+        }
+    }
+
+    pub fn is_container(&self) -> bool {
+        *self == ObjectKind::Container
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ObjectKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ObjectKind::ALL
+            .iter()
+            .find(|t| t.as_str() == s)
+            .copied()
+            .ok_or_else(|| {
+                format!("unknown object kind {s:?}: use container, image, volume or network")
+            })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub seq: u64,
@@ -108,6 +191,10 @@ pub struct Event {
     pub time: String,
     #[serde(rename = "type")]
     pub kind: EventType,
+    /// What the event is about; `container` holds that object's id (an
+    /// image id, a volume name, a network id) and `name` its name.
+    #[serde(default, skip_serializing_if = "ObjectKind::is_container")]
+    pub object: ObjectKind,
     pub container: String,
     #[serde(default)]
     pub name: String,
@@ -127,6 +214,18 @@ pub struct Event {
     /// For `rename`: the name before.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub old_name: String,
+    /// Details of events about other objects (a network event's
+    /// `container`, an image event's `reference`), as their recorder says.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Event {
+    /// Whether a subscriber asking for `kinds` (none: every kind) sees
+    /// this event. A `missed` record is about every kind: it always passes.
+    pub fn is_of(&self, kinds: &[ObjectKind]) -> bool {
+        kinds.is_empty() || self.kind == EventType::Missed || kinds.contains(&self.object)
+    }
 }
 
 /// What a publisher says; the bus adds `seq` and `time`.
@@ -213,31 +312,77 @@ impl EventBus {
         remove: Option<&str>,
         before_live: impl FnOnce(),
     ) -> (Vec<Event>, Result<(), crate::store::StoreError>) {
-        let mut seq = self.inner.seq.lock().unwrap_or_else(|p| p.into_inner());
-        let time = now_rfc3339();
-        let evs: Vec<Event> = events
+        let evs = events
             .into_iter()
-            .map(|(kind, info)| {
-                *seq += 1;
-                Event {
-                    seq: *seq,
-                    time: time.clone(),
-                    kind,
-                    container: info.container,
-                    name: info.name,
-                    process: info.process,
-                    pid: info.pid,
-                    exit_code: info.exit_code,
-                    missed: 0,
-                    status: info.status,
-                    old_name: info.old_name,
-                }
+            .map(|(kind, info)| Event {
+                seq: 0,
+                time: String::new(),
+                kind,
+                object: ObjectKind::Container,
+                container: info.container,
+                name: info.name,
+                process: info.process,
+                pid: info.pid,
+                exit_code: info.exit_code,
+                missed: 0,
+                status: info.status,
+                old_name: info.old_name,
+                attributes: BTreeMap::new(),
             })
             .collect();
+        self.append(evs, save, remove, before_live)
+    }
+
+    /// Record an event about an image, a volume or a network: `id` goes in
+    /// the event's id field, `name` in its name. Durable and sequenced as
+    /// container events, so `since` replays them too.
+    pub fn record(
+        &self,
+        object: ObjectKind,
+        kind: EventType,
+        id: &str,
+        name: &str,
+        attributes: BTreeMap<String, String>,
+    ) -> Event {
+        let ev = Event {
+            seq: 0,
+            time: String::new(),
+            kind,
+            object,
+            container: id.to_string(),
+            name: name.to_string(),
+            process: String::new(),
+            pid: 0,
+            exit_code: None,
+            missed: 0,
+            status: String::new(),
+            old_name: String::new(),
+            attributes,
+        };
+        let (mut evs, _) = self.append(vec![ev], None, None, || {});
+        evs.remove(0)
+    }
+
+    /// Number and stamp `evs`, write them (with the container record
+    /// change) in one durable write, then publish them live in order.
+    fn append(
+        &self,
+        mut evs: Vec<Event>,
+        save: Option<&crate::container::ContainerRecord>,
+        remove: Option<&str>,
+        before_live: impl FnOnce(),
+    ) -> (Vec<Event>, Result<(), crate::store::StoreError>) {
+        let mut seq = self.inner.seq.lock().unwrap_or_else(|p| p.into_inner());
+        let time = now_rfc3339();
+        for ev in &mut evs {
+            *seq += 1;
+            ev.seq = *seq;
+            ev.time = time.clone();
+        }
         let written = self.inner.store.write_with_events(save, remove, &evs);
         if let Err(e) = &written {
             for ev in &evs {
-                tracing::error!(seq = ev.seq, container = %ev.container, error = %e, "cannot append event to the log");
+                tracing::error!(seq = ev.seq, object = %ev.object, id = %ev.container, error = %e, "cannot append event to the log");
             }
         }
         before_live();
@@ -296,6 +441,7 @@ impl Subscription {
                 seq,
                 time: now_rfc3339(),
                 kind: EventType::Missed,
+                object: ObjectKind::Container,
                 container: String::new(),
                 name: String::new(),
                 process: String::new(),
@@ -304,6 +450,7 @@ impl Subscription {
                 missed,
                 status: String::new(),
                 old_name: String::new(),
+                attributes: BTreeMap::new(),
             });
         }
         match store.events_after(self.next - 1, BATCH) {
@@ -457,6 +604,96 @@ mod tests {
         }
         let bus = EventBus::new(store.clone()).unwrap();
         assert_eq!(bus.publish(EventType::Exit, info("a")).seq, 3);
+    }
+
+    #[test]
+    fn records_without_an_object_are_container_events() {
+        // A record as berthd wrote it before image, volume and network
+        // events existed.
+        let old = r#"{"seq":7,"time":"2024-01-01T00:00:00.000000000Z","type":"start","container":"abc","name":"web","process":"init","pid":42,"exit_code":null,"missed":0}"#;
+        let ev: Event = serde_json::from_str(old).unwrap();
+        assert_eq!(ev.object, ObjectKind::Container);
+        assert_eq!(ev.kind, EventType::Start);
+        assert!(ev.attributes.is_empty());
+        // And a container event is written as before: no new keys.
+        let back = serde_json::to_value(&ev).unwrap();
+        assert!(back.get("object").is_none());
+        assert!(back.get("attributes").is_none());
+    }
+
+    #[tokio::test]
+    async fn recorded_objects_share_the_sequence_and_survive_a_restart() {
+        let store = Arc::new(MemStore::default());
+        {
+            let bus = EventBus::new(store.clone()).unwrap();
+            bus.publish(EventType::Create, info("c1"));
+            let attrs = BTreeMap::from([("reference".to_string(), "busybox:latest".to_string())]);
+            let ev = bus.record(
+                ObjectKind::Image,
+                EventType::Tag,
+                "sha256:1234",
+                "busybox:latest",
+                attrs,
+            );
+            assert_eq!(ev.seq, 2);
+            bus.record(
+                ObjectKind::Volume,
+                EventType::Create,
+                "data",
+                "data",
+                BTreeMap::new(),
+            );
+        }
+        let bus = EventBus::new(store.clone()).unwrap();
+        let mut sub = bus.subscribe(0);
+        let evs = [
+            sub.next().await.unwrap(),
+            sub.next().await.unwrap(),
+            sub.next().await.unwrap(),
+        ];
+        let kinds: Vec<(ObjectKind, EventType)> = evs.iter().map(|e| (e.object, e.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (ObjectKind::Container, EventType::Create),
+                (ObjectKind::Image, EventType::Tag),
+                (ObjectKind::Volume, EventType::Create),
+            ]
+        );
+        assert_eq!(evs[1].container, "sha256:1234");
+        assert_eq!(evs[1].attributes["reference"], "busybox:latest");
+        // The object survives the log's JSON.
+        let json = serde_json::to_string(&evs[1]).unwrap();
+        let back: Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, evs[1]);
+    }
+
+    #[test]
+    fn object_filters() {
+        let mut ev = Event {
+            seq: 1,
+            time: now_rfc3339(),
+            kind: EventType::Create,
+            object: ObjectKind::Volume,
+            container: "v".into(),
+            name: "v".into(),
+            process: String::new(),
+            pid: 0,
+            exit_code: None,
+            missed: 0,
+            status: String::new(),
+            old_name: String::new(),
+            attributes: BTreeMap::new(),
+        };
+        assert!(ev.is_of(&[]));
+        assert!(ev.is_of(&[ObjectKind::Volume, ObjectKind::Image]));
+        assert!(!ev.is_of(&[ObjectKind::Container]));
+        ev.kind = EventType::Missed;
+        assert!(ev.is_of(&[ObjectKind::Container]));
+        for k in ObjectKind::ALL {
+            assert_eq!(k.as_str().parse::<ObjectKind>().unwrap(), k);
+        }
+        assert!("thing".parse::<ObjectKind>().is_err());
     }
 
     #[test]

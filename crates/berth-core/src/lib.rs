@@ -16,7 +16,7 @@ pub mod store;
 pub mod supervisor;
 
 pub use container::{ContainerConfig, ContainerRecord, ExecRecord, Source, State};
-pub use event::{Event, EventBus, EventType};
+pub use event::{Event, EventBus, EventType, ObjectKind};
 pub use exit::{Exit, ExitStatus, UNKNOWN_EXIT_CODE};
 pub use restart::RestartPolicy;
 pub use supervisor::{CreateParams, Error, Supervisor, Update};

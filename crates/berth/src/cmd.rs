@@ -1026,6 +1026,9 @@ async fn wait(client: &mut Client, ids: Vec<String>) -> CmdResult {
     Ok(code)
 }
 
+/// What `berth events --filter type=` takes besides event types.
+const OBJECT_KINDS: [&str; 4] = ["container", "image", "volume", "network"];
+
 async fn events(
     client: &mut Client,
     since: Option<String>,
@@ -1035,14 +1038,19 @@ async fn events(
 ) -> CmdResult {
     let mut containers = Vec::new();
     let mut types = Vec::new();
+    let mut objects = Vec::new();
     for f in &filters {
         let (k, v) = parse_kv(f, "--filter")?;
         match k.as_str() {
             "container" => containers.push(v),
+            // `type` names an object kind (as Docker's) or, as before
+            // there were other kinds, an event type.
+            "type" if OBJECT_KINDS.contains(&v.as_str()) => objects.push(v),
+            "object" => objects.push(v),
             "type" | "event" => types.push(v),
             other => {
                 return Err(Failure::own(format!(
-                    "unknown filter {other:?}: use container=ID or type=TYPE"
+                    "unknown filter {other:?}: use container=ID, type=container|image|volume|network or event=TYPE"
                 )))
             }
         }
@@ -1053,6 +1061,7 @@ async fn events(
             until: until.unwrap_or_default(),
             containers,
             types,
+            objects,
         })
         .await?
         .into_inner();

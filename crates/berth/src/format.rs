@@ -385,6 +385,15 @@ pub fn event_json(e: &v1::Event) -> Value {
         "container": e.container,
     });
     if let Value::Object(m) = &mut v {
+        if !e.object.is_empty() && e.object != "container" {
+            // Not a container: its id under its own kind, not `container`.
+            m.remove("container");
+            m.insert("object".into(), json!(e.object));
+            m.insert("id".into(), json!(e.container));
+        }
+        if !e.attributes.is_empty() {
+            m.insert("attributes".into(), json!(e.attributes));
+        }
         if !e.name.is_empty() {
             m.insert("name".into(), json!(e.name));
         }
@@ -417,6 +426,29 @@ pub fn event_line(e: &v1::Event) -> String {
             e.time, e.seq, e.missed
         );
     }
+    if !e.object.is_empty() && e.object != "container" {
+        // `image tag  sha256:1234… (busybox:latest)`: the kind first, the
+        // id (a volume's is its name, so it is not repeated) and details.
+        let id = e.container.strip_prefix("sha256:").unwrap_or(&e.container);
+        let mut s = format!(
+            "{}  {:>6}  {:<12}  {}",
+            e.time,
+            e.seq,
+            format!("{} {}", e.object, e.r#type),
+            id.chars().take(12).collect::<String>()
+        );
+        if !e.name.is_empty() && e.name != e.container {
+            s.push_str(&format!(" ({})", e.name));
+        }
+        for (k, v) in &e.attributes {
+            if k == "container" {
+                s.push_str(&format!(" {k}={}", v.chars().take(12).collect::<String>()));
+            } else if k != "driver" && k != "type" {
+                s.push_str(&format!(" {k}={v}"));
+            }
+        }
+        return s;
+    }
     let mut s = format!(
         "{}  {:>6}  {:<12}  {}",
         e.time,
@@ -445,6 +477,42 @@ pub fn event_line(e: &v1::Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_events_print_their_kind_and_id() {
+        let e = v1::Event {
+            seq: 12,
+            time: "T".into(),
+            r#type: "connect".into(),
+            object: "network".into(),
+            container: "0123456789abcdef".into(),
+            name: "front".into(),
+            attributes: [
+                ("type".to_string(), "bridge".to_string()),
+                ("container".to_string(), "c1c1c1c1c1c1c1c1".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            event_line(&e),
+            "T      12  network connect  0123456789ab (front) container=c1c1c1c1c1c1"
+        );
+        let j = event_json(&e);
+        assert_eq!(j["object"], "network");
+        assert_eq!(j["id"], "0123456789abcdef");
+        assert!(j.get("container").is_none());
+        assert_eq!(j["attributes"]["container"], "c1c1c1c1c1c1c1c1");
+        let v = v1::Event {
+            r#type: "delete".into(),
+            object: "volume".into(),
+            container: "data".into(),
+            name: "data".into(),
+            ..Default::default()
+        };
+        assert!(event_line(&v).ends_with("volume delete  data"));
+    }
 
     #[test]
     fn sizes_as_docker_units_print_them() {

@@ -53,7 +53,7 @@ impl Checker {
         }
         tokio::spawn(async move {
             while let Some(ev) = sub.next().await {
-                if ev.kind == EventType::Start {
+                if ev.kind == EventType::Start && ev.object.is_container() {
                     c.maybe_start(&ev.container);
                 }
             }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use berth_api::v1;
 
 use berth_core::container::{HealthConfig, ImageSource};
+use berth_core::event::{EventType, ObjectKind};
 use berth_core::spec::image::ImageDefaults;
 use berth_image::archive;
 use berth_image::digest::Digest;
@@ -24,6 +25,7 @@ use berth_image::store::ContentStore;
 use oci_spec::image::ImageConfiguration;
 use tracing::{info, warn};
 
+use crate::objevents::Recorder;
 use crate::shim::RootfsProvider;
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +133,8 @@ pub struct Images {
     /// Snapshots of removed containers whose unmount and delete still run
     /// (see [`RootfsProvider::release`]).
     removals: Arc<Removals>,
+    /// Pulls, loads, saves, tags, untags and deletes.
+    pub events: Recorder,
 }
 
 /// How long a garbage collection, or the daemon's exit, waits for the
@@ -184,6 +188,7 @@ impl Images {
             snaps,
             gc_lock: Arc::new(tokio::sync::RwLock::new(())),
             removals: Arc::default(),
+            events: Recorder::default(),
         })
     }
 
@@ -513,11 +518,35 @@ impl Images {
 
     pub fn tag(&self, source: &str, target: &str) -> Result<String, ImageError> {
         Reference::parse(target).map_err(|e| ImageError::Invalid(e.to_string()))?;
-        self.resolve(source)?;
+        let img = self.resolve(source)?;
         self.db.tag(source, target).map_err(ImageError::meta)?;
-        Ok(Reference::parse(target)
+        let reference = Reference::parse(target)
             .map(|r| r.to_string())
-            .unwrap_or_else(|_| target.to_string()))
+            .unwrap_or_else(|_| target.to_string());
+        self.record(
+            EventType::Tag,
+            &img.summary.record.id.to_string(),
+            &reference,
+        );
+        Ok(reference)
+    }
+
+    /// An image event: `id` the image id, `reference` the name it is about
+    /// (full normalized form; the Docker API shows it familiar).
+    pub fn record(&self, kind: EventType, id: &str, reference: &str) {
+        self.events
+            .record(ObjectKind::Image, kind, id, reference, &[]);
+    }
+
+    /// The events of a removal: an untag per name, then the delete.
+    fn record_removed(&self, id: &str, untagged: &[String], deleted: Option<&str>) {
+        let id = deleted.unwrap_or(id);
+        for r in untagged {
+            self.record(EventType::Untag, id, r);
+        }
+        if let Some(d) = deleted {
+            self.record(EventType::Delete, d, "");
+        }
     }
 
     /// `rmi`: remove a name (or the image given by id); content no image
@@ -530,11 +559,18 @@ impl Images {
     ) -> Result<(Vec<String>, Vec<String>), ImageError> {
         let _gc = self.gc_lock.blocking_write();
         let in_use = in_use(users);
+        // The id before the names go: an untag is about the image.
+        let id = self
+            .db
+            .resolve(name)
+            .map(|(id, _)| id.to_string())
+            .unwrap_or_default();
         let removed = self
             .db
             .remove(name, force, &in_use)
             .map_err(ImageError::meta)?;
         let deleted: Vec<String> = removed.deleted.iter().map(|d| d.to_string()).collect();
+        self.record_removed(&id, &removed.untagged, deleted.first().map(String::as_str));
         if !deleted.is_empty() {
             self.collect_garbage()?;
         }
@@ -557,6 +593,8 @@ impl Images {
             ..Default::default()
         };
         for r in removed {
+            let deleted = r.deleted.as_ref().map(|d| d.to_string());
+            self.record_removed("", &r.untagged, deleted.as_deref());
             resp.untagged.extend(r.untagged);
             resp.deleted.extend(r.deleted.map(|d| d.to_string()));
         }
@@ -632,6 +670,13 @@ impl Images {
         for img in &loaded {
             let resolved = self.documents_of(&img.id)?;
             self.unpack(&resolved)?;
+            let id = img.id.to_string();
+            if img.names.is_empty() {
+                self.record(EventType::Load, &id, "");
+            }
+            for n in &img.names {
+                self.record(EventType::Load, &id, n);
+            }
             if img.names.is_empty() {
                 out.push(v1::LoadProgress {
                     message: format!("Loaded image ID: {}", img.id),
@@ -657,8 +702,13 @@ impl Images {
     pub fn save(&self, names: &[String], writer: impl std::io::Write) -> Result<(), ImageError> {
         let inputs: Vec<&str> = names.iter().map(String::as_str).collect();
         archive::save(&inputs, &self.store, &self.db, writer)
-            .map(|_| ())
-            .map_err(|e| ImageError::failed("cannot write the archive", e))
+            .map_err(|e| ImageError::failed("cannot write the archive", e))?;
+        for n in names {
+            if let Ok(img) = self.resolve(n) {
+                self.record(EventType::Save, &img.summary.record.id.to_string(), n);
+            }
+        }
+        Ok(())
     }
 
     /// An image by id, with its config.

@@ -18,6 +18,7 @@ mod logs;
 mod mounts;
 mod net;
 mod networks_api;
+mod objevents;
 mod pull;
 #[cfg(test)]
 mod random_input;
@@ -383,6 +384,8 @@ async fn run(
         .forget_previous_boot()
         .context("cannot compare the boot id with the last run's")?;
     let sup = berth_core::Supervisor::new(runtime.clone(), store.clone())?;
+    images.events.attach(sup.events().clone());
+    net.events.attach(sup.events().clone());
     sup.restore().await.context("cannot restore containers")?;
     // Snapshots no container owns (a crash mid-create or mid-remove) go;
     // a stopped container keeps its own until it is removed.
@@ -455,6 +458,7 @@ async fn run(
         volumes::Volumes::open(&root.join("volumes"))
             .with_context(|| format!("cannot open the volume store in {}", root.display()))?,
     );
+    vols.events.attach(sup.events().clone());
     let volumes_api = Arc::new(volumes_api::VolumesApi::new(vols.clone(), sup.clone()));
     volumes_api::spawn_auto_remove_volumes(vols.clone(), sup.clone());
     let pool =

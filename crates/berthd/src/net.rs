@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use berth_api::v1;
+use berth_core::event::{EventType, ObjectKind};
 use berth_net::dns::{Member, NetworkDns, Resolver, DNS_PORT};
 use berth_net::ports::clash;
 use berth_net::{
@@ -38,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use tonic::Status;
 use tracing::{debug, warn};
 
+use crate::objevents::Recorder;
 use crate::shim::{Layout, RootfsProvider};
 
 /// The network mode asked for, resolved.
@@ -244,6 +246,9 @@ pub struct Net {
     /// otherwise interleave with the next run's join (a `stop` then `start`
     /// at once), taking the new run's name out of the DNS table.
     runs: Mutex<std::collections::HashMap<String, Arc<Mutex<()>>>>,
+    /// Network creates and removals, and the explicit connects and
+    /// disconnects (not a run's join and leave: see docs/docker-api.md).
+    pub events: Recorder,
 }
 
 impl Net {
@@ -286,6 +291,7 @@ impl Net {
             publishing: Mutex::new(()),
             dns: None,
             runs: Mutex::new(std::collections::HashMap::new()),
+            events: Recorder::default(),
         })
     }
 
@@ -436,7 +442,20 @@ impl Net {
             return Err(NetError::Failed(format!("cannot keep network {name}: {e}")));
         }
         users.insert(n.name.clone(), n.clone());
+        drop(users);
+        self.record(EventType::Create, &n.id, &n.name, None);
         Ok(n)
+    }
+
+    /// A network event, with Docker's `type` (every berth network is a
+    /// bridge) and the container of a connect or disconnect.
+    fn record(&self, kind: EventType, id: &str, name: &str, container: Option<&str>) {
+        let mut attrs = vec![("type", "bridge")];
+        if let Some(c) = container {
+            attrs.push(("container", c));
+        }
+        self.events
+            .record(ObjectKind::Network, kind, id, name, &attrs);
     }
 
     /// Every container's plan (any state), with its id.
@@ -538,6 +557,7 @@ impl Net {
         self.users().remove(&n.name);
         self.stop_dns(&n.name);
         self.forget_network(&n);
+        self.record(EventType::Delete, &n.id, &n.name, None);
         Ok(())
     }
 
@@ -692,14 +712,15 @@ impl Net {
             self.leave(id, &net.name);
             return Err(NetError::Failed(e.message().to_string()));
         }
+        self.record(EventType::Connect, &net.id, &net.name, Some(id));
         Ok(())
     }
 
     /// Takes a container off a network, now and for its next runs.
     pub fn disconnect(&self, id: &str, network: &str, force: bool) -> Result<(), NetError> {
-        let name = match self.get_network(network) {
-            Ok(n) => n.name,
-            Err(_) if force => network.to_string(),
+        let (net_id, name) = match self.get_network(network) {
+            Ok(n) => (n.id, n.name),
+            Err(_) if force => (String::new(), network.to_string()),
             Err(e) => return Err(e),
         };
         let _g = self.locked();
@@ -727,6 +748,7 @@ impl Net {
             .map_err(|e| NetError::Failed(e.message().to_string()))?;
         // The interface is gone when disconnect returns.
         self.leave_with(id, &name, false);
+        self.record(EventType::Disconnect, &net_id, &name, Some(id));
         Ok(())
     }
 

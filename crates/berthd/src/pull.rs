@@ -208,6 +208,11 @@ async fn run(
         .map_err(|e| Status::internal(format!("unpacking failed: {e}")))?
         .map_err(image_status)?;
     info!(reference = %reference, image = %pulled.image_id, bytes = pulled.downloaded, "pulled");
+    images.record(
+        berth_core::event::EventType::Pull,
+        &pulled.image_id.to_string(),
+        &reference.to_string(),
+    );
     let _ = tx
         .send(msg(v1::pull_progress::Event::Done(v1::PullDone {
             reference: reference.to_string(),

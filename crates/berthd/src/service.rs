@@ -9,7 +9,7 @@ use berth_api::v1;
 use berth_core::container::{
     ContainerConfig, ContainerRecord, Source, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT,
 };
-use berth_core::event::{Event, EventType};
+use berth_core::event::{Event, EventType, ObjectKind};
 use berth_core::exit::{parse_signal, Exit, ExitStatus};
 use berth_core::runtime::{
     AttachInput, AttachIo, AttachOptions, Output, OutputStream, RuntimeErrorKind, INIT_PROCESS,
@@ -633,6 +633,12 @@ fn event_proto(ev: &Event) -> v1::Event {
         name: ev.name.clone(),
         status: ev.status.clone(),
         old_name: ev.old_name.clone(),
+        object: ev.object.as_str().to_string(),
+        attributes: ev
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -1367,6 +1373,10 @@ impl berth_api::Containers for Service {
         for t in &r.types {
             types.push(t.parse::<EventType>().map_err(Status::invalid_argument)?);
         }
+        let mut objects = Vec::new();
+        for o in &r.objects {
+            objects.push(o.parse::<ObjectKind>().map_err(Status::invalid_argument)?);
+        }
         // A container filter may name a container that is gone: then match
         // the literal against ids and names in the events.
         let containers: Vec<String> = r
@@ -1389,11 +1399,20 @@ impl berth_api::Containers for Service {
                     }
                 }
                 (types.is_empty() || types.contains(&ev.kind) || ev.kind == EventType::Missed)
+                    && ev.is_of(&objects)
                     && (containers.is_empty()
                         || ev.kind == EventType::Missed
-                        || containers
-                            .iter()
-                            .any(|c| ev.container.starts_with(c.as_str()) || ev.name == *c))
+                        || containers.iter().any(|c| {
+                            if ev.object.is_container() {
+                                ev.container.starts_with(c.as_str()) || ev.name == *c
+                            } else {
+                                // A network event names its container in
+                                // the attributes; others have none.
+                                ev.attributes
+                                    .get("container")
+                                    .is_some_and(|x| x.starts_with(c.as_str()))
+                            }
+                        }))
             };
             let past_until = |ev: &Event| match until {
                 Some(Point::Seq(n)) => ev.seq > n,

@@ -311,6 +311,7 @@ mod tests {
             seq,
             time: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
             kind: EventType::Create,
+            object: Default::default(),
             container: "c".into(),
             name: String::new(),
             process: String::new(),
@@ -319,6 +320,7 @@ mod tests {
             missed: 0,
             status: String::new(),
             old_name: String::new(),
+            attributes: Default::default(),
         }
     }
 

@@ -11,7 +11,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use berth_core::event::{EventType, ObjectKind};
 use serde::{Deserialize, Serialize};
+
+use crate::objevents::Recorder;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
@@ -46,6 +49,9 @@ pub struct VolumeRecord {
 pub struct Volumes {
     dir: PathBuf,
     lock: Mutex<()>,
+    /// Every create and destroy, whoever asked (`volume create`, a `-v`
+    /// of a new name, an anonymous volume, `rm -v`, `--rm`, prune).
+    pub events: Recorder,
 }
 
 /// Docker's rule for volume names.
@@ -82,6 +88,7 @@ impl Volumes {
         Ok(Volumes {
             dir: dir.to_path_buf(),
             lock: Mutex::new(()),
+            events: Recorder::default(),
         })
     }
 
@@ -168,6 +175,7 @@ impl Volumes {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(VolumeError::Io(format!("creating volume {name}"), e));
         }
+        self.record(EventType::Create, &name);
         Ok((rec, true))
     }
 
@@ -202,7 +210,15 @@ impl Volumes {
         let gone = self.dir.join(format!(".del-{name}"));
         let _ = std::fs::remove_dir_all(&gone);
         std::fs::rename(self.dir.join(name), &gone).map_err(io(format!("removing {name}")))?;
+        // The volume is gone from the store once renamed away: the
+        // delete of its data below failing leaves only garbage.
+        self.record(EventType::Delete, name);
         std::fs::remove_dir_all(&gone).map_err(io(format!("removing {name}")))
+    }
+
+    fn record(&self, kind: EventType, name: &str) {
+        self.events
+            .record(ObjectKind::Volume, kind, name, name, &[("driver", "local")]);
     }
 }
 

@@ -191,6 +191,11 @@ pub fn spawn_auto_remove_volumes(vols: Arc<Volumes>, sup: Supervisor) {
     tokio::spawn(async move {
         use berth_core::event::EventType;
         while let Some(ev) = sub.next().await {
+            // A volume's or a network's create or delete is not a
+            // container's.
+            if !ev.object.is_container() {
+                continue;
+            }
             match ev.kind {
                 EventType::Create => {
                     if let Ok(rec) = sup.inspect(&ev.container) {
