@@ -159,3 +159,221 @@ fn docker_events_since_replays_the_durable_log() {
         .ok();
     assert_eq!(out.trim_end(), "container die ev 2");
 }
+
+/// `docker events --since S --until U` with `--filter type=KIND`: the
+/// lines of `d`'s durable log about that kind, as `Type Action`.
+fn kind_events(d: &Daemon, since: &str, until: &str, kind: &str) -> Vec<String> {
+    let filter = format!("type={kind}");
+    let out = d
+        .docker(&[
+            "events",
+            "--since",
+            since,
+            "--until",
+            until,
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+        ])
+        .ok();
+    out.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn docker_events_of_images_volumes_and_networks_replay_after_a_restart() {
+    let d = Daemon::start_docker(Rt::Embedded);
+    let start = berth_e2e::now_secs() - 1.0;
+    d.load_busybox();
+    d.docker(&["tag", "busybox", "ev/bb:1"]).ok();
+    d.docker(&["rmi", "ev/bb:1"]).ok();
+    d.docker(&["volume", "create", "evvol"]).ok();
+    d.docker(&["volume", "rm", "evvol"]).ok();
+    d.docker(&["network", "create", "evnet"]).ok();
+    d.docker(&["create", "--name", "evc", "busybox", "true"])
+        .ok();
+    d.docker(&["network", "connect", "evnet", "evc"]).ok();
+    d.docker(&["network", "disconnect", "evnet", "evc"]).ok();
+    // An anonymous volume: made by the create, removed with rm -v.
+    d.docker(&[
+        "create", "--name", "evanon", "-v", "/data", "busybox", "true",
+    ])
+    .ok();
+    d.docker(&["rm", "-v", "evanon", "evc"]).ok();
+    d.docker(&["network", "rm", "evnet"]).ok();
+    d.docker(&["rmi", "busybox"]).ok();
+    let until = berth_e2e::now_secs() + 1.0;
+    let (since, until) = (format!("{start:.3}"), format!("{until:.3}"));
+
+    let check = |d: &Daemon| {
+        let images = kind_events(d, &since, &until, "image");
+        assert_eq!(images.len(), 5, "{images:?}");
+        assert_eq!(
+            images[..4],
+            [
+                "image load busybox:latest",
+                "image tag ev/bb:1",
+                "image untag ev/bb:1",
+                "image untag busybox:latest",
+            ],
+            "{images:?}"
+        );
+        // The delete's name is the image id (as moby's), and so is its ID.
+        assert!(images[4].starts_with("image delete sha256:"), "{images:?}");
+        let deletes = d
+            .docker(&[
+                "events",
+                "--since",
+                &since,
+                "--until",
+                &until,
+                "--filter",
+                "type=image",
+                "--filter",
+                "event=delete",
+                "--format",
+                "{{.Action}} {{.Actor.ID}}",
+            ])
+            .ok();
+        assert!(
+            deletes.trim_end().starts_with("delete sha256:"),
+            "{deletes}"
+        );
+        let volumes = kind_events(d, &since, &until, "volume");
+        assert_eq!(volumes.len(), 4, "{volumes:?}");
+        assert_eq!(
+            &volumes[..2],
+            ["volume create <no value>", "volume destroy <no value>"]
+        );
+        assert_eq!(
+            &volumes[2..],
+            ["volume create <no value>", "volume destroy <no value>"]
+        );
+        let networks = kind_events(d, &since, &until, "network");
+        assert_eq!(
+            networks,
+            [
+                "network create evnet",
+                "network connect evnet",
+                "network disconnect evnet",
+                "network destroy evnet",
+            ],
+            "{networks:?}"
+        );
+        // A volume filter by name, and Docker's attributes.
+        let vol = d
+            .docker(&[
+                "events",
+                "--since",
+                &since,
+                "--until",
+                &until,
+                "--filter",
+                "volume=evvol",
+                "--format",
+                "{{.Action}} {{.Actor.ID}} {{.Actor.Attributes.driver}}",
+            ])
+            .ok();
+        assert_eq!(vol.trim_end(), "create evvol local\ndestroy evvol local");
+        // A connect names its container.
+        let c = d
+            .docker(&[
+                "events",
+                "--since",
+                &since,
+                "--until",
+                &until,
+                "--filter",
+                "event=connect",
+                "--format",
+                "{{.Actor.Attributes.type}} {{.Actor.Attributes.container}}",
+            ])
+            .ok();
+        assert!(c.trim_end().starts_with("bridge "), "{c}");
+        // Everything, in log order: the objects interleave with the
+        // containers' events as they happened.
+        let all = d
+            .docker(&[
+                "events",
+                "--since",
+                &since,
+                "--until",
+                &until,
+                "--format",
+                "{{.Type}} {{.Action}}",
+            ])
+            .ok();
+        let all: Vec<&str> = all.lines().collect();
+        let at = |l: &str| {
+            all.iter()
+                .position(|x| *x == l)
+                .unwrap_or_else(|| panic!("{l} missing: {all:?}"))
+        };
+        assert!(at("image tag") < at("volume create"), "{all:?}");
+        assert!(at("volume destroy") < at("network create"), "{all:?}");
+        assert!(at("network create") < at("container create"), "{all:?}");
+        assert!(at("container create") < at("network connect"), "{all:?}");
+        assert!(at("network destroy") < at("image delete"), "{all:?}");
+    };
+    check(&d);
+    // And again after a berthd restart: the log is durable.
+    let mut d = d;
+    d.restart();
+    poll(
+        "the Docker API after a restart",
+        Duration::from_secs(20),
+        || (d.docker(&["version"]).code == 0).then_some(()),
+    );
+    check(&d);
+    // berth's own CLI shows them too, with its type filter.
+    let rfc3339 = |secs: f64| {
+        let out = std::process::Command::new("date")
+            .args(["-u", "-d", &format!("@{secs:.0}"), "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .expect("date");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let from = rfc3339(start - 1.0);
+    let to = rfc3339(berth_e2e::now_secs() + 1.0);
+    let out = d
+        .berth(&[
+            "events",
+            "--since",
+            &from,
+            "--until",
+            &to,
+            "--filter",
+            "type=network",
+        ])
+        .ok();
+    let kinds: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).zip(l.split_whitespace().nth(3)))
+        .map(|(o, t)| if o == "network" { t } else { o })
+        .collect();
+    assert_eq!(
+        kinds,
+        // berth's own names: a removal is `delete` for every kind.
+        ["create", "connect", "disconnect", "delete"],
+        "{out}"
+    );
+    assert!(out.contains("(evnet)"), "{out}");
+    let json = d
+        .berth(&[
+            "events",
+            "--since",
+            &from,
+            "--until",
+            &to,
+            "--filter",
+            "type=volume",
+            "--format",
+            "json",
+        ])
+        .ok();
+    let first: serde_json::Value =
+        serde_json::from_str(json.lines().next().unwrap_or("{}")).expect("a JSON line");
+    assert_eq!(first["object"], "volume", "{json}");
+    assert_eq!(first["type"], "create", "{json}");
+    assert_eq!(first["id"], "evvol", "{json}");
+}
