@@ -270,6 +270,41 @@ pub fn copy_up(from: &Path, data: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn creates_and_removals_are_recorded_once() {
+        let dir = std::env::temp_dir().join(format!("berth-vols-ev-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let v = Volumes::open(&dir).unwrap();
+        let bus =
+            berth_core::EventBus::new(std::sync::Arc::new(berth_core::store::MemStore::default()))
+                .unwrap();
+        v.events.attach(bus.clone());
+        v.create(Some("data"), BTreeMap::new(), false).unwrap();
+        // An existing name is not made again: no second create.
+        v.create(Some("data"), BTreeMap::new(), false).unwrap();
+        assert!(v.remove("data", Some("c1")).is_err());
+        v.remove("data", None).unwrap();
+        let mut sub = bus.subscribe(0);
+        let mut got = Vec::new();
+        while let Some(ev) = sub.try_next() {
+            got.push((ev.object, ev.kind, ev.container, ev.attributes));
+        }
+        let local = BTreeMap::from([("driver".to_string(), "local".to_string())]);
+        assert_eq!(
+            got,
+            vec![
+                (
+                    ObjectKind::Volume,
+                    EventType::Create,
+                    "data".into(),
+                    local.clone()
+                ),
+                (ObjectKind::Volume, EventType::Delete, "data".into(), local),
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn volumes_are_made_listed_and_removed_and_leftovers_cleaned() {
         let dir = std::env::temp_dir().join(format!("berth-vols-{}", std::process::id()));
