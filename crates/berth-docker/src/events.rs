@@ -273,10 +273,12 @@ fn event_filters(q: &Query) -> Result<EventFilters, ApiError> {
 /// Whether `want` (a filter's values) names `id` (or a prefix of it) or
 /// `name`; an empty filter names everything.
 fn names(want: &[String], id: &str, name: &str) -> bool {
-    want.is_empty()
-        || want
-            .iter()
-            .any(|w| (!w.is_empty() && id.starts_with(w.as_str())) || w == name)
+    want.is_empty() || want.iter().any(|w| named(w, id, name))
+}
+
+/// Whether one filter value names `id` (or a prefix of it) or `name`.
+fn named(w: &str, id: &str, name: &str) -> bool {
+    (!w.is_empty() && id.starts_with(w)) || w == name
 }
 
 impl EventFilters {
@@ -315,7 +317,7 @@ impl EventFilters {
                     || self
                         .images
                         .iter()
-                        .any(|i| names(&[i.clone()], &id, name) || i == short))
+                        .any(|i| named(i, &id, name) || i == short))
                     && self.containers.is_empty()
                     && self.volumes.is_empty()
                     && self.networks.is_empty()

@@ -24,6 +24,7 @@ fn with_busybox(reg: &Registry, repo: &str) -> (Daemon, String) {
 fn docker_pull_from_a_loopback_registry_and_run() {
     let reg = Registry::start();
     let (d, name) = with_busybox(&reg, "e2e/bb:1");
+    let since = format!("{:.3}", berth_e2e::now_secs() - 1.0);
     let r = d.docker(&["pull", &name]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("1: Pulling from e2e/bb"), "{r:?}");
@@ -52,6 +53,34 @@ fn docker_pull_from_a_loopback_registry_and_run() {
     let r = d.docker(&["pull", &format!("{}/e2e/bb:nope", reg.addr())]);
     assert_ne!(r.code, 0, "{r:?}");
     assert!(!r.stderr.is_empty(), "{r:?}");
+    // Every pull that succeeded is an image event named by its reference
+    // (as moby's, also the one that found the image up to date); the
+    // failed one is not.
+    let until = format!("{:.3}", berth_e2e::now_secs() + 1.0);
+    let pulls = d
+        .docker(&[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "type=image",
+            "--filter",
+            "event=pull",
+            "--format",
+            "{{.Action}} {{.Actor.ID}}",
+        ])
+        .ok();
+    assert_eq!(
+        pulls.lines().collect::<Vec<_>>(),
+        [
+            format!("pull {name}"),
+            format!("pull {name}"),
+            format!("pull {other}")
+        ],
+        "{pulls}"
+    );
     // system df counts what is there.
     let df = d
         .docker(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"])
