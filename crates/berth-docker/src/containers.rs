@@ -576,6 +576,8 @@ async fn wait(State(b): Ctx, Path(id): Path<String>, req: Request) -> Result<Res
                 b.events(v1::EventsRequest {
                     containers: vec![c.id.clone()],
                     types: vec!["exit".into(), "delete".into()],
+                    // Not a network's or a volume's delete.
+                    objects: vec!["container".into()],
                     ..Default::default()
                 })
                 .await?,
