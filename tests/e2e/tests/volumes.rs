@@ -284,3 +284,54 @@ fn named_volumes_keep_data_across_containers_and_a_daemon_kill() {
     d.berth(&["volume", "rm", "data"]).ok();
     assert_eq!(d.berth(&["volume", "ls", "-q"]).ok(), "");
 }
+
+/// The volume events of `d`'s log, as `type name` (JSON `id`).
+fn volume_events(d: &Daemon) -> Vec<String> {
+    d.events_json(&["--filter", "type=volume"])
+        .iter()
+        .filter(|e| e["type"] != "missed")
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["type"].as_str().unwrap_or(""),
+                e["id"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn implicit_volume_creates_and_removals_are_events() {
+    let d = Daemon::start(Rt::Embedded);
+    busybox_image(&d);
+    // A -v of a new name makes the volume.
+    d.berth(&["run", "--name", "uses", "-v", "implied:/x", "bb:1", "true"])
+        .ok();
+    // --rm: the anonymous volume goes with the container (asynchronously,
+    // after the container's delete).
+    d.berth(&["run", "--rm", "-v", "/anon", "bb:1", "true"])
+        .ok();
+    let evs = berth_e2e::poll(
+        "the anonymous volume's removal",
+        std::time::Duration::from_secs(20),
+        || {
+            let evs = volume_events(&d);
+            (evs.len() >= 3).then_some(evs)
+        },
+    );
+    assert_eq!(evs[0], "create implied", "{evs:?}");
+    let anon = evs[1]
+        .strip_prefix("create ")
+        .expect("the anonymous create");
+    assert_eq!(evs[2], format!("delete {anon}"), "{evs:?}");
+    // prune removes the named one once nothing uses it.
+    d.berth(&["rm", "uses"]).ok();
+    d.berth(&["volume", "prune", "-f"]).ok();
+    let evs = volume_events(&d);
+    assert_eq!(evs.len(), 4, "{evs:?}");
+    assert_eq!(evs[3], "delete implied", "{evs:?}");
+    // Container events are still there, and not among these.
+    let all = d.events_json(&["--filter", "type=container"]);
+    assert!(all.iter().all(|e| e.get("object").is_none()), "{all:?}");
+    assert!(all.iter().any(|e| e["type"] == "create"), "{all:?}");
+}
