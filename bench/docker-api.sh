@@ -67,7 +67,7 @@ printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["layer/layer.tar"]}]' "
 tar -C "$d" -cf "$tmp/image.tar" manifest.json "$cfg.json" layer
 
 log "starting berthd and dockerd"
-"$BIN_DIR/berthd" --root "$tmp/berth" --socket "$tmp/berth.sock" \
+"$BIN_DIR/berthd" --default-network none --root "$tmp/berth" --socket "$tmp/berth.sock" \
 	--docker-socket "$tmp/berth-docker.sock" --shim "$BIN_DIR/berth-shim" \
 	--log-level warn </dev/null >>"$tmp/berthd.log" 2>&1 &
 pids+=($!)

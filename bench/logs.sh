@@ -36,7 +36,7 @@ cleanup() {
 trap cleanup EXIT
 bash "$repo/scripts/mkrootfs.sh" "$tmp/rootfs" >&2
 gcc -O2 -static -o "$tmp/rootfs/bin/logwriter" "$repo/bench/logwriter.c"
-"$bin/berthd" --root "$tmp/root" --socket "$tmp/s.sock" --shim "$bin/berth-shim" \
+"$bin/berthd" --default-network none --root "$tmp/root" --socket "$tmp/s.sock" --shim "$bin/berth-shim" \
 	--log-level warn 2>"$tmp/berthd.log" &
 dpid=$!
 B() { "$bin/berth" --socket "$tmp/s.sock" "$@"; }

@@ -296,7 +296,7 @@ log "pushed $REF: $UNC_MIB MiB uncompressed, $GZ_MIB MiB gzip"
 # --- berth
 B() { "$BIN/berth" --socket "$tmp/berth.sock" "$@"; }
 berth_up() {
-	"$BIN/berthd" --root "$tmp/berth" --socket "$tmp/berth.sock" --runtime embedded \
+	"$BIN/berthd" --default-network none --root "$tmp/berth" --socket "$tmp/berth.sock" --runtime embedded \
 		--log-level warn </dev/null 2>"$tmp/berthd.log" &
 	daemon_pids+=("$!")
 	wait_for berthd B version

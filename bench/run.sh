@@ -216,7 +216,7 @@ start_daemon() { # name runtime [extra berthd args...]; sets $sock
 	local name=$1 runtime=$2
 	shift 2
 	sock=$tmp/$name.sock
-	"$BIN/berthd" --root "$tmp/$name" --socket "$sock" --runtime "$runtime" --log-level warn "$@" \
+	"$BIN/berthd" --default-network none --root "$tmp/$name" --socket "$sock" --runtime "$runtime" --log-level warn "$@" \
 		</dev/null 2>"$tmp/$name.log" &
 	local pid=$!
 	daemon_pids+=("$pid")

@@ -99,7 +99,7 @@ trap cleanup EXIT INT TERM
 bash scripts/mkrootfs.sh "$R" >/dev/null 2>&1 || die "scripts/mkrootfs.sh failed"
 
 start_berthd() {
-	"$BIN/berthd" --root "$tmp/state" --socket "$tmp/berth.sock" --runtime embedded \
+	"$BIN/berthd" --default-network none --root "$tmp/state" --socket "$tmp/berth.sock" --runtime embedded \
 		--log-level warn "$@" </dev/null >/dev/null 2>>"$tmp/berthd.log" &
 	berthd_pid=$!
 }

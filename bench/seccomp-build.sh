@@ -43,7 +43,7 @@ declare -A SHA256=(
 spec=${SPEC:-}
 if [ -z "$spec" ]; then
 	bash "$repo/scripts/mkrootfs.sh" "$tmp/rootfs" >&2
-	"$B/berthd" --root "$tmp/root" --socket "$tmp/s.sock" --runtime embedded \
+	"$B/berthd" --default-network none --root "$tmp/root" --socket "$tmp/s.sock" --runtime embedded \
 		--shim "$B/berth-shim" --log-level warn 2>"$tmp/berthd.log" &
 	pid=$!
 	for _ in $(seq 200); do [ -S "$tmp/s.sock" ] && break; sleep 0.05; done

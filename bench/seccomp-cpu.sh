@@ -49,7 +49,7 @@ cleanup() {
 trap cleanup EXIT
 bash "$repo/scripts/mkrootfs.sh" "$tmp/rootfs" >&2
 for rt in $RUNTIMES; do
-	"$B/berthd" --root "$tmp/root-$rt" --socket "$tmp/$rt.sock" --runtime "$rt" \
+	"$B/berthd" --default-network none --root "$tmp/root-$rt" --socket "$tmp/$rt.sock" --runtime "$rt" \
 		--shim "$B/berth-shim" --log-level warn 2>"$tmp/berthd-$rt.log" &
 	pids+=($!)
 done

@@ -34,7 +34,7 @@ cleanup() {
 trap cleanup EXIT
 bash "$repo/scripts/mkrootfs.sh" "$tmp/rootfs" >&2
 for rt in embedded runc; do
-	"$bin/berthd" --root "$tmp/root-$rt" --socket "$tmp/$rt.sock" --runtime "$rt" \
+	"$bin/berthd" --default-network none --root "$tmp/root-$rt" --socket "$tmp/$rt.sock" --runtime "$rt" \
 		--shim "$bin/berth-shim" --log-level warn 2>"$tmp/berthd-$rt.log" &
 	pids+=($!)
 done

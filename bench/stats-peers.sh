@@ -207,7 +207,7 @@ samples() { # STACK OUT: per-container samples the client printed
 for stack in $STACKS; do
 	case $stack in
 	berth)
-		"$B/berthd" --root "$tmp/berth" --socket "$tmp/berth.sock" --shim "$B/berth-shim" \
+		"$B/berthd" --default-network none --root "$tmp/berth" --socket "$tmp/berth.sock" --shim "$B/berth-shim" \
 			--log-level warn 2>"$tmp/berthd.log" &
 		berthd_pid=$!
 		for _ in $(seq 200); do [ -S "$tmp/berth.sock" ] && break; sleep 0.1; done

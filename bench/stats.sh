@@ -38,7 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 bash "$repo/scripts/mkrootfs.sh" "$tmp/rootfs" >/dev/null
-"$B/berthd" --root "$tmp/state" --socket "$sock" --shim "$B/berth-shim" --log-level warn \
+"$B/berthd" --default-network none --root "$tmp/state" --socket "$sock" --shim "$B/berth-shim" --log-level warn \
 	2>"$tmp/berthd.log" &
 dpid=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done

@@ -314,7 +314,7 @@ mkimage() {
 # --- berth -------------------------------------------------------------------
 B() { "$BIN/berth" --socket "$tmp/berth.sock" "$@"; }
 berth_up() {
-	"$BIN/berthd" --root "$tmp/berth" --socket "$tmp/berth.sock" --runtime embedded \
+	"$BIN/berthd" --default-network none --root "$tmp/berth" --socket "$tmp/berth.sock" --runtime embedded \
 		--log-level warn </dev/null 2>"$tmp/berthd.log" &
 	berthd_pid=$!
 	daemon_pids+=("$berthd_pid")

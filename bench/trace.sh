@@ -42,7 +42,7 @@ cleanup() {
 trap cleanup EXIT
 
 bash "$repo/scripts/mkrootfs.sh" "$tmp/rootfs"
-"$BIN/berthd" --root "$tmp/state" --socket "$tmp/s.sock" --runtime "$runtime" --log-level warn \
+"$BIN/berthd" --default-network none --root "$tmp/state" --socket "$tmp/s.sock" --runtime "$runtime" --log-level warn \
 	</dev/null 2>"$tmp/berthd.log" &
 daemon=$!
 for _ in $(seq 200); do
