@@ -57,21 +57,13 @@ fn docker_pull_from_a_loopback_registry_and_run() {
     // (as moby's, also the one that found the image up to date); the
     // failed one is not.
     let until = format!("{:.3}", berth_e2e::now_secs() + 1.0);
-    let pulls = d
-        .docker(&[
-            "events",
-            "--since",
-            &since,
-            "--until",
-            &until,
-            "--filter",
-            "type=image",
-            "--filter",
-            "event=pull",
-            "--format",
-            "{{.Action}} {{.Actor.ID}}",
-        ])
-        .ok();
+    let pulls = docker_events(
+        &d,
+        &since,
+        &until,
+        &["type=image", "event=pull"],
+        "{{.Action}} {{.Actor.ID}}",
+    );
     assert_eq!(
         pulls.lines().collect::<Vec<_>>(),
         [
@@ -137,11 +129,7 @@ fn docker_events_since_replays_the_durable_log() {
     let since = format!("{start:.3}");
     let until = format!("{until:.3}");
     let fmt = "{{.Type}} {{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}";
-    let out = d
-        .docker(&[
-            "events", "--since", &since, "--until", &until, "--format", fmt,
-        ])
-        .ok();
+    let out = docker_events(&d, &since, &until, &[], fmt);
     // Go templates print a missing attribute as "<no value>".
     let lines: Vec<String> = out.lines().map(|l| l.replace(" <no value>", "")).collect();
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
@@ -151,19 +139,7 @@ fn docker_events_since_replays_the_durable_log() {
     assert!(lines.contains(&"container rename ev2"), "{out}");
     assert!(lines.contains(&"container destroy ev2"), "{out}");
     // Filters: one action.
-    let out = d
-        .docker(&[
-            "events",
-            "--since",
-            &since,
-            "--until",
-            &until,
-            "--filter",
-            "event=die",
-            "--format",
-            fmt,
-        ])
-        .ok();
+    let out = docker_events(&d, &since, &until, &["event=die"], fmt);
     assert_eq!(out.trim_end(), "container die ev 2");
     // And again after a berthd restart: the log is durable.
     let mut d = d;
@@ -173,39 +149,32 @@ fn docker_events_since_replays_the_durable_log() {
         Duration::from_secs(20),
         || (d.docker(&["version"]).code == 0).then_some(()),
     );
-    let out = d
-        .docker(&[
-            "events",
-            "--since",
-            &since,
-            "--until",
-            &until,
-            "--filter",
-            "event=die",
-            "--format",
-            fmt,
-        ])
-        .ok();
+    let out = docker_events(&d, &since, &until, &["event=die"], fmt);
     assert_eq!(out.trim_end(), "container die ev 2");
+}
+
+/// `docker events --since S --until U` with `filters` (each a `--filter`
+/// value) printed with the Go template `format`.
+fn docker_events(d: &Daemon, since: &str, until: &str, filters: &[&str], format: &str) -> String {
+    let mut args = vec!["events", "--since", since, "--until", until];
+    for f in filters {
+        args.extend(["--filter", f]);
+    }
+    args.extend(["--format", format]);
+    d.docker(&args).ok()
 }
 
 /// `docker events --since S --until U` with `--filter type=KIND`: the
 /// lines of `d`'s durable log about that kind, as `Type Action`.
 fn kind_events(d: &Daemon, since: &str, until: &str, kind: &str) -> Vec<String> {
     let filter = format!("type={kind}");
-    let out = d
-        .docker(&[
-            "events",
-            "--since",
-            since,
-            "--until",
-            until,
-            "--filter",
-            &filter,
-            "--format",
-            "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
-        ])
-        .ok();
+    let out = docker_events(
+        d,
+        since,
+        until,
+        &[&filter],
+        "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+    );
     out.lines().map(str::to_string).collect()
 }
 
@@ -249,21 +218,13 @@ fn docker_events_of_images_volumes_and_networks_replay_after_a_restart() {
         );
         // The delete's name is the image id (as moby's), and so is its ID.
         assert!(images[4].starts_with("image delete sha256:"), "{images:?}");
-        let deletes = d
-            .docker(&[
-                "events",
-                "--since",
-                &since,
-                "--until",
-                &until,
-                "--filter",
-                "type=image",
-                "--filter",
-                "event=delete",
-                "--format",
-                "{{.Action}} {{.Actor.ID}}",
-            ])
-            .ok();
+        let deletes = docker_events(
+            d,
+            &since,
+            &until,
+            &["type=image", "event=delete"],
+            "{{.Action}} {{.Actor.ID}}",
+        );
         assert!(
             deletes.trim_end().starts_with("delete sha256:"),
             "{deletes}"
@@ -290,48 +251,26 @@ fn docker_events_of_images_volumes_and_networks_replay_after_a_restart() {
             "{networks:?}"
         );
         // A volume filter by name, and Docker's attributes.
-        let vol = d
-            .docker(&[
-                "events",
-                "--since",
-                &since,
-                "--until",
-                &until,
-                "--filter",
-                "volume=evvol",
-                "--format",
-                "{{.Action}} {{.Actor.ID}} {{.Actor.Attributes.driver}}",
-            ])
-            .ok();
+        let vol = docker_events(
+            d,
+            &since,
+            &until,
+            &["volume=evvol"],
+            "{{.Action}} {{.Actor.ID}} {{.Actor.Attributes.driver}}",
+        );
         assert_eq!(vol.trim_end(), "create evvol local\ndestroy evvol local");
         // A connect names its container.
-        let c = d
-            .docker(&[
-                "events",
-                "--since",
-                &since,
-                "--until",
-                &until,
-                "--filter",
-                "event=connect",
-                "--format",
-                "{{.Actor.Attributes.type}} {{.Actor.Attributes.container}}",
-            ])
-            .ok();
+        let c = docker_events(
+            d,
+            &since,
+            &until,
+            &["event=connect"],
+            "{{.Actor.Attributes.type}} {{.Actor.Attributes.container}}",
+        );
         assert!(c.trim_end().starts_with("bridge "), "{c}");
         // Everything, in log order: the objects interleave with the
         // containers' events as they happened.
-        let all = d
-            .docker(&[
-                "events",
-                "--since",
-                &since,
-                "--until",
-                &until,
-                "--format",
-                "{{.Type}} {{.Action}}",
-            ])
-            .ok();
+        let all = docker_events(d, &since, &until, &[], "{{.Type}} {{.Action}}");
         let all: Vec<&str> = all.lines().collect();
         let at = |l: &str| {
             all.iter()
