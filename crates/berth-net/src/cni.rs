@@ -310,9 +310,10 @@ impl Cni {
             return None;
         }
         let fd = file.as_raw_fd();
-        // SAFETY: between fork and exec, only fcntl (async-signal-safe) on
-        // the child's copy of a descriptor the parent keeps open until the
-        // spawn returns: the child's inherits it; it allocates nothing.
+        // SAFETY: runs between fork and exec and calls only fcntl, which is
+        // async-signal-safe and allocates nothing, on the child's copy of a
+        // descriptor the parent keeps open until the spawn returns; clearing
+        // its close-on-exec flag lets that copy live on in the plugin.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
