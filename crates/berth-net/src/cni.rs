@@ -527,9 +527,8 @@ mod tests {
 
     #[test]
     fn the_lock_stays_while_a_child_runs_and_goes_with_it() {
-        let dir = std::env::temp_dir().join(format!("berth-cni-lock-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cni = Cni::new("/nonexistent").with_lock(dir.join("plugins.lock"));
+        let tmp = berth_testkit::TempDir::new("berth-cni-lock");
+        let cni = Cni::new("/nonexistent").with_lock(tmp.path().join("plugins.lock"));
         assert!(cni.wait_for_orphans(Duration::ZERO), "no child yet");
         // A child that outlives its parent's copy of the file: the parent
         // side is dropped at once, as exec does.
@@ -549,7 +548,6 @@ mod tests {
         let mut other = Command::new("sleep").arg("0.3").spawn().unwrap();
         assert!(cni.wait_for_orphans(Duration::ZERO));
         other.wait().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

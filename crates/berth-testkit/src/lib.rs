@@ -115,6 +115,34 @@ pub fn listing(dir: &Path) -> Vec<String> {
     out
 }
 
+/// A fresh directory under the system's temp dir, removed with all it holds
+/// when dropped, also when the test that made it panics.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// `<temp>/<prefix>-<pid>-<n>`, made empty (a leftover of an earlier
+    /// run with the same pid is removed first).
+    pub fn new(prefix: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -525,8 +525,8 @@ mod tests {
     fn open_log_while_it_rotates() {
         use std::io::Write;
         use std::sync::atomic::{AtomicBool, Ordering};
-        let dir = std::env::temp_dir().join(format!("berthd-logs-rot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = berth_testkit::TempDir::new("berthd-logs-rot");
+        let dir = tmp.path().to_path_buf();
         let log = dir.join("container.log");
         let numbered = |n: u32| dir.join(format!("container.log.{n}"));
         let t = "2026-01-01T00:00:00.000000000Z";
@@ -540,8 +540,13 @@ mod tests {
                 let numbered = |n: u32| dir.join(format!("container.log.{n}"));
                 let mut line = 0u64;
                 // As the shim: 10 lines a file, every file kept, a gap
-                // before the new file.
+                // before the new file, and a moment of writing between two
+                // rotations (a shim rotates at --log-max-size, at least
+                // kilobytes apart; back-to-back rotations would leave a
+                // reader no still listing at all, and the read then fails
+                // as it should, with "try again").
                 while !stop.load(Ordering::Relaxed) && line < 200_000 {
+                    std::thread::sleep(Duration::from_millis(1));
                     let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
                     for _ in 0..10 {
                         line += 1;
@@ -559,34 +564,44 @@ mod tests {
                 }
             })
         };
-        // Reads until the writer has rotated 200 times.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while rotations.load(Ordering::Relaxed) < 200 {
-            assert!(Instant::now() < deadline, "the writer is stuck");
-            let (records, _) = open_log(&log, &Filter::default()).unwrap();
-            let got: Vec<u64> = records
-                .iter()
-                .map(|r| {
-                    std::str::from_utf8(&r.data)
-                        .unwrap()
-                        .trim()
-                        .parse()
-                        .unwrap()
-                })
-                .collect();
-            let want: Vec<u64> = (1..=got.len() as u64).collect();
-            assert_eq!(got, want, "a gap or a duplicate");
-        }
+        // Reads until the writer has rotated 200 times; the writer is
+        // stopped before any verdict, so a failure leaves nothing running.
+        let read = || -> Result<(), String> {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while rotations.load(Ordering::Relaxed) < 200 {
+                if Instant::now() >= deadline {
+                    return Err("the writer is stuck".into());
+                }
+                let (records, _) =
+                    open_log(&log, &Filter::default()).map_err(|e| format!("open_log: {e}"))?;
+                let got: Vec<u64> = records
+                    .iter()
+                    .map(|r| {
+                        std::str::from_utf8(&r.data)
+                            .ok()
+                            .and_then(|s| s.trim().parse().ok())
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                let want: Vec<u64> = (1..=got.len() as u64).collect();
+                if got != want {
+                    return Err(format!("a gap or a duplicate: {got:?}"));
+                }
+            }
+            Ok(())
+        };
+        let outcome = read();
         stop.store(true, Ordering::Relaxed);
-        writer.join().unwrap();
+        let wrote = writer.join();
+        outcome.unwrap();
+        assert!(wrote.is_ok(), "the writer failed");
         assert!(numbered(200).exists());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn tail_and_rotation() {
-        let dir = std::env::temp_dir().join(format!("berthd-logs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = berth_testkit::TempDir::new("berthd-logs");
+        let dir = tmp.path();
         let log = dir.join("container.log");
         let t = "2026-01-01T00:00:00.000000000Z";
         std::fs::write(
@@ -637,6 +652,5 @@ mod tests {
             .flat_map(|r| r.data.clone())
             .collect();
         assert_eq!(got, b"five\nsix\n");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
