@@ -13,6 +13,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
+. "$here/lib.sh"
 N=${N:-30}
 BIN_DIR=${BIN_DIR:-${CARGO_TARGET_DIR:-$repo/target}/release}
 DOCKER=${DOCKER:-$(command -v /usr/local/bin/docker || command -v docker)}
@@ -56,15 +57,8 @@ wait_for() { local i; for ((i = 0; i < 400; i++)); do "$@" >/dev/null 2>&1 && re
 # The image: the busybox-static rootfs as a docker-save archive.
 R=$tmp/rootfs
 bash "$repo/scripts/mkrootfs.sh" "$R" >/dev/null
-d=$tmp/image
-mkdir -p "$d/layer" "$tmp/client"
-tar --numeric-owner -C "$R" -cf "$d/layer/layer.tar" .
-diff=$(sha256sum "$d/layer/layer.tar" | cut -d' ' -f1)
-printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$diff" >"$d/config.json"
-cfg=$(sha256sum "$d/config.json" | cut -d' ' -f1)
-mv "$d/config.json" "$d/$cfg.json"
-printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["layer/layer.tar"]}]' "$cfg" "$IMG" >"$d/manifest.json"
-tar -C "$d" -cf "$tmp/image.tar" manifest.json "$cfg.json" layer
+mkdir -p "$tmp/client"
+docker_archive "$R" "$IMG" "$tmp/image.tar"
 
 log "starting berthd and dockerd"
 "$BIN_DIR/berthd" --default-network none --root "$tmp/berth" --socket "$tmp/berth.sock" \

@@ -76,3 +76,20 @@ stop_pids() {
 	done
 	return 0
 }
+
+# docker_archive ROOTFS TAG OUT: a one-layer docker-save archive of ROOTFS
+# named TAG, written to OUT (for `docker load`, `podman load`, `berth load`,
+# `ctr images import`); its work dir beside OUT is removed.
+docker_archive() {
+	local root=${1:?docker_archive needs a rootfs} tag=${2:?and a tag} out=${3:?and an output file}
+	local d="$out.d" diff cfg
+	mkdir -p "$d/layer"
+	tar --numeric-owner -C "$root" -cf "$d/layer/layer.tar" .
+	diff=$(sha256sum "$d/layer/layer.tar" | cut -d' ' -f1)
+	printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created_by":"scripts/mkrootfs.sh"}]}' "$diff" >"$d/config.json"
+	cfg=$(sha256sum "$d/config.json" | cut -d' ' -f1)
+	mv "$d/config.json" "$d/$cfg.json"
+	printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["layer/layer.tar"]}]' "$cfg" "$tag" >"$d/manifest.json"
+	tar -C "$d" -cf "$out" manifest.json "$cfg.json" layer
+	rm -rf "${d:?}"
+}

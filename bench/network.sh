@@ -80,15 +80,8 @@ daemon() { nsenter -t "$holder" -m -n "$@" & }
 # The image.
 R=$tmp/rootfs
 bash "$repo/scripts/mkrootfs.sh" "$R" >/dev/null
-d=$tmp/image
-mkdir -p "$d/layer" "$tmp/client"
-tar --numeric-owner -C "$R" -cf "$d/layer/layer.tar" .
-diff=$(sha256sum "$d/layer/layer.tar" | cut -d' ' -f1)
-printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$diff" >"$d/config.json"
-cfg=$(sha256sum "$d/config.json" | cut -d' ' -f1)
-mv "$d/config.json" "$d/$cfg.json"
-printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["layer/layer.tar"]}]' "$cfg" "$IMG" >"$d/manifest.json"
-tar -C "$d" -cf "$tmp/image.tar" manifest.json "$cfg.json" layer
+mkdir -p "$tmp/client"
+docker_archive "$R" "$IMG" "$tmp/image.tar"
 
 wait_for() { local i; for ((i = 0; i < 400; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done; return 1; }
 B() { IN "$BIN/berth" --socket "$tmp/berth.sock" "$@"; }

@@ -129,17 +129,7 @@ pids_named() { # COMM: pids whose comm is COMM and whose command line names
 
 # A docker-archive tarball of a busybox rootfs, for docker and podman.
 bash "$repo/scripts/mkrootfs.sh" "$tmp/rootfs" >/dev/null
-mkdir -p "$tmp/image/layer"
-tar --numeric-owner -C "$tmp/rootfs" -cf "$tmp/image/layer/layer.tar" .
-diff=$(sha256sum "$tmp/image/layer/layer.tar" | cut -d' ' -f1)
-jq -cn --arg diff "sha256:$diff" '{architecture: "amd64", os: "linux",
-	config: {Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], Cmd: ["/bin/sh"]},
-	rootfs: {type: "layers", diff_ids: [$diff]}}' >"$tmp/image/config.json"
-cfg=$(sha256sum "$tmp/image/config.json" | cut -d' ' -f1)
-mv "$tmp/image/config.json" "$tmp/image/$cfg.json"
-jq -cn --arg c "$cfg.json" --arg t "$IMG" '[{Config: $c, RepoTags: [$t], Layers: ["layer/layer.tar"]}]' \
-	>"$tmp/image/manifest.json"
-tar -C "$tmp/image" -cf "$tmp/image.tar" manifest.json "$cfg.json" layer
+docker_archive "$tmp/rootfs" "$IMG" "$tmp/image.tar"
 
 echo "# $N idle containers per stack, ${SECS}s per phase, $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg) at start"
 echo

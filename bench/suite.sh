@@ -278,18 +278,7 @@ fi
 # A docker-archive tarball of the same rootfs, for docker, podman and ctr.
 IMG=berth-bench/busybox:latest
 mkimage() {
-	local d=$tmp/image diff cfg
-	mkdir -p "$d/layer"
-	tar --numeric-owner -C "$R" -cf "$d/layer/layer.tar" .
-	diff=$(sha256sum "$d/layer/layer.tar" | cut -d' ' -f1)
-	jq -cn --arg diff "sha256:$diff" '{architecture: "amd64", os: "linux",
-		config: {Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], Cmd: ["/bin/sh"]},
-		rootfs: {type: "layers", diff_ids: [$diff]}, history: [{created_by: "scripts/mkrootfs.sh"}]}' >"$d/config.json"
-	cfg=$(sha256sum "$d/config.json" | cut -d' ' -f1)
-	mv "$d/config.json" "$d/$cfg.json"
-	jq -cn --arg c "$cfg.json" --arg t "$IMG" '[{Config: $c, RepoTags: [$t], Layers: ["layer/layer.tar"]}]' >"$d/manifest.json"
-	tar -C "$d" -cf "$tmp/image.tar" manifest.json "$cfg.json" layer
-	rm -rf "$d"
+	docker_archive "$R" "$IMG" "$tmp/image.tar"
 }
 
 # ---------------------------------------------------------------------------
