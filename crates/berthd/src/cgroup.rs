@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use berth_core::spec::parse_cpuset;
 use oci_spec::runtime::LinuxResources;
@@ -557,9 +558,152 @@ pub fn host_memory() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The `cgroup.procs` file of berthd's own cgroup: in the cgroup2 mount
+/// when there is one (`0::PATH` in `/proc/self/cgroup`), else in the first
+/// v1 hierarchy berthd is listed in.
+fn own_procs_file(host: &Host, self_cgroup: &str) -> Option<PathBuf> {
+    let mut lines = self_cgroup.lines().filter_map(|l| {
+        let mut f = l.splitn(3, ':');
+        Some((f.next()?, f.next()?, f.next()?))
+    });
+    let rel = |path: &str| PathBuf::from(path.trim_start_matches('/'));
+    if let Some(mount) = &host.v2 {
+        if let Some((_, _, path)) = lines.clone().find(|(n, c, _)| *n == "0" && c.is_empty()) {
+            return Some(mount.join(rel(path)).join("cgroup.procs"));
+        }
+    }
+    lines.find_map(|(_, ctrls, path)| {
+        let mount = ctrls.split(',').find_map(|c| host.v1.get(c))?;
+        Some(mount.join(rel(path)).join("cgroup.procs"))
+    })
+}
+
+/// After the last create or exec, how long [`warm_attach`] keeps the
+/// kernel's cgroup attach lock ready for writers.
+const WARM_FOR: Duration = Duration::from_secs(2);
+/// How often it writes meanwhile: shorter than the shortest RCU grace
+/// period seen on this machine kind (~2 ms), so the lock never falls back.
+const WARM_EVERY: Duration = Duration::from_millis(2);
+
+/// Keep the kernel's cgroup attach lock ready for writers while containers
+/// are being created and exec'd, so that the runtime's attach of a new
+/// process does not wait an RCU grace period.
+///
+/// Every write to a `cgroup.procs` takes the kernel's global
+/// `cgroup_threadgroup_rwsem` for writing. When nothing has written one for
+/// a moment, that lock is in its fast mode for readers (every `fork` on the
+/// host is one), and a writer first waits a whole RCU grace period (2–28
+/// ms on this 2-core VM, ~15 typical) to switch it; for about one more
+/// grace period after the last writer is done, the next writer gets in at
+/// once. libcontainer's intermediate process writes the container's pid a
+/// few ms into a `run` or `exec` and used to wait the whole period there.
+///
+/// Called at the start of each create and exec. A thread of berthd's writes
+/// `0` (the writer itself) into berthd's own cgroup: the kernel moves berthd
+/// into the cgroup it is already in, which changes nothing. The first write
+/// waits the grace period in that thread, in parallel with the snapshot,
+/// the spec and the shim; the writes after it, every [`WARM_EVERY`] until
+/// [`WARM_FOR`] after the last call, keep the lock switched, at ~10 µs of
+/// CPU each. The cost for the rest of the host is the cost of a busy
+/// container host: forks take the lock's slower reader path meanwhile.
+/// A kernel that has the lock in writer mode for good (cgroup2's
+/// `favordynmods`) gains nothing and loses nothing. Best effort: a write
+/// that fails is logged once and warming stops.
+pub fn warm_attach() {
+    static WARMER: OnceLock<Option<&'static Warmer>> = OnceLock::new();
+    let warmer = WARMER.get_or_init(|| {
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let file = own_procs_file(host(), &own)?;
+        let w: &'static Warmer = Box::leak(Box::new(Warmer {
+            file,
+            last: Mutex::new(None),
+            wake: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("cgroup-warm".into())
+            .spawn(move || w.run())
+            .ok()?;
+        Some(w)
+    });
+    if let Some(w) = warmer {
+        *w.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        w.wake.notify_one();
+    }
+}
+
+/// The state of [`warm_attach`]'s thread: when it was last asked.
+struct Warmer {
+    file: PathBuf,
+    last: Mutex<Option<Instant>>,
+    wake: Condvar,
+}
+
+impl Warmer {
+    fn run(&self) {
+        loop {
+            {
+                let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+                while !last.is_some_and(|t| t.elapsed() < WARM_FOR) {
+                    last = self.wake.wait(last).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            if let Err(e) = fs::write(&self.file, "0") {
+                tracing::warn!(
+                    file = %self.file.display(),
+                    error = %e,
+                    "cannot write berthd's own cgroup.procs; the runtime's cgroup attach will wait for the kernel"
+                );
+                return;
+            }
+            std::thread::sleep(WARM_EVERY);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_procs_file_prefers_cgroup2_then_a_v1_hierarchy() {
+        let mut host = Host {
+            kind: Kind::V1,
+            v1: BTreeMap::from([
+                ("memory".to_string(), PathBuf::from("/sys/fs/cgroup/memory")),
+                (
+                    "cpu".to_string(),
+                    PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"),
+                ),
+                (
+                    "cpuacct".to_string(),
+                    PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"),
+                ),
+            ]),
+            v2: Some(PathBuf::from("/sys/fs/cgroup/unified")),
+            v2_controllers: BTreeSet::new(),
+        };
+        let own = "9:name=systemd:/\n4:memory:/process_api/9f5e\n1:cpu,cpuacct:/a/b\n0::/system.slice/berthd.service\n";
+        assert_eq!(
+            own_procs_file(&host, own),
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/unified/system.slice/berthd.service/cgroup.procs"
+            ))
+        );
+        host.v2 = None;
+        // memory comes first in the file: its own path, not another's.
+        assert_eq!(
+            own_procs_file(&host, own),
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/memory/process_api/9f5e/cgroup.procs"
+            ))
+        );
+        assert_eq!(
+            own_procs_file(&host, "1:cpu,cpuacct:/\n"),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/cgroup.procs"))
+        );
+        assert_eq!(own_procs_file(&host, "9:name=systemd:/\n"), None);
+        assert_eq!(own_procs_file(&host, ""), None);
+    }
 
     fn tempdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("berthd-cg-{tag}-{}", std::process::id()));

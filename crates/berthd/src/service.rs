@@ -267,6 +267,10 @@ impl Service {
     ) -> Result<(CreateParams, Option<crate::userns::Lease>), Status> {
         // Bad input is refused before anything is unpacked or mounted.
         validate::create(&r)?;
+        // As early as a good request is known: the snapshot and the spec
+        // come before the runtime's cgroup attach, and the grace period
+        // passes during them.
+        crate::cgroup::warm_attach();
         let mode = self.network_mode(&r)?;
         crate::mounts::requests(&r, &[])?;
         crate::mounts::shm_size(&r)?;

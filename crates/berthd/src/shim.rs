@@ -654,6 +654,8 @@ async fn run_over(rootfs: Option<Arc<dyn RootfsProvider>>, id: &str) {
 #[async_trait]
 impl Runtime for ShimRuntime {
     async fn create(&self, req: CreateTask) -> Result<Arc<dyn Task>, RuntimeError> {
+        // The runtime's attach of the init comes a few ms from now.
+        crate::cgroup::warm_attach();
         let layout = self.layout(&req.id);
         let fresh = !layout.dir.exists();
         let id = req.id.clone();
@@ -952,6 +954,8 @@ impl Task for ShimTask {
     }
 
     async fn exec(&self, req: ExecTask) -> Result<(i32, Option<AttachIo>), RuntimeError> {
+        // The runtime's attach of the exec'd process comes a few ms from now.
+        crate::cgroup::warm_attach();
         let process = serde_json::to_value(&req.process)
             .map_err(|e| RuntimeError::other(format!("cannot serialize the process: {e}")))?;
         let request_line = proto::Request::Exec {
