@@ -598,7 +598,8 @@ const WARM_EVERY: Duration = Duration::from_millis(2);
 /// once. libcontainer's intermediate process writes the container's pid a
 /// few ms into a `run` or `exec` and used to wait the whole period there.
 ///
-/// Called at the start of each create and exec. A thread of berthd's writes
+/// Called at the start of each create and of each exec a client asks for
+/// (not a health check's: nobody waits on those). A thread of berthd's writes
 /// `0` (the writer itself) into berthd's own cgroup: the kernel moves berthd
 /// into the cgroup it is already in, which changes nothing. The first write
 /// waits the grace period in that thread, in parallel with the snapshot,

@@ -111,6 +111,10 @@ impl Service {
                 Some(mut e) => {
                     e.interactive = setup.stdin;
                     let process = exec_process(&rec, e, size)?;
+                    // A client's exec: the runtime's cgroup attach of it
+                    // comes a few ms from now (health checks' execs do
+                    // not warm: nobody waits on them).
+                    crate::cgroup::warm_attach();
                     let (exec_id, pid, io) = self
                         .sup
                         .exec_attached(&rec.id, process, Some(opts))
@@ -1276,6 +1280,7 @@ impl berth_api::Containers for Service {
         }
         let rec = self.sup.inspect(&r.id).map_err(status)?;
         let process = exec_process(&rec, r, None)?;
+        crate::cgroup::warm_attach();
         let (exec_id, pid) = self.sup.exec(&rec.id, process).await.map_err(status)?;
         Ok(Response::new(v1::ExecResponse { exec_id, pid }))
     }

@@ -954,8 +954,6 @@ impl Task for ShimTask {
     }
 
     async fn exec(&self, req: ExecTask) -> Result<(i32, Option<AttachIo>), RuntimeError> {
-        // The runtime's attach of the exec'd process comes a few ms from now.
-        crate::cgroup::warm_attach();
         let process = serde_json::to_value(&req.process)
             .map_err(|e| RuntimeError::other(format!("cannot serialize the process: {e}")))?;
         let request_line = proto::Request::Exec {
