@@ -24,6 +24,8 @@ pub struct CriLog {
     buf: Vec<u8>,
     /// Set after a failed write so that a full disk is reported once.
     failing: bool,
+    /// Records were written since the log was opened or last synced.
+    unsynced: bool,
 }
 
 impl CriLog {
@@ -43,6 +45,7 @@ impl CriLog {
             max_files,
             buf: Vec::new(),
             failing: false,
+            unsynced: false,
         })
     }
 
@@ -97,6 +100,8 @@ impl CriLog {
         if self.buf.is_empty() {
             return;
         }
+        // Even a failed write may have put part of the buffer in the file.
+        self.unsynced = true;
         let result = match self.file.as_mut() {
             Some(f) => f.write_all(&self.buf),
             None => Err(io::Error::other("log file is not open")),
@@ -152,9 +157,16 @@ impl CriLog {
     }
 
     /// Make the log durable (called once, before the exit is reported).
+    /// A log this shim wrote nothing to has nothing to make durable: a
+    /// silent process (`/bin/true`, most execs) costs no fdatasync.
     pub fn sync(&mut self) {
+        if !self.unsynced {
+            return;
+        }
         if let Some(f) = self.file.as_mut() {
-            let _ = f.sync_data();
+            if f.sync_data().is_ok() {
+                self.unsynced = false;
+            }
         }
     }
 }
@@ -200,6 +212,22 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn only_a_written_log_is_synced() {
+        let dir = tmpdir("sync");
+        let path = dir.join("log");
+        let mut log = CriLog::open(&path, 0, 1).unwrap();
+        assert!(!log.unsynced, "nothing written yet");
+        log.sync();
+        log.write("stdout", b"");
+        assert!(!log.unsynced, "an empty chunk writes nothing");
+        log.write("stdout", b"line\n");
+        assert!(log.unsynced);
+        log.sync();
+        assert!(!log.unsynced);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
