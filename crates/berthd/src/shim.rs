@@ -654,7 +654,12 @@ async fn run_over(rootfs: Option<Arc<dyn RootfsProvider>>, id: &str) {
 #[async_trait]
 impl Runtime for ShimRuntime {
     async fn create(&self, req: CreateTask) -> Result<Arc<dyn Task>, RuntimeError> {
-        // The runtime's attach of the init comes a few ms from now.
+        // The runtime's attach of the init comes a few ms from now. A new
+        // container's request has warmed already (the service's `params`,
+        // earlier, so the grace period overlaps the snapshot and the spec):
+        // this call is for the runs that do not pass there, a stopped
+        // container started again and a restart by policy, and for a new
+        // container it only moves the window's end (a lock and a notify).
         crate::cgroup::warm_attach();
         let layout = self.layout(&req.id);
         let fresh = !layout.dir.exists();
