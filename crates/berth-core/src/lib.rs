@@ -2,9 +2,12 @@
 //! every operation on them), typed exit statuses, events with a durable,
 //! resumable log, OCI spec generation, and the [`runtime::Runtime`] seam
 //! with a fake for tests. No I/O of its own beyond reading a rootfs's user
-//! database for spec generation: berthd supplies the runtime and the store.
+//! database for spec generation and keeping seccomp profiles for the
+//! embedded runtime ([`embedded`]): berthd supplies the runtime and the
+//! store.
 
 pub mod container;
+pub mod embedded;
 pub mod event;
 pub mod exit;
 pub mod id;

@@ -490,7 +490,7 @@ impl Backend for Embedded {
             // libcontainer's tenant runs without the container's seccomp
             // filter; berth loads the one the create compiled.
             let bundle = load(&dir, "exec")?.bundle().clone();
-            let executor = crate::seccomp::for_exec(&bundle, &mut process)
+            let executor = crate::seccomp::for_exec(&root, &bundle, &mut process)
                 .map_err(|e| OciError::other(format!("exec failed: {e}")))?;
             let json = serde_json::to_vec(&process)
                 .map_err(|e| OciError::other(format!("exec failed: process: {e}")))?;

@@ -10,32 +10,40 @@
 //! [`compile`]), exports it to `<runtime root>/.seccomp/<key>.bpf`, and
 //! every later container with the same profile pays one file read.
 //!
-//! How the filter reaches the container: libcontainer is handed a
-//! sub-bundle (`<bundle>/embedded/config.json`) whose spec has no
-//! `linux.seccomp`, and a wrapping [`Executor`] loads the cached program in
-//! the init after libcontainer has set the final uid/gid and capabilities,
-//! just before the init waits for `start` (where libcontainer would load its
-//! own). Loading a filter without `no_new_privs` needs `CAP_SYS_ADMIN`, so the
-//! sub-bundle's process also holds `CAP_SYS_ADMIN` (and `CAP_SETPCAP`, to drop
-//! from the bounding set) when the container lacks them; the executor drops
-//! exactly those again: from the bounding set before the filter is loaded,
-//! from the effective and permitted sets (`capset`) after it.
+//! How the filter reaches the container: libcontainer is handed a spec
+//! without `linux.seccomp` ([`berth_core::embedded`]), and a wrapping
+//! [`Executor`] loads the cached program in the init after libcontainer has
+//! set the final uid/gid and capabilities, just before the init waits for
+//! `start` (where libcontainer would load its own). Loading a filter
+//! without `no_new_privs` needs `CAP_SYS_ADMIN`, so that spec's process is
+//! also lent `CAP_SYS_ADMIN` (and `CAP_SETPCAP`, to drop from the bounding
+//! set) when the container lacks them; the executor drops exactly those
+//! again: from the bounding set before the filter is loaded, from the
+//! effective and permitted sets (`capset`) after it.
+//!
+//! Who writes that spec: berthd, as the bundle's `config.json`, with the
+//! record of the filter in an annotation and the profile kept once under
+//! the runtime root; the create helper (a cold, freshly forked process)
+//! then reads the record and the cached program and nothing else. A bundle
+//! that comes with a `linux.seccomp` (any other writer) gets a sub-bundle,
+//! `<bundle>/embedded/config.json`, from the helper ([`prepare`]).
 //!
 //! `berth exec` gets the same executor with the container's cached program
-//! (named in the sub-bundle's [`RECORD`]), which libcontainer 0.7 alone does
-//! not do: its exec'd processes run without the container's filter.
+//! (named by the record in libcontainer's bundle), which libcontainer 0.7
+//! alone does not do: its exec'd processes run without the container's
+//! filter.
 //!
-//! Profiles this does not handle keep libcontainer's own path: a
-//! `SCMP_ACT_NOTIFY` rule or a `listenerPath` (the notify fd must go to the
-//! listener, which libcontainer does), the `WaitKillableRecv` flag (a
-//! listener flag), and bundles with hooks (a hook reads the bundle from the
-//! state, and must see the real one).
+//! Profiles this does not handle keep libcontainer's own path
+//! ([`embedded::handles`]: notify rules and listeners), as do bundles with
+//! hooks (a hook reads the bundle from the state, and must see the real one).
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use berth_core::embedded::{self, Lent, CACHE_DIR, SUB_BUNDLE};
 
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{
@@ -49,27 +57,14 @@ use oci_spec::runtime::{
     Arch, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag,
     LinuxSeccompOperator, Process, Spec,
 };
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::sys;
 
-/// The sub-bundle's directory name, inside the container's bundle.
-pub(crate) const SUB_BUNDLE: &str = "embedded";
-/// The file in the sub-bundle naming the container's compiled filter.
-pub(crate) const RECORD: &str = "berth-seccomp.json";
-/// The cache directory's name, inside the runtime root (container ids never
-/// start with a dot, so it cannot collide with one).
-const CACHE_DIR: &str = ".seccomp";
 /// The kernel's limit on a classic BPF program (`BPF_MAXINSNS`).
 const MAX_INSNS: usize = 4096;
 /// One `struct sock_filter`.
 const INSN_BYTES: usize = 8;
-
-// The seccomp(2) filter flags libseccomp passes for the profile's flags.
-const FLAG_TSYNC: u32 = 1;
-const FLAG_LOG: u32 = 2;
-const FLAG_SPEC_ALLOW: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
@@ -101,36 +96,6 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FilterError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Whether this module can build and load `seccomp` itself (see the module
-/// doc for what it leaves to libcontainer).
-pub(crate) fn handles(seccomp: &LinuxSeccomp) -> bool {
-    let notify = seccomp.default_action() == LinuxSeccompAction::ScmpActNotify
-        || seccomp
-            .syscalls()
-            .iter()
-            .flatten()
-            .any(|s| s.action() == LinuxSeccompAction::ScmpActNotify);
-    let listener_flag = seccomp
-        .flags()
-        .iter()
-        .flatten()
-        .any(|f| *f == LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv);
-    !notify && !listener_flag && seccomp.listener_path().is_none()
-}
-
-/// The seccomp(2) flags that libseccomp's load would pass for the profile.
-pub(crate) fn load_flags(seccomp: &LinuxSeccomp) -> u32 {
-    seccomp.flags().iter().flatten().fold(0, |acc, f| {
-        acc | match f {
-            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => FLAG_TSYNC,
-            LinuxSeccompFilterFlag::SeccompFilterFlagLog => FLAG_LOG,
-            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => FLAG_SPEC_ALLOW,
-            // Not handled here (see `handles`).
-            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => 0,
-        }
-    })
 }
 
 fn arch(a: Arch) -> ScmpArch {
@@ -286,14 +251,13 @@ fn compile(seccomp: &LinuxSeccomp) -> Result<ScmpFilterContext, FilterError> {
     Ok(ctx)
 }
 
-/// The cache key of a profile: sha256 of its serialized form, the libseccomp
-/// version, the layout and the architecture (all the program depends on).
-fn key(seccomp: &LinuxSeccomp) -> Result<String, FilterError> {
-    let json = serde_json::to_vec(seccomp)
-        .map_err(|e| FilterError::Invalid(format!("serialize the profile: {e}")))?;
+/// The cache key of a profile: sha256 of its digest
+/// ([`embedded::profile_digest`]), the libseccomp version, the layout and the
+/// architecture (all the program depends on).
+fn key(profile: &str) -> Result<String, FilterError> {
     let v = ScmpVersion::current().map_err(scmp("libseccomp version"))?;
     let mut h = Sha256::new();
-    h.update(&json);
+    h.update(profile);
     h.update(format!(
         "\0libseccomp {}.{}.{}\0{}\0optimize {OPTIMIZE}",
         v.major,
@@ -304,10 +268,28 @@ fn key(seccomp: &LinuxSeccomp) -> Result<String, FilterError> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The cache file of the program for the profile with digest `profile`.
+fn cache_file(root: &Path, profile: &str) -> Result<PathBuf, FilterError> {
+    Ok(root.join(CACHE_DIR).join(format!("{}.bpf", key(profile)?)))
+}
+
 /// A program as the kernel takes it: whole instructions, not empty, within
 /// the kernel's limit (a damaged cache file is rebuilt, never loaded).
 fn plausible(bpf: &[u8]) -> bool {
     !bpf.is_empty() && bpf.len().is_multiple_of(INSN_BYTES) && bpf.len() / INSN_BYTES <= MAX_INSNS
+}
+
+/// The cached program at `path`; `None` when it is not there or damaged.
+fn read_cached(path: &Path) -> Result<Option<Vec<u8>>, FilterError> {
+    match std::fs::read(path) {
+        Ok(bpf) if plausible(&bpf) => Ok(Some(bpf)),
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "damaged seccomp cache file, rebuilding");
+            Ok(None)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_at(path)(e)),
+    }
 }
 
 /// The compiled program for `seccomp`: from the cache under `root`, or built,
@@ -317,15 +299,14 @@ pub(crate) fn cached(
     root: &Path,
     seccomp: &LinuxSeccomp,
 ) -> Result<(PathBuf, Vec<u8>), FilterError> {
-    let dir = root.join(CACHE_DIR);
-    let path = dir.join(format!("{}.bpf", key(seccomp)?));
-    match std::fs::read(&path) {
-        Ok(bpf) if plausible(&bpf) => return Ok((path, bpf)),
-        Ok(_) => tracing::warn!(path = %path.display(), "damaged seccomp cache file, rebuilding"),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_at(&path)(e)),
+    let digest = embedded::profile_digest(seccomp)
+        .map_err(|e| FilterError::Invalid(format!("serialize the profile: {e}")))?;
+    let path = cache_file(root, &digest)?;
+    if let Some(bpf) = read_cached(&path)? {
+        return Ok((path, bpf));
     }
     let ctx = compile(seccomp)?;
+    let dir = root.join(CACHE_DIR);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -359,120 +340,38 @@ pub(crate) fn cached(
     Ok((path, bpf))
 }
 
-/// What the sub-bundle records for `exec`: the container's compiled filter.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Record {
-    /// The cache file holding the program.
-    pub filter: PathBuf,
-    /// seccomp(2) flags to load it with.
-    pub flags: u32,
-    /// The capabilities the init was given only to load the filter (for
-    /// the record; each process computes its own).
-    pub added: Vec<Capability>,
-}
-
-/// The capabilities a process is given only to load the filter, and from
-/// which of its sets they are dropped again.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Added {
-    pub bounding: Vec<Capability>,
-    pub effective: Vec<Capability>,
-    pub permitted: Vec<Capability>,
-}
-
-impl Added {
-    fn all(&self) -> Vec<Capability> {
-        let mut v: Vec<Capability> = Vec::new();
-        for c in self
-            .bounding
-            .iter()
-            .chain(&self.effective)
-            .chain(&self.permitted)
-        {
-            if !v.contains(c) {
-                v.push(*c);
-            }
-        }
-        v
-    }
-}
-
-/// Give `process` what loading a filter without no_new_privs takes:
-/// `CAP_SYS_ADMIN` (and `CAP_SETPCAP`, to drop from the bounding set) in its
-/// bounding, effective and permitted sets, where it lacks them; returns what
-/// was added. Nothing with `noNewPrivileges` (the load needs no capability
-/// then) or without a capabilities section (libcontainer then leaves the
-/// process all it has).
-pub(crate) fn add_load_caps(process: &mut Process) -> Added {
-    let mut added = Added::default();
-    if process.no_new_privileges() == Some(true) {
-        return added;
-    }
-    let Some(mut caps) = process.capabilities().clone() else {
-        return added;
-    };
-    let needed = [Capability::SysAdmin, Capability::Setpcap];
-    // libcontainer empties the bounding set when the spec has none; the
-    // effective and permitted sets are left alone then (they keep all).
-    let mut bounding = caps.bounding().clone().unwrap_or_default();
-    for c in needed {
-        if bounding.insert(c) {
-            added.bounding.push(c);
-        }
-    }
-    caps.set_bounding(Some(bounding));
-    if let Some(mut set) = caps.effective().clone() {
-        for c in needed {
-            if set.insert(c) {
-                added.effective.push(c);
-            }
-        }
-        caps.set_effective(Some(set));
-    }
-    if let Some(mut set) = caps.permitted().clone() {
-        for c in needed {
-            if set.insert(c) {
-                added.permitted.push(c);
-            }
-        }
-        caps.set_permitted(Some(set));
-    }
-    process.set_capabilities(Some(caps));
-    added
-}
-
-/// The capability crate's name for one [`add_load_caps`] adds (only these
-/// two are ever added).
+/// The capability crate's name for one [`embedded::lend_load_caps`] lends
+/// (only these two are ever lent).
 fn to_caps(c: Capability) -> Result<caps::Capability, String> {
     match c {
         Capability::SysAdmin => Ok(caps::Capability::CAP_SYS_ADMIN),
         Capability::Setpcap => Ok(caps::Capability::CAP_SETPCAP),
-        other => Err(format!("{other} is not a capability berth adds")),
+        other => Err(format!("{other} is not a capability berth lends")),
     }
 }
 
 /// The workload executor: libcontainer's default one, with the cached filter
-/// loaded (and the added capabilities dropped) once libcontainer has set up
+/// loaded (and the lent capabilities dropped) once libcontainer has set up
 /// the process, before it waits for `start`.
 #[derive(Clone)]
 pub(crate) struct FilterExecutor {
     bpf: Vec<u8>,
     flags: u32,
-    added: Added,
+    lent: Lent,
 }
 
 impl FilterExecutor {
-    pub(crate) fn new(bpf: Vec<u8>, flags: u32, added: Added) -> Self {
-        Self { bpf, flags, added }
+    pub(crate) fn new(bpf: Vec<u8>, flags: u32, lent: Lent) -> Self {
+        Self { bpf, flags, lent }
     }
 
     /// Runs in the container's init (or exec'd process), single-threaded,
-    /// with its final uid/gid and capabilities (plus the added ones).
+    /// with its final uid/gid and capabilities (plus the lent ones).
     fn install(&self) -> Result<(), String> {
         // The bounding set limits what a process can gain, not what it has:
         // drop from it first (CAP_SETPCAP is still effective), so that only
         // capset runs under the filter. CAP_SETPCAP itself goes last.
-        let mut bounding = self.added.bounding.clone();
+        let mut bounding = self.lent.bounding.clone();
         bounding.sort_by_key(|c| *c == Capability::Setpcap);
         for c in &bounding {
             caps::drop(None, caps::CapSet::Bounding, to_caps(*c)?)
@@ -482,8 +381,8 @@ impl FilterExecutor {
             .map_err(|e| format!("seccomp: load the filter: {e}"))?;
         // Effective before permitted: the kernel wants E within P.
         for (set, list) in [
-            (caps::CapSet::Effective, &self.added.effective),
-            (caps::CapSet::Permitted, &self.added.permitted),
+            (caps::CapSet::Effective, &self.lent.effective),
+            (caps::CapSet::Permitted, &self.lent.permitted),
         ] {
             if list.is_empty() {
                 continue;
@@ -495,7 +394,7 @@ impl FilterExecutor {
             caps::set(None, set, &now).map_err(|e| {
                 format!(
                     "drop {:?} from {set:?} (does the seccomp profile refuse capset?): {e}",
-                    self.added.all()
+                    self.lent.all()
                 )
             })?;
         }
@@ -523,134 +422,115 @@ impl Executor for FilterExecutor {
 
 /// What `create` hands libcontainer instead of the bundle.
 pub(crate) struct Prepared {
-    /// The sub-bundle directory.
+    /// The bundle libcontainer is given: the bundle itself when berthd
+    /// prepared its spec, else the sub-bundle made here.
     pub bundle: PathBuf,
     pub executor: FilterExecutor,
 }
 
-/// For a bundle whose profile this module handles: compile (or find) the
-/// filter and write the sub-bundle. `None` leaves the container to
-/// libcontainer as it is (no seccomp, a profile it must handle, or a
-/// bundle it cannot read: libcontainer reports that itself).
+/// The compiled program of the profile a record names: from the cache, or
+/// compiled from the profile kept under `root`.
+fn program(root: &Path, record: &embedded::Record) -> Result<Vec<u8>, FilterError> {
+    if let Some(bpf) = read_cached(&cache_file(root, &record.profile)?)? {
+        return Ok(bpf);
+    }
+    let path = embedded::profile_path(root, &record.profile);
+    let seccomp = embedded::load_profile(root, &record.profile).map_err(io_at(&path))?;
+    Ok(cached(root, &seccomp)?.1)
+}
+
+/// For a bundle whose filter this module loads: the bundle libcontainer is
+/// given and the executor with the compiled program. A spec berthd prepared
+/// (its record in the annotation) is used as it is: reading the record and
+/// the cached program is all this does. A spec with a profile gets a
+/// sub-bundle, made here. `None` leaves the container to libcontainer as it
+/// is (no seccomp, a profile it must handle, or a bundle it cannot read:
+/// libcontainer reports that itself).
 pub(crate) fn prepare(root: &Path, bundle: &Path) -> Result<Option<Prepared>, FilterError> {
-    let Ok(mut spec) = Spec::load(bundle.join("config.json")) else {
+    let Ok(text) = std::fs::read(bundle.join("config.json")) else {
         return Ok(None);
     };
-    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
+    match embedded::peek(&text) {
+        Some(embedded::Peek {
+            record: Some(record),
+            ..
+        }) => {
+            let bpf = program(root, &record)?;
+            return Ok(Some(Prepared {
+                bundle: bundle.to_path_buf(),
+                executor: FilterExecutor::new(bpf, record.flags, record.lent),
+            }));
+        }
+        // No filter at all (unconfined, privileged): nothing to parse.
+        Some(embedded::Peek { seccomp: false, .. }) => return Ok(None),
+        _ => {}
+    }
+    let Ok(spec) = serde_json::from_slice::<Spec>(&text) else {
         return Ok(None);
     };
-    // No process: libcontainer refuses the spec itself.
-    let Some(mut process) = spec.process().clone() else {
+    let Some(prepared) = embedded::prepare(&spec, bundle) else {
         return Ok(None);
     };
-    if !handles(&seccomp) || spec.hooks().is_some() {
-        return Ok(None);
-    }
-    let (filter, bpf) = cached(root, &seccomp)?;
-    let flags = load_flags(&seccomp);
-
-    let added = add_load_caps(&mut process);
-    spec.set_process(Some(process));
-    if let Some(linux) = spec.linux_mut() {
-        linux.set_seccomp(None);
-    }
-    // The rootfs as the real bundle resolves it.
-    if let Some(r) = spec.root_mut() {
-        let path = bundle.join(r.path());
-        let abs = std::fs::canonicalize(&path).map_err(io_at(&path))?;
-        r.set_path(abs);
-    }
-
+    let (_, bpf) = cached(root, &prepared.seccomp)?;
+    // Kept like berthd's, so that an exec can compile it again too.
+    let kept = embedded::profile_path(root, &prepared.record.profile);
+    embedded::save_profile(root, &prepared.record.profile, &prepared.seccomp)
+        .map_err(io_at(&kept))?;
     let sub = bundle.join(SUB_BUNDLE);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&sub)
         .map_err(io_at(&sub))?;
-    let record = Record {
-        filter,
-        flags,
-        added: added.all(),
-    };
-    // The record first: a sub-bundle config without it would be a container
-    // whose exec'd processes silently lack the filter.
-    write_json(&sub.join(RECORD), &record)?;
-    write_json(&sub.join("config.json"), &spec)?;
+    let config = sub.join("config.json");
+    embedded::write_json(&config, &prepared.spec).map_err(io_at(&config))?;
     Ok(Some(Prepared {
         bundle: sub,
-        executor: FilterExecutor::new(bpf, flags, added),
+        executor: FilterExecutor::new(bpf, prepared.record.flags, prepared.record.lent),
     }))
 }
 
-/// Write `value` to a new file at `path`. An old file (a container created
-/// again from its bundle) is unlinked first rather than truncated: ext4
-/// flushes a file that is truncated and rewritten (`auto_da_alloc`), which
-/// measured ~8 ms against ~0.2 ms for a new file (`cache_hit_cost`).
-fn write_json(path: &Path, value: &impl Serialize) -> Result<(), FilterError> {
-    let json = serde_json::to_vec(value)
-        .map_err(|e| FilterError::Invalid(format!("{}: {e}", path.display())))?;
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_at(path)(e)),
-    }
-    File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(&json))
-        .map_err(io_at(path))
-}
-
 /// For `exec` in the container whose libcontainer bundle is `bundle`: the
-/// executor that loads the container's filter into `process`, whose
-/// capabilities get what loading it needs. `None` when the container was not
-/// created through [`prepare`] (no seccomp, or libcontainer's own path).
+/// executor that loads the container's filter (kept under `root`) into
+/// `process`, whose capabilities are lent what loading it needs. `None` when
+/// the container's spec has no record (no seccomp, or libcontainer's own
+/// path).
 pub(crate) fn for_exec(
+    root: &Path,
     bundle: &Path,
     process: &mut Process,
 ) -> Result<Option<FilterExecutor>, FilterError> {
-    let path = bundle.join(RECORD);
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_at(&path)(e)),
+    let path = bundle.join("config.json");
+    let text = std::fs::read(&path).map_err(io_at(&path))?;
+    let Some(record) = embedded::record_of(&text) else {
+        return Ok(None);
     };
-    let record: Record = serde_json::from_slice(&text)
-        .map_err(|e| FilterError::Invalid(format!("{}: {e}", path.display())))?;
-    // Never run the process without its filter: a missing cache file is an
-    // error, not a reason to go without.
-    let bpf = std::fs::read(&record.filter).map_err(io_at(&record.filter))?;
-    if !plausible(&bpf) {
-        return Err(FilterError::Invalid(format!(
-            "{}: not a BPF program",
-            record.filter.display()
-        )));
-    }
-    let added = add_load_caps(process);
-    Ok(Some(FilterExecutor::new(bpf, record.flags, added)))
+    // Never run the process without its filter: a program that cannot be
+    // had is an error, not a reason to go without.
+    let bpf = program(root, &record)?;
+    let lent = embedded::lend_load_caps(process);
+    Ok(Some(FilterExecutor::new(bpf, record.flags, lent)))
 }
 
-/// Remove the sub-bundle a container's delete leaves: only the two files
-/// [`prepare`] wrote, and the directory if that leaves it empty.
+/// Remove the sub-bundle a container's delete leaves (only one [`prepare`]
+/// made: named so, its spec carrying the record), and the directory if that
+/// leaves it empty. A bundle berthd prepared is berthd's to remove.
 pub(crate) fn remove_sub_bundle(bundle: &Path) {
-    if bundle.file_name() != Some(std::ffi::OsStr::new(SUB_BUNDLE)) || !bundle.join(RECORD).exists()
-    {
+    if bundle.file_name() != Some(std::ffi::OsStr::new(SUB_BUNDLE)) {
         return;
     }
-    let _ = std::fs::remove_file(bundle.join("config.json"));
-    let _ = std::fs::remove_file(bundle.join(RECORD));
-    let _ = std::fs::remove_dir(bundle);
+    let config = bundle.join("config.json");
+    let ours = std::fs::read(&config).is_ok_and(|t| embedded::record_of(&t).is_some());
+    if ours {
+        let _ = std::fs::remove_file(&config);
+        let _ = std::fs::remove_dir(bundle);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{
-        LinuxCapabilitiesBuilder, LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSyscallBuilder,
-        ProcessBuilder,
-    };
+    use oci_spec::runtime::{LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSyscallBuilder};
 
     fn docker_caps() -> HashSet<Capability> {
         berth_core::spec::DEFAULT_CAPABILITIES.into_iter().collect()
@@ -790,7 +670,7 @@ mod tests {
         let root = std::env::temp_dir().join(format!("berth-oci-seccomp-{}", std::process::id()));
         std::fs::create_dir_all(&root).unwrap();
         for (name, profile) in profiles() {
-            assert!(handles(&profile), "{name}");
+            assert!(embedded::handles(&profile), "{name}");
             let (path, bpf) = cached(&root, &profile).unwrap();
             assert!(path.starts_with(root.join(CACHE_DIR)), "{name}");
             // The second time it is the cache's.
@@ -803,14 +683,16 @@ mod tests {
 
             let list = exported(&build(&profile).unwrap(), &root.join("list"));
             let theirs = loaded_by(|| libcontainer::seccomp::initialize_seccomp(&profile).is_ok());
-            let ours_list =
-                loaded_by(|| sys::seccomp_set_mode_filter(load_flags(&profile), &list).is_ok());
+            let ours_list = loaded_by(|| {
+                sys::seccomp_set_mode_filter(embedded::load_flags(&profile), &list).is_ok()
+            });
             assert!(
                 theirs == ours_list,
                 "{name}: libcontainer's program differs from berth's rules"
             );
-            let ours =
-                loaded_by(|| sys::seccomp_set_mode_filter(load_flags(&profile), &bpf).is_ok());
+            let ours = loaded_by(|| {
+                sys::seccomp_set_mode_filter(embedded::load_flags(&profile), &bpf).is_ok()
+            });
             assert_eq!(ours.len(), bpf.len(), "{name}");
             assert!(ours == bpf, "{name}: the kernel holds what berth exported");
         }
@@ -1013,18 +895,89 @@ mod tests {
         let (m, p90) = median(&mut || {
             assert!(prepare(&root, &bundle).unwrap().is_some());
         });
-        println!("prepare: median {m:?}, p90 {p90:?}");
+        println!("prepare, a plain bundle (makes the sub-bundle): median {m:?}, p90 {p90:?}");
         let (m, p90) = median(&mut || {
             Spec::load(bundle.join("config.json")).unwrap();
         });
         println!("  of which reading the spec: median {m:?}, p90 {p90:?}");
         let sub = bundle.join(SUB_BUNDLE).join("config.json");
         let (m, p90) = median(&mut || {
-            let _ = std::fs::remove_file(&sub);
-            write_json(&sub, &spec).unwrap();
+            embedded::write_json(&sub, &spec).unwrap();
         });
         println!("  writing the sub-bundle's spec (fresh file): median {m:?}, p90 {p90:?}");
+        let prepared = embedded::prepare(&spec, &bundle).unwrap();
+        embedded::write_json(&bundle.join("config.json"), &prepared.spec).unwrap();
+        let (m, p90) = median(&mut || {
+            assert!(prepare(&root, &bundle).unwrap().is_some());
+        });
+        println!("prepare, a bundle berthd prepared: median {m:?}, p90 {p90:?}");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Both ways a bundle comes: prepared by berthd (used as it is) and
+    /// plain, with a profile (a sub-bundle is made, and removed by delete);
+    /// a bundle without a filter is libcontainer's as it is.
+    #[test]
+    fn a_prepared_bundle_is_used_as_it_is_and_a_plain_one_gets_a_sub_bundle() {
+        let root =
+            std::env::temp_dir().join(format!("berth-oci-seccomp-ways-{}", std::process::id()));
+        struct Gone(PathBuf);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let _gone = Gone(root.clone());
+        let bundle = root.join("bundle");
+        std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        let profile = profiles().remove(2).1;
+        let mut spec = Spec::default();
+        let mut linux = spec.linux().clone().unwrap();
+        linux.set_seccomp(Some(profile.clone()));
+        spec.set_linux(Some(linux));
+        let (_, program) = cached(&root, &profile).unwrap();
+
+        // Plain: the sub-bundle, with the record; the profile kept.
+        spec.save(bundle.join("config.json")).unwrap();
+        let p = prepare(&root, &bundle).unwrap().unwrap();
+        assert_eq!(p.bundle, bundle.join(SUB_BUNDLE));
+        assert_eq!(p.executor.bpf, program);
+        let text = std::fs::read(p.bundle.join("config.json")).unwrap();
+        let record = embedded::record_of(&text).unwrap();
+        assert_eq!(
+            embedded::load_profile(&root, &record.profile).unwrap(),
+            profile
+        );
+        let mut process = spec.process().clone().unwrap();
+        let exec = for_exec(&root, &p.bundle, &mut process).unwrap().unwrap();
+        assert_eq!(exec.bpf, program);
+        remove_sub_bundle(&p.bundle);
+        assert!(!p.bundle.exists());
+
+        // Prepared by berthd, and its program not cached: compiled from the
+        // profile kept under the root.
+        let prepared = embedded::prepare(&spec, &bundle).unwrap();
+        embedded::write_json(&bundle.join("config.json"), &prepared.spec).unwrap();
+        for f in std::fs::read_dir(root.join(CACHE_DIR)).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "bpf") {
+                std::fs::remove_file(f).unwrap();
+            }
+        }
+        let p = prepare(&root, &bundle).unwrap().unwrap();
+        assert_eq!(p.bundle, bundle);
+        assert_eq!(p.executor.bpf, program);
+        assert_eq!(p.executor.lent, prepared.record.lent);
+        remove_sub_bundle(&p.bundle);
+        assert!(bundle.join("config.json").exists());
+
+        // No filter: libcontainer's, as it is.
+        let mut none = spec.clone();
+        none.linux_mut().as_mut().unwrap().set_seccomp(None);
+        embedded::write_json(&bundle.join("config.json"), &none).unwrap();
+        assert!(prepare(&root, &bundle).unwrap().is_none());
+        let mut process = none.process().clone().unwrap();
+        assert!(for_exec(&root, &bundle, &mut process).unwrap().is_none());
     }
 
     #[test]
@@ -1038,64 +991,9 @@ mod tests {
                 .unwrap()])
             .build()
             .unwrap();
-        assert!(!handles(&notify));
+        assert!(!embedded::handles(&notify));
         let mut listener = profiles().remove(2).1;
         listener.set_listener_path(Some("/run/listener.sock".into()));
-        assert!(!handles(&listener));
-    }
-
-    #[test]
-    fn load_caps_are_added_where_missing_only() {
-        let caps = LinuxCapabilitiesBuilder::default()
-            .bounding(docker_caps())
-            .effective(docker_caps())
-            .permitted(docker_caps())
-            .build()
-            .unwrap();
-        let mut p = ProcessBuilder::default()
-            .no_new_privileges(false)
-            .capabilities(caps)
-            .build()
-            .unwrap();
-        let added = add_load_caps(&mut p);
-        let sa = vec![Capability::SysAdmin];
-        assert_eq!(
-            added,
-            Added {
-                bounding: sa.clone(),
-                effective: sa.clone(),
-                permitted: sa.clone()
-            }
-        );
-        let c = p.capabilities().clone().unwrap();
-        assert!(c
-            .effective()
-            .as_ref()
-            .unwrap()
-            .contains(&Capability::SysAdmin));
-        // Twice: nothing more to add (what `--cap-add SYS_ADMIN` looks like).
-        assert_eq!(add_load_caps(&mut p), Added::default());
-
-        let none = LinuxCapabilitiesBuilder::default()
-            .bounding(HashSet::new())
-            .effective(HashSet::new())
-            .permitted(HashSet::new())
-            .build()
-            .unwrap();
-        let mut p = ProcessBuilder::default()
-            .no_new_privileges(false)
-            .capabilities(none)
-            .build()
-            .unwrap();
-        assert_eq!(
-            add_load_caps(&mut p).all(),
-            [Capability::SysAdmin, Capability::Setpcap]
-        );
-
-        let mut nnp = ProcessBuilder::default()
-            .no_new_privileges(true)
-            .build()
-            .unwrap();
-        assert_eq!(add_load_caps(&mut nnp), Added::default());
+        assert!(!embedded::handles(&listener));
     }
 }

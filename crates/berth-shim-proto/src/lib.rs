@@ -86,6 +86,93 @@ pub struct ShimConfig {
     /// in the bundle.)
     #[serde(default)]
     pub open_stdin: bool,
+    /// What the shim needs from the bundle's spec, so that it need not read
+    /// it: berthd has the spec in hand, and in the freshly started shim
+    /// parsing the whole of it (most of it the seccomp profile) costs more
+    /// than the rest of the shim's setup. Absent: the shim reads
+    /// `config.json` ([`SpecFacts::from_config_json`]).
+    #[serde(default)]
+    pub facts: Option<SpecFacts>,
+}
+
+/// The few facts of a container's OCI spec the shim acts on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecFacts {
+    /// `linux.cgroupsPath`, when an absolute cgroupfs path.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
+    /// The container has a pid namespace of its own (not joined by path).
+    #[serde(default)]
+    pub own_pid_ns: bool,
+    /// `process.terminal`.
+    #[serde(default)]
+    pub terminal: bool,
+    /// `process.consoleSize` (rows, columns).
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
+}
+
+impl SpecFacts {
+    /// The facts of an OCI `config.json`; what is missing or malformed reads
+    /// as absent (the runtime reports a bad spec itself). Only the fields
+    /// needed are decoded: the rest is skipped without being kept.
+    pub fn from_config_json(text: &[u8]) -> Self {
+        #[derive(Deserialize)]
+        struct Config {
+            process: Option<Process>,
+            linux: Option<Linux>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Process {
+            terminal: Option<bool>,
+            console_size: Option<ConsoleSize>,
+        }
+        #[derive(Deserialize)]
+        struct ConsoleSize {
+            height: u64,
+            width: u64,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Linux {
+            cgroups_path: Option<PathBuf>,
+            namespaces: Option<Vec<Namespace>>,
+        }
+        #[derive(Deserialize)]
+        struct Namespace {
+            #[serde(rename = "type")]
+            kind: String,
+            path: Option<PathBuf>,
+        }
+        let Ok(c) = serde_json::from_slice::<Config>(text) else {
+            return Self::default();
+        };
+        let (terminal, console_size) = match c.process {
+            Some(p) => (
+                p.terminal.unwrap_or(false),
+                p.console_size.and_then(|s| {
+                    Some((u16::try_from(s.height).ok()?, u16::try_from(s.width).ok()?))
+                }),
+            ),
+            None => (false, None),
+        };
+        let (cgroup, own_pid_ns) = match c.linux {
+            Some(l) => (
+                l.cgroups_path.filter(|p| p.is_absolute()),
+                l.namespaces.unwrap_or_default().iter().any(|n| {
+                    n.kind == "pid" && n.path.as_ref().is_none_or(|p| p.as_os_str().is_empty())
+                }),
+            ),
+            None => (None, false),
+        };
+        Self {
+            cgroup,
+            own_pid_ns,
+            terminal,
+            console_size,
+        }
+    }
 }
 
 /// The one line the shim writes on its ready pipe.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use berth_oci::{Backend, Io, OciError};
 use berth_shim_proto::{
     frame, AttachOptions, ErrorKind, ExitRecord, Request, Response, ShimConfig, ShimError,
-    ShimEvent, ShimState, WireExit, INIT_PROCESS, MAX_LINE, PROTOCOL_VERSION,
+    ShimEvent, ShimState, SpecFacts, WireExit, INIT_PROCESS, MAX_LINE, PROTOCOL_VERSION,
 };
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
@@ -335,18 +335,6 @@ fn flush_input(proc: &mut Proc) {
     }
 }
 
-/// What the shim needs from the bundle's spec.
-struct BundleFacts {
-    /// `linux.cgroupsPath`, when an absolute cgroupfs path.
-    cgroup: Option<PathBuf>,
-    /// The container has a pid namespace of its own (not joined by path).
-    own_pid_ns: bool,
-    /// `process.terminal`.
-    terminal: bool,
-    /// `process.consoleSize` (rows, columns).
-    console_size: Option<(u16, u16)>,
-}
-
 /// `consoleSize` of an OCI process object, as (rows, columns).
 fn console_size(process: Option<&serde_json::Value>) -> Option<(u16, u16)> {
     let size = process?.get("consoleSize")?;
@@ -358,38 +346,13 @@ fn console_size(process: Option<&serde_json::Value>) -> Option<(u16, u16)> {
     Some((dim("height")?, dim("width")?))
 }
 
-fn bundle_facts(bundle: &Path) -> BundleFacts {
-    let spec: Option<serde_json::Value> = std::fs::read(bundle.join("config.json"))
-        .ok()
-        .and_then(|text| serde_json::from_slice(&text).ok());
-    let process = spec.as_ref().and_then(|s| s.get("process"));
-    let terminal = process
-        .and_then(|p| p.get("terminal"))
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
-    let linux = spec.as_ref().and_then(|s| s.get("linux"));
-    let cgroup = linux
-        .and_then(|l| l.get("cgroupsPath"))
-        .and_then(|p| p.as_str())
-        .filter(|p| p.starts_with('/'))
-        .map(PathBuf::from);
-    let own_pid_ns = linux
-        .and_then(|l| l.get("namespaces"))
-        .and_then(|n| n.as_array())
-        .is_some_and(|ns| {
-            ns.iter().any(|n| {
-                n.get("type").and_then(|t| t.as_str()) == Some("pid")
-                    && n.get("path")
-                        .and_then(|p| p.as_str())
-                        .unwrap_or("")
-                        .is_empty()
-            })
-        });
-    BundleFacts {
-        cgroup,
-        own_pid_ns,
-        terminal,
-        console_size: console_size(process),
+/// The spec's facts, from berthd's shim config or else from the bundle.
+fn spec_facts(cfg: &ShimConfig) -> SpecFacts {
+    match &cfg.facts {
+        Some(f) => f.clone(),
+        None => std::fs::read(cfg.bundle.join("config.json"))
+            .map(|text| SpecFacts::from_config_json(&text))
+            .unwrap_or_default(),
     }
 }
 
@@ -538,7 +501,7 @@ impl Shim {
         let log = CriLog::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_files)
             .map_err(other("open log"))?;
         std::fs::create_dir_all(&cfg.exec_dir).map_err(other("create exec dir"))?;
-        let facts = bundle_facts(&cfg.bundle);
+        let facts = spec_facts(&cfg);
         let console = if facts.terminal {
             Some(ConsoleSocket::new().map_err(other("console socket"))?)
         } else {
@@ -603,7 +566,7 @@ impl Shim {
                 return Err(other("bind socket")(e));
             }
         };
-        let BundleFacts {
+        let SpecFacts {
             cgroup, own_pid_ns, ..
         } = facts;
         let oom = cgroup.as_deref().and_then(watch_oom);

@@ -782,6 +782,51 @@ impl Runtime for ShimRuntime {
 }
 
 impl ShimRuntime {
+    /// The bundle's `config.json`. For the embedded runtime, the spec
+    /// prepared for it (`berth_core::embedded`): without the seccomp
+    /// profile, which berth loads itself and keeps once under the runtime
+    /// root, so that the shim's freshly forked create helper parses no
+    /// profile and writes no second bundle (that measured ten times what
+    /// the same work costs here). Compact JSON: only runtimes read it, and
+    /// pretty-printing a profile doubled the bytes and the time.
+    fn bundle_spec(
+        &self,
+        bundle: &Path,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<Vec<u8>, RuntimeError> {
+        use berth_core::embedded;
+        let ser = |s: &oci_spec::runtime::Spec| {
+            serde_json::to_vec(s)
+                .map_err(|e| RuntimeError::other(format!("cannot serialize the spec: {e}")))
+        };
+        if self.kind != proto::RuntimeKind::Embedded {
+            return ser(spec);
+        }
+        if let Some(p) = embedded::prepare(spec, bundle) {
+            let root = self.runtime_root();
+            embedded::save_profile(&root, &p.record.profile, &p.seccomp).map_err(|e| {
+                io_err(
+                    "cannot keep the seccomp profile in",
+                    &embedded::profile_path(&root, &p.record.profile),
+                    e,
+                )
+            })?;
+            return ser(&p.spec);
+        }
+        // Only berth prepares a spec: a record a client put in its own
+        // spec's annotations would choose the filter the backend loads.
+        match spec.annotations() {
+            Some(a) if a.contains_key(embedded::ANNOTATION) => {
+                let mut own = spec.clone();
+                let mut a = a.clone();
+                a.remove(embedded::ANNOTATION);
+                own.set_annotations(Some(a));
+                ser(&own)
+            }
+            _ => ser(spec),
+        }
+    }
+
     async fn create_in(
         &self,
         layout: &Layout,
@@ -820,8 +865,7 @@ impl ShimRuntime {
         for stale in [layout.exit_file(), layout.socket()] {
             let _ = std::fs::remove_file(stale);
         }
-        let spec = serde_json::to_vec_pretty(&req.spec)
-            .map_err(|e| RuntimeError::other(format!("cannot serialize the spec: {e}")))?;
+        let spec = self.bundle_spec(&layout.dir, &req.spec)?;
         let spec_path = layout.dir.join("config.json");
         std::fs::write(&spec_path, spec).map_err(|e| io_err("cannot write", &spec_path, e))?;
         // The log exists before the container does, so a reader can open it
@@ -852,6 +896,7 @@ impl ShimRuntime {
             exec_dir: layout.exec_dir(),
             shim_log: layout.shim_log(),
             open_stdin: req.open_stdin,
+            facts: Some(spec_facts(&req.spec)),
         };
         let json = serde_json::to_vec_pretty(&config)
             .map_err(|e| RuntimeError::other(format!("cannot serialize the shim config: {e}")))?;
@@ -889,6 +934,34 @@ impl ShimRuntime {
                 Err(e)
             }
         }
+    }
+}
+
+/// What the shim acts on in the spec, handed to it in its config (it would
+/// otherwise parse all of `config.json`, seccomp profile and all, for
+/// these); the same facts `SpecFacts::from_config_json` reads.
+fn spec_facts(spec: &oci_spec::runtime::Spec) -> proto::SpecFacts {
+    let process = spec.process().as_ref();
+    let linux = spec.linux().as_ref();
+    proto::SpecFacts {
+        cgroup: linux
+            .and_then(|l| l.cgroups_path().clone())
+            .filter(|p| p.is_absolute()),
+        own_pid_ns: linux
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| {
+                ns.iter().any(|n| {
+                    n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid
+                        && n.path().as_ref().is_none_or(|p| p.as_os_str().is_empty())
+                })
+            }),
+        terminal: process.and_then(|p| p.terminal()).unwrap_or(false),
+        console_size: process.and_then(|p| p.console_size()).and_then(|b| {
+            Some((
+                u16::try_from(b.height()).ok()?,
+                u16::try_from(b.width()).ok()?,
+            ))
+        }),
     }
 }
 
@@ -998,7 +1071,79 @@ impl Task for ShimTask {
 
 #[cfg(test)]
 mod tests {
-    use super::{tighten_container_dir, tunables_with};
+    use super::{spec_facts, tighten_container_dir, tunables_with};
+
+    /// berthd's facts of a spec are what the shim would read from the
+    /// spec's JSON (its fallback for a config without them).
+    #[test]
+    fn the_facts_berthd_hands_the_shim_are_the_specs() {
+        use oci_spec::runtime::{
+            BoxBuilder, LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, ProcessBuilder,
+            Spec,
+        };
+        let ns = |t, path: Option<&str>| {
+            let mut b = LinuxNamespaceBuilder::default().typ(t);
+            if let Some(p) = path {
+                b = b.path(p);
+            }
+            b.build().unwrap()
+        };
+        let mut specs = vec![Spec::default()];
+        for (cgroup, pid_path, terminal) in [
+            ("/berth/abc", None, true),
+            ("relative/path", Some("/proc/1/ns/pid"), false),
+            ("/x", Some(""), false),
+        ] {
+            let mut spec = Spec::default();
+            spec.set_linux(Some(
+                LinuxBuilder::default()
+                    .cgroups_path(cgroup)
+                    .namespaces(vec![
+                        ns(LinuxNamespaceType::Mount, None),
+                        ns(LinuxNamespaceType::Pid, pid_path),
+                    ])
+                    .build()
+                    .unwrap(),
+            ));
+            let mut p = ProcessBuilder::default().terminal(terminal);
+            if terminal {
+                p = p.console_size(
+                    BoxBuilder::default()
+                        .height(40u64)
+                        .width(120u64)
+                        .build()
+                        .unwrap(),
+                );
+            }
+            spec.set_process(Some(p.build().unwrap()));
+            specs.push(spec);
+        }
+        for spec in &specs {
+            let json = serde_json::to_vec(spec).unwrap();
+            assert_eq!(
+                spec_facts(spec),
+                berth_shim_proto::SpecFacts::from_config_json(&json)
+            );
+        }
+        let f = spec_facts(&specs[1]);
+        assert_eq!(
+            (
+                f.cgroup.as_deref(),
+                f.own_pid_ns,
+                f.terminal,
+                f.console_size
+            ),
+            (
+                Some(std::path::Path::new("/berth/abc")),
+                true,
+                true,
+                Some((40, 120))
+            )
+        );
+        assert!(spec_facts(&specs[2]).cgroup.is_none());
+        assert!(!spec_facts(&specs[2]).own_pid_ns);
+        assert!(spec_facts(&specs[3]).own_pid_ns);
+    }
 
     #[test]
     fn an_old_containers_directory_becomes_private() {

@@ -776,8 +776,7 @@ pub(super) fn apply(
         // is given explicitly.
         (SeccompChoice::Default, true) | (SeccompChoice::Unconfined, _) => None,
         (SeccompChoice::Default, false) => Some(
-            seccomp::default_profile()
-                .to_oci(&caps, &opts.host.seccomp)
+            seccomp::default_filter(&caps, &opts.host.seccomp)
                 .map_err(|e| invalid(e.to_string()))?,
         ),
         (SeccompChoice::Custom(p), _) => Some(
