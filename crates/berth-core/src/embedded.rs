@@ -26,6 +26,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use oci_spec::runtime::{
@@ -300,8 +301,12 @@ pub fn save_profile(root: &Path, digest: &str, seccomp: &LinuxSeccomp) -> io::Re
         .mode(0o700)
         .create(&dir)?;
     let json = serde_json::to_vec(seccomp).map_err(io::Error::other)?;
-    // Unique per writer: berthd and a shim's helper may save at once.
-    let tmp = dir.join(format!(".{digest}.{}.tmp", std::process::id()));
+    // Unique per call: berthd saves from several creates at once, and a
+    // shim's helper may save beside it. Both renames then put the same bytes
+    // at `path`; whichever lands last is as good as the first.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{digest}.{}.{n}.tmp", std::process::id()));
     let written = (|| {
         let mut f = File::options()
             .write(true)
@@ -475,6 +480,32 @@ mod tests {
         .unwrap();
         assert!(load_profile(&root, &digest).is_err());
         assert!(load_profile(&root, "0000").is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn first_saves_at_once_in_one_process_do_not_collide() {
+        // berthd's parallel creates all save the same new profile at once.
+        let root = std::env::temp_dir().join(format!("berth-core-race-{}", std::process::id()));
+        let seccomp = profile();
+        let digest = profile_digest(&seccomp).unwrap();
+        for _ in 0..20 {
+            let _ = std::fs::remove_dir_all(&root);
+            std::thread::scope(|s| {
+                let workers: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| save_profile(&root, &digest, &seccomp)))
+                    .collect();
+                for w in workers {
+                    w.join().unwrap().unwrap();
+                }
+            });
+            assert_eq!(load_profile(&root, &digest).unwrap(), seccomp);
+            let names: Vec<_> = std::fs::read_dir(root.join(CACHE_DIR))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
+        }
         std::fs::remove_dir_all(&root).unwrap();
     }
 
