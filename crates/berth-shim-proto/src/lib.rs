@@ -447,6 +447,35 @@ pub fn read_line<T: for<'de> Deserialize<'de>, R: BufRead>(r: &mut R) -> io::Res
 /// Write `contents` to `path` atomically: a temporary file beside it, fsync,
 /// rename over `path`, fsync the directory.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_renamed(path, contents, true)?;
+    sync_dir_of(path)
+}
+
+/// Write `contents` to `path` as [`write_atomic`] does, but leave both
+/// fsyncs to [`sync_written`]: readers on this host see the whole file at
+/// once (a rename), while its durability across a power loss waits. For a
+/// file that must be seen before it must be durable (a shim's exit record,
+/// which berthd commits durably itself once it reads the report).
+pub fn write_visible(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_renamed(path, contents, false)
+}
+
+/// Make a file written by [`write_visible`] durable: its data, then its
+/// name. A file already removed (its owner was done with it) is not an
+/// error.
+pub fn sync_written(path: &Path) -> io::Result<()> {
+    match std::fs::File::open(path).and_then(|f| f.sync_all()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match sync_dir_of(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+fn write_renamed(path: &Path, contents: &[u8], sync: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let name = path
         .file_name()
@@ -458,9 +487,15 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(contents)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
     }
-    std::fs::rename(&tmp, path)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn sync_dir_of(path: &Path) -> io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -634,5 +669,21 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_visible_write_is_whole_at_once_and_synced_later() {
+        let dir = std::env::temp_dir().join(format!("berth-proto-vw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("exit");
+        write_visible(&p, b"one").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        sync_written(&p).unwrap();
+        // Its reader may have removed it, or its directory, already.
+        std::fs::remove_file(&p).unwrap();
+        sync_written(&p).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        sync_written(&p).unwrap();
     }
 }

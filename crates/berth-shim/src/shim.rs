@@ -1122,18 +1122,27 @@ impl Shim {
             oom_killed: false,
         };
         let path = self.cfg.exec_dir.join(format!("{}.exit", p.id));
-        self.write_exit(&path, &record);
-        self.broadcast(&ShimEvent::Exit(record));
+        self.report_exit(&path, record);
     }
 
-    fn write_exit(&self, path: &Path, record: &ExitRecord) {
+    /// Write a process's exit record, tell the subscribers, and only then
+    /// make the file durable. The file is visible (whole, by a rename)
+    /// before the report, so a berthd that restarts in between finds it;
+    /// the report's own durability is berthd's commit, which clients wait
+    /// for. What the order changes is a power loss in the millisecond
+    /// between the report and the fsyncs, before berthd's commit: the exit
+    /// is then lost with the host, as it would be a moment earlier, and
+    /// berthd reports it as unknown, never as success. The two fsyncs (file
+    /// and directory, ~1–2 ms here) are off every exit's path to the CLI.
+    fn report_exit(&mut self, path: &Path, record: ExitRecord) {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let written = serde_json::to_vec(record)
+        let written = serde_json::to_vec(&record)
             .map_err(io::Error::other)
-            .and_then(|json| berth_shim_proto::write_atomic(path, &json));
-        if let Err(e) = written {
+            .and_then(|json| berth_shim_proto::write_visible(path, &json));
+        self.broadcast(&ShimEvent::Exit(record));
+        if let Err(e) = written.and_then(|()| berth_shim_proto::sync_written(path)) {
             diag(format_args!("write {}: {e}", path.display()));
         }
     }
@@ -1502,8 +1511,8 @@ impl Shim {
             exited_at,
             oom_killed: oom,
         };
-        self.write_exit(&self.cfg.exit_file, &record);
-        self.broadcast(&ShimEvent::Exit(record));
+        let path = self.cfg.exit_file.clone();
+        self.report_exit(&path, record);
         remove_socket(&self.cfg.socket);
         0
     }
