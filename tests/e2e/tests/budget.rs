@@ -203,12 +203,16 @@ struct Tracer {
 }
 
 impl Tracer {
-    fn attach(berthd: i32, out: std::path::PathBuf) -> Tracer {
-        let child = std::process::Command::new("strace")
-            .args(["-f", "-Y", "-qq", "-e", "signal=none", "-e", TRACED, "-o"])
-            .arg(&out)
-            .arg("-p")
-            .arg(berthd.to_string())
+    /// Attach to `roots` (berthd, and for an exec the container's shim,
+    /// which was started before the trace).
+    fn attach(roots: &[i32], out: std::path::PathBuf) -> Tracer {
+        let mut cmd = std::process::Command::new("strace");
+        cmd.args(["-f", "-Y", "-qq", "-e", "signal=none", "-e", TRACED, "-o"])
+            .arg(&out);
+        for pid in roots {
+            cmd.arg("-p").arg(pid.to_string());
+        }
+        let child = cmd
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -216,29 +220,35 @@ impl Tracer {
             .expect("strace is needed (scripts/setup.sh installs it)");
         let tracer = Tracer { child, out };
         let me = tracer.child.id();
-        // Every thread berthd has now is traced (threads it makes later
-        // are followed by -f). Threads come and go: look at the current ones.
+        // Every thread the roots have now is traced (threads they make
+        // later are followed by -f). Threads come and go: look at the
+        // current ones.
         poll(
             "strace to attach to berthd",
             Duration::from_secs(30),
             || {
-                let tasks: Vec<u32> = std::fs::read_dir(format!("/proc/{berthd}/task"))
-                    .map(|d| {
-                        d.flatten()
-                            .filter_map(|t| t.file_name().to_string_lossy().parse().ok())
-                            .collect()
+                roots
+                    .iter()
+                    .all(|&pid| {
+                        let tasks: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+                            .map(|d| {
+                                d.flatten()
+                                    .filter_map(|t| t.file_name().to_string_lossy().parse().ok())
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        !tasks.is_empty() && tasks.iter().all(|&t| tracer_of(pid, t) == Some(me))
                     })
-                    .unwrap_or_default();
-                (!tasks.is_empty() && tasks.iter().all(|&t| tracer_of(berthd, t) == Some(me)))
                     .then_some(())
             },
         );
         tracer
     }
 
-    /// Wait until only berthd's own threads are traced (the shim and its
-    /// children are gone), then stop tracing and return what was seen.
-    fn finish(mut self, berthd: i32) -> String {
+    /// Wait until only the roots' own threads are traced (the processes
+    /// they started for the command are gone), then stop tracing and
+    /// return what was seen.
+    fn finish(mut self, roots: &[i32]) -> String {
         let me = self.child.id();
         poll(
             "the traced shim and container processes to exit",
@@ -246,7 +256,7 @@ impl Tracer {
             || {
                 traced_by(me)
                     .iter()
-                    .all(|&p| p == berthd as u32)
+                    .all(|&p| roots.contains(&(p as i32)))
                     .then_some(())
             },
         );
@@ -298,24 +308,36 @@ const RUNC_SYNCS: u32 = 7;
 
 /// One traced `run --rm /bin/true`: berthd and all it starts, and the CLI.
 fn traced_run(d: &Daemon, n: u32) -> Counts {
-    let berthd = d.pid();
-    let daemon_out = d.root.join(format!("strace-berthd.{n}"));
-    let cli_out = d.root.join(format!("strace-cli.{n}"));
-    let tracer = Tracer::attach(berthd, daemon_out);
     let rootfs = rootfs();
+    let args: Vec<std::ffi::OsString> = vec![
+        "run".into(),
+        "--rm".into(),
+        "--rootfs".into(),
+        rootfs.into(),
+        "/bin/true".into(),
+    ];
+    traced(d, &format!("run.{n}"), &args, &[])
+}
+
+/// One traced CLI command (`berth --socket S ARGS`): berthd, the processes
+/// in `also` (a running container's shim), all they start, and the CLI.
+fn traced(d: &Daemon, tag: &str, args: &[std::ffi::OsString], also: &[i32]) -> Counts {
+    let mut roots = vec![d.pid()];
+    roots.extend_from_slice(also);
+    let daemon_out = d.root.join(format!("strace-berthd.{tag}"));
+    let cli_out = d.root.join(format!("strace-cli.{tag}"));
+    let tracer = Tracer::attach(&roots, daemon_out);
     let out = std::process::Command::new("strace")
         .args(["-f", "-Y", "-qq", "-e", "signal=none", "-e", TRACED, "-o"])
         .arg(&cli_out)
         .arg(bin_dir().join("berth"))
         .arg("--socket")
         .arg(&d.socket)
-        .args(["run", "--rm", "--rootfs"])
-        .arg(&rootfs)
-        .arg("/bin/true")
+        .args(args)
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run strace berth");
-    let daemon_text = tracer.finish(berthd);
+    let daemon_text = tracer.finish(&roots);
     assert!(
         out.status.success(),
         "traced run failed: {}",
@@ -376,4 +398,65 @@ fn run_rm_within_fork_and_sync_budget(rt: Rt) {
     }
 }
 
-both_runtimes!(idle_shim_within_budget, run_rm_within_fork_and_sync_budget);
+// Budgets per `exec /bin/true` into a running container (forks, execs,
+// syncs). Embedded: the shim forks a libcontainer tenant helper, which forks
+// the intermediate, which forks the process (3); execve: the CLI and
+// /bin/true; syncs: berthd 2 fdatasyncs (the exec's record with its `added`
+// and `started` events in one write, then its exit), the shim 2 fsyncs (the
+// exec's exit file and its directory). runc: the shim forks and execs
+// `runc exec` (1 fork, 1 execve), which re-execs itself (1) and forks its
+// parent/child/init chain (3), and the init execs /bin/true; the same syncs.
+// Before the two exec events shared a write: 5 syncs on either runtime.
+fn exec_budget(rt: Rt) -> (u32, u32, u32) {
+    match rt {
+        Rt::Embedded => (3, 2, 4),
+        Rt::Runc => (RUNC_EXEC_FORKS, RUNC_EXEC_EXECS, 4),
+    }
+}
+const RUNC_EXEC_FORKS: u32 = 4;
+const RUNC_EXEC_EXECS: u32 = 4;
+
+fn exec_within_fork_and_sync_budget(rt: Rt) {
+    let d = Daemon::start_with(rt, &["--default-network", "none"]);
+    let id = d
+        .run(&["-d", "--name", "idle"], &["/bin/sleep", "1000"])
+        .ok();
+    let shim = ppid_of(d.inspect(&id)["pid"].as_i64().unwrap_or(0));
+    assert!(shim > 1, "no shim for container {id}");
+    // The first exec makes the exec directory once; count later ones.
+    d.berth(&["exec", "idle", "/bin/true"]).ok();
+    let args: Vec<std::ffi::OsString> = ["exec", "idle", "/bin/true"]
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let runs: Vec<Counts> = (0..2)
+        .map(|n| traced(&d, &format!("exec.{n}"), &args, &[shim as i32]))
+        .collect();
+    for (n, c) in runs.iter().enumerate() {
+        eprintln!(
+            "exec /bin/true ({}), traced exec {n}: {} forks, {} execs, {} syncs: {:?}",
+            rt.flag(),
+            c.forks,
+            c.execs,
+            c.syncs,
+            c.by
+        );
+    }
+    let min = |f: fn(&Counts) -> u32| runs.iter().map(f).min().unwrap_or(u32::MAX);
+    let (forks, execs, syncs) = (min(|c| c.forks), min(|c| c.execs), min(|c| c.syncs));
+    let (max_forks, max_execs, max_syncs) = exec_budget(rt);
+    let detail = format!("{:?}", runs[0].by);
+    assert!(
+        forks <= max_forks && execs <= max_execs && syncs <= max_syncs,
+        "exec /bin/true ({}): {forks} forks (budget {max_forks}), {execs} execve \
+         (budget {max_execs}), {syncs} durable writes (budget {max_syncs}): {detail}",
+        rt.flag()
+    );
+    d.berth(&["rm", "-f", "idle"]).ok();
+}
+
+both_runtimes!(
+    idle_shim_within_budget,
+    run_rm_within_fork_and_sync_budget,
+    exec_within_fork_and_sync_budget
+);
