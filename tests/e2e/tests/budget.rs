@@ -352,18 +352,13 @@ fn traced(d: &Daemon, tag: &str, args: &[std::ffi::OsString], also: &[i32]) -> C
     c
 }
 
-fn run_rm_within_fork_and_sync_budget(rt: Rt) {
-    // The budget is the engine's own path: `--network none` (the bridge
-    // adds the CNI plugins' processes, bench/network.sh times them).
-    let d = Daemon::start_with(rt, &["--default-network", "none"]);
-    // The first run makes directories and caches once; count a later one.
-    d.run(&["--rm"], &["/bin/true"]).ok();
-    // Two counted runs; the smaller count of each kind is checked, so a
-    // rare retry cannot fail the test, and an added fork still does.
-    let runs: Vec<Counts> = (0..2).map(|n| traced_run(&d, n)).collect();
+/// Check the smallest count of each kind over `runs` (so that a rare retry
+/// cannot fail the test, and an added fork still does) against `budget`
+/// (forks, execs, syncs); print every traced run.
+fn check_budget(what: &str, rt: Rt, runs: &[Counts], budget: (u32, u32, u32)) {
     for (n, c) in runs.iter().enumerate() {
         eprintln!(
-            "run --rm /bin/true ({}), traced run {n}: {} forks, {} execs, {} syncs: {:?}",
+            "{what} ({}), traced run {n}: {} forks, {} execs, {} syncs: {:?}",
             rt.flag(),
             c.forks,
             c.execs,
@@ -373,22 +368,23 @@ fn run_rm_within_fork_and_sync_budget(rt: Rt) {
     }
     let min = |f: fn(&Counts) -> u32| runs.iter().map(f).min().unwrap_or(u32::MAX);
     let (forks, execs, syncs) = (min(|c| c.forks), min(|c| c.execs), min(|c| c.syncs));
-    let (max_forks, max_execs, max_syncs) = run_budget(rt);
-    let detail = format!("{:?}", runs[0].by);
+    let (max_forks, max_execs, max_syncs) = budget;
+    let detail = runs
+        .first()
+        .map(|c| format!("{:?}", c.by))
+        .unwrap_or_default();
+    let rt = rt.flag();
     assert!(
         forks <= max_forks,
-        "run --rm /bin/true ({}) forked {forks} processes, budget {max_forks}: {detail}",
-        rt.flag()
+        "{what} ({rt}) forked {forks} processes, budget {max_forks}: {detail}"
     );
     assert!(
         execs <= max_execs,
-        "run --rm /bin/true ({}) ran {execs} execve, budget {max_execs}: {detail}",
-        rt.flag()
+        "{what} ({rt}) ran {execs} execve, budget {max_execs}: {detail}"
     );
     assert!(
         syncs <= max_syncs,
-        "run --rm /bin/true ({}) made {syncs} durable writes (fsync/fdatasync), budget {max_syncs}: {detail}",
-        rt.flag()
+        "{what} ({rt}) made {syncs} durable writes (fsync/fdatasync), budget {max_syncs}: {detail}"
     );
     if (forks, execs, syncs) < (max_forks, max_execs, max_syncs) {
         eprintln!(
@@ -396,6 +392,18 @@ fn run_rm_within_fork_and_sync_budget(rt: Rt) {
              {syncs}/{max_syncs} syncs): lower the budget in tests/e2e/tests/budget.rs"
         );
     }
+}
+
+fn run_rm_within_fork_and_sync_budget(rt: Rt) {
+    // The budget is the engine's own path: `--network none` (the bridge
+    // adds the CNI plugins' processes, bench/network.sh times them).
+    let d = Daemon::start_with(rt, &["--default-network", "none"]);
+    // The first run makes directories and caches once; count a later one.
+    d.run(&["--rm"], &["/bin/true"]).ok();
+    // Two counted runs; the smaller count of each kind is checked, so a
+    // rare retry cannot fail the test, and an added fork still does.
+    let runs: Vec<Counts> = (0..2).map(|n| traced_run(&d, n)).collect();
+    check_budget("run --rm /bin/true", rt, &runs, run_budget(rt));
 }
 
 // Budgets per `exec /bin/true` into a running container (forks, execs,
@@ -432,26 +440,7 @@ fn exec_within_fork_and_sync_budget(rt: Rt) {
     let runs: Vec<Counts> = (0..2)
         .map(|n| traced(&d, &format!("exec.{n}"), &args, &[shim as i32]))
         .collect();
-    for (n, c) in runs.iter().enumerate() {
-        eprintln!(
-            "exec /bin/true ({}), traced exec {n}: {} forks, {} execs, {} syncs: {:?}",
-            rt.flag(),
-            c.forks,
-            c.execs,
-            c.syncs,
-            c.by
-        );
-    }
-    let min = |f: fn(&Counts) -> u32| runs.iter().map(f).min().unwrap_or(u32::MAX);
-    let (forks, execs, syncs) = (min(|c| c.forks), min(|c| c.execs), min(|c| c.syncs));
-    let (max_forks, max_execs, max_syncs) = exec_budget(rt);
-    let detail = format!("{:?}", runs[0].by);
-    assert!(
-        forks <= max_forks && execs <= max_execs && syncs <= max_syncs,
-        "exec /bin/true ({}): {forks} forks (budget {max_forks}), {execs} execve \
-         (budget {max_execs}), {syncs} durable writes (budget {max_syncs}): {detail}",
-        rt.flag()
-    );
+    check_budget("exec /bin/true", rt, &runs, exec_budget(rt));
     d.berth(&["rm", "-f", "idle"]).ok();
 }
 
