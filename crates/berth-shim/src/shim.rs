@@ -1133,7 +1133,8 @@ impl Shim {
     /// between the report and the fsyncs, before berthd's commit: the exit
     /// is then lost with the host, as it would be a moment earlier, and
     /// berthd reports it as unknown, never as success. The two fsyncs (file
-    /// and directory, ~1–2 ms here) are off every exit's path to the CLI.
+    /// and directory: two journal commits on a journaled file system, ~0.2
+    /// ms each on the test VM's) are off every exit's path to the CLI.
     fn report_exit(&mut self, path: &Path, record: ExitRecord) {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
