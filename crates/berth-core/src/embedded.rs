@@ -486,11 +486,11 @@ mod tests {
     #[test]
     fn first_saves_at_once_in_one_process_do_not_collide() {
         // berthd's parallel creates all save the same new profile at once.
-        let root = std::env::temp_dir().join(format!("berth-core-race-{}", std::process::id()));
+        let tmp = berth_testkit::TempDir::new("berth-core-race");
         let seccomp = profile();
         let digest = profile_digest(&seccomp).unwrap();
-        for _ in 0..20 {
-            let _ = std::fs::remove_dir_all(&root);
+        for n in 0..20 {
+            let root = tmp.path().join(n.to_string());
             std::thread::scope(|s| {
                 let workers: Vec<_> = (0..8)
                     .map(|_| s.spawn(|| save_profile(&root, &digest, &seccomp)))
@@ -506,7 +506,6 @@ mod tests {
                 .collect();
             assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
         }
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -673,7 +673,8 @@ mod tests {
 
     #[test]
     fn a_visible_write_is_whole_at_once_and_synced_later() {
-        let dir = std::env::temp_dir().join(format!("berth-proto-vw-{}", std::process::id()));
+        let tmp = berth_testkit::TempDir::new("berth-proto-vw");
+        let dir = tmp.path().join("d");
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("exit");
         write_visible(&p, b"one").unwrap();
