@@ -169,6 +169,15 @@ if [ -e /sys/fs/cgroup/unified/cgroup.controllers ] &&
 	notes+=("All stacks ran in one private mount namespace with an empty file bind-mounted over /sys/fs/cgroup/unified/cgroup.controllers (crun refuses this host's hybrid cgroup layout otherwise).")
 fi
 
+# Every stack's run state (what a reboot ends: berth's --run-root, crun's
+# and runc's --root, containerd's state, dockerd's exec root, podman's
+# runroot) on a tmpfs, as their defaults under /run are on a systemd host.
+# This VM's /run is on the root disk. The mount is this namespace's only.
+RUN=$tmp/run
+mkdir -p "$RUN"
+mount -t tmpfs -o size=1g,mode=0711 berth-suite-run "$RUN"
+notes+=("Every stack's run state was on a tmpfs (berth's --run-root, crun's and runc's --root, containerd's state, dockerd's --exec-root, podman's --runroot), as under /run on a systemd host; this VM's /run is on its root disk.")
+
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
@@ -303,7 +312,7 @@ mkimage() {
 # --- berth -------------------------------------------------------------------
 B() { "$BIN/berth" --socket "$tmp/berth.sock" "$@"; }
 berth_up() {
-	"$BIN/berthd" --default-network none --root "$tmp/berth" --socket "$tmp/berth.sock" --runtime embedded \
+	"$BIN/berthd" --default-network none --root "$tmp/berth" --run-root "$RUN/berth" --socket "$tmp/berth.sock" --runtime embedded \
 		--log-level warn </dev/null 2>"$tmp/berthd.log" &
 	berthd_pid=$!
 	daemon_pids+=("$berthd_pid")
@@ -344,34 +353,34 @@ berth_version() { echo "berth $commit (berthd --runtime embedded)"; }
 # --- crun / runc (the OCI runtimes directly) ----------------------------------
 # A detached container has no monitor and no daemon: no shim memory, no
 # daemon memory. "Logs": the container's stdout is the file itself.
-oci_true() { "$1" --root "$tmp/$1-root" run --bundle "$tmp/bundle-true" "$2" </dev/null; }
-oci_detach() { "$1" --root "$tmp/$1-root" run -d --bundle "$tmp/bundle-$3" "$2" </dev/null >/dev/null 2>&1; }
-oci_exec() { "$1" --root "$tmp/$1-root" exec "$2" /bin/true </dev/null; }
-oci_pid() { "$1" --root "$tmp/$1-root" state "$2" | jq -r .pid; }
+oci_true() { "$1" --root "$RUN/$1-root" run --bundle "$tmp/bundle-true" "$2" </dev/null; }
+oci_detach() { "$1" --root "$RUN/$1-root" run -d --bundle "$tmp/bundle-$3" "$2" </dev/null >/dev/null 2>&1; }
+oci_exec() { "$1" --root "$RUN/$1-root" exec "$2" /bin/true </dev/null; }
+oci_pid() { "$1" --root "$RUN/$1-root" state "$2" | jq -r .pid; }
 oci_stop() {
 	local pid
 	pid=$(cat "$tmp/$2.pid")
-	"$1" --root "$tmp/$1-root" kill "$2" TERM && wait_gone "$pid"
+	"$1" --root "$RUN/$1-root" kill "$2" TERM && wait_gone "$pid"
 }
 oci_stopper() {
 	oci_detach "$1" "$2" stopper
 	oci_pid "$1" "$2" >"$tmp/$2.pid"
 }
-oci_rm() { "$1" --root "$tmp/$1-root" delete -f "$2" </dev/null; }
+oci_rm() { "$1" --root "$RUN/$1-root" delete -f "$2" </dev/null; }
 oci_logrun() {
 	if [ "$3" = out ]; then
-		"$1" --root "$tmp/$1-root" run --bundle "$tmp/bundle-logout" "$2" </dev/null >"$tmp/$2.out"
+		"$1" --root "$RUN/$1-root" run --bundle "$tmp/bundle-logout" "$2" </dev/null >"$tmp/$2.out"
 		size_of "$tmp/$2.out"
 		rm -f "$tmp/$2.out"
 	else
-		"$1" --root "$tmp/$1-root" run --bundle "$tmp/bundle-logfile" "$2" </dev/null >/dev/null
+		"$1" --root "$RUN/$1-root" run --bundle "$tmp/bundle-logfile" "$2" </dev/null >/dev/null
 		size_of "$R/tmp/suite-baseline"
 		rm -f "$R/tmp/suite-baseline"
 	fi
 }
 oci_clean() {
 	local id
-	for id in $("$1" --root "$tmp/$1-root" list -q 2>/dev/null); do oci_rm "$1" "$id"; done
+	for id in $("$1" --root "$RUN/$1-root" list -q 2>/dev/null); do oci_rm "$1" "$id"; done
 }
 for rt in crun runc; do
 	eval "${rt}_up() { command -v $rt >/dev/null && $rt --root $tmp/$rt-root run --bundle $tmp/bundle-true suite-check </dev/null >>$tmp/cmd.log 2>&1; }"
@@ -397,7 +406,7 @@ containerd_up() {
 	cat >"$tmp/containerd/config.toml" <<EOF
 version = 2
 root = "$tmp/containerd/root"
-state = "$tmp/containerd/state"
+state = "$RUN/containerd-state"
 disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt", "io.containerd.tracing.processor.v1.otlp"]
 [grpc]
   address = "$tmp/containerd/c.sock"
@@ -458,7 +467,7 @@ D() { DOCKER_CONFIG=$tmp/docker-client docker -H "unix://$tmp/docker.sock" "$@";
 docker_up() {
 	command -v dockerd >/dev/null && command -v docker >/dev/null || return 1
 	mkdir -p "$tmp/docker-client" "$tmp/docker-exec"
-	dockerd --data-root "$tmp/docker" --exec-root "$tmp/docker-exec" \
+	dockerd --data-root "$tmp/docker" --exec-root "$RUN/docker-exec" \
 		--pidfile "$tmp/docker.pid" -H "unix://$tmp/docker.sock" \
 		--bridge=none --iptables=false --ip6tables=false --ip-masq=false --userland-proxy=false \
 		--config-file "$tmp/daemon.json" --log-level warn </dev/null >>"$tmp/dockerd.log" 2>&1 &
@@ -508,7 +517,7 @@ echo '{}' >"$tmp/daemon.json"
 # --- podman + conmon ----------------------------------------------------------
 P() {
 	CONTAINERS_CONF=$tmp/podman/containers.conf CONTAINERS_STORAGE_CONF=$tmp/podman/storage.conf \
-		podman --root "$tmp/podman/root" --runroot "$tmp/podman/run" "$@"
+		podman --root "$tmp/podman/root" --runroot "$RUN/podman-run" "$@"
 }
 podman_up() {
 	command -v podman >/dev/null && command -v conmon >/dev/null || return 1

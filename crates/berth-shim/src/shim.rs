@@ -500,7 +500,6 @@ impl Shim {
     ) -> Result<Self, ShimError> {
         let log = CriLog::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_files)
             .map_err(other("open log"))?;
-        std::fs::create_dir_all(&cfg.exec_dir).map_err(other("create exec dir"))?;
         let facts = spec_facts(&cfg);
         let console = if facts.terminal {
             Some(ConsoleSocket::new().map_err(other("console socket"))?)
@@ -1365,6 +1364,10 @@ impl Shim {
         let log_path = self.cfg.exec_dir.join(format!("{exec_id}.log"));
         let exit_path = self.cfg.exec_dir.join(format!("{exec_id}.exit"));
         let _ = std::fs::remove_file(&exit_path);
+        // Made at the first exec, not at create: most containers never
+        // exec, and on a disk file system each directory is an inode to
+        // find and free again (docs/performance.md).
+        std::fs::create_dir_all(&self.cfg.exec_dir).map_err(other("create exec dir"))?;
         let log = CriLog::open(&log_path, self.cfg.log_max_size, self.cfg.log_max_files)
             .map_err(other("open exec log"))?;
         let started = self.spawn_exec(&process, terminal, open_stdin, size);

@@ -44,9 +44,17 @@ pub struct Args {
     /// Print the man page berthd(8) (roff) and exit: for packaging.
     #[arg(long, hide = true)]
     pub print_man_page: bool,
-    /// Directory for everything berth keeps: database, bundles, logs, exit files.
+    /// Directory for everything berth keeps: database, logs, images,
+    /// volumes, network settings.
     #[arg(long, env = "BERTH_ROOT", value_name = "DIR", default_value = berth_api::DEFAULT_ROOT)]
     pub root: PathBuf,
+    /// Directory for what a reboot ends: bundles, shim sockets, exit files,
+    /// the runtime's state. Unset: /run/berth (a tmpfs) with the default
+    /// --root, `<root>/run` with another, so two daemons never share one.
+    /// Change it only with no container running (berthd refuses to start
+    /// otherwise).
+    #[arg(long, env = "BERTH_RUN_ROOT", value_name = "DIR")]
+    pub run_root: Option<PathBuf>,
     /// The API socket (created with mode 0660). Ignored when systemd passes
     /// a listening socket (socket activation, berth.socket).
     #[arg(long, env = "BERTH_SOCKET", value_name = "PATH", default_value = berth_api::DEFAULT_SOCKET)]

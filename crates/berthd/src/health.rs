@@ -25,8 +25,6 @@ use berth_core::spec;
 use berth_core::Supervisor;
 use tracing::debug;
 
-use crate::shim::Layout;
-
 /// How long a killed check may take to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -163,8 +161,7 @@ impl Checker {
                     (-1, true)
                 }
             };
-        let layout = Layout::new(&self.root, &rec.id);
-        let log = layout.exec_log(&exec_id);
+        let log = crate::shim::process_log(&self.root, &rec.id, &exec_id);
         let mut output = tokio::task::spawn_blocking({
             let log = log.clone();
             move || read_output(&log)
@@ -178,7 +175,7 @@ impl Checker {
             );
         }
         let _ = std::fs::remove_file(&log);
-        let _ = std::fs::remove_file(layout.exec_dir().join(format!("{exec_id}.exit")));
+        let _ = std::fs::remove_file(crate::shim::exec_exit_path(&self.root, &rec.id, &exec_id));
         Some((
             exec_id,
             HealthResult {

@@ -111,8 +111,8 @@ fn shim_binary(arg: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 /// Hold an exclusive lock on `<root>/berthd.lock` for the daemon's life, so
-/// two daemons never share a root.
-fn lock_root(root: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+/// two daemons never share a root (`flag`: `root` or `run-root`).
+fn lock_root(root: &Path, flag: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
     let path = root.join("berthd.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -125,7 +125,7 @@ fn lock_root(root: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
         .map_err(|(_, e)| e)
         .with_context(|| {
             format!(
-                "another berthd is using the root {}: stop it, or give this one its own --root",
+                "another berthd is using the {flag} {}: stop it, or give this one its own --{flag}",
                 root.display()
             )
         })?;
@@ -315,7 +315,28 @@ async fn run(
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))
         .with_context(|| format!("cannot set the mode of {}", root.display()))?;
-    let _lock = lock_root(&root)?;
+    let _lock = lock_root(&root, "root")?;
+    let run_root = match &args.run_root {
+        Some(dir) => {
+            std::path::absolute(dir).with_context(|| format!("bad --run-root {}", dir.display()))?
+        }
+        None => shim::Dirs::default_run(&root),
+    };
+    let dirs = shim::Dirs {
+        root: root.clone(),
+        run: run_root,
+    };
+    // Before the run root is made: a refused one is left as it was.
+    dirs.adopt().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&dirs.run)
+        .with_context(|| format!("cannot create {}", dirs.run.display()))?;
+    std::fs::set_permissions(&dirs.run, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("cannot set the mode of {}", dirs.run.display()))?;
+    // (A second flock of the same file would fail against our own.)
+    let _run_lock = match dirs.run != root {
+        true => Some(lock_root(&dirs.run, "run-root")?),
+        false => None,
+    };
     let kind = runtime_kind(&args.runtime)?;
     let shim = shim_binary(args.shim.clone())?;
     // Under socket activation systemd made the socket (berth.socket sets
@@ -350,6 +371,7 @@ async fn run(
     let net = Arc::new(
         net::Net::new(
             &root,
+            &dirs.run,
             &net::Settings {
                 default_network: args.default_network.clone(),
                 bridge_subnet: args
@@ -376,7 +398,7 @@ async fn run(
         )),
     );
     let runtime = Arc::new(
-        shim::ShimRuntime::new(root.clone(), shim, kind)
+        shim::ShimRuntime::new(dirs.clone(), shim, kind)
             .with_log_defaults(args.log_max_size, args.log_max_files)
             .with_rootfs(Arc::new(net::Providers(vec![images.clone(), net.clone()]))),
     );
@@ -451,7 +473,7 @@ async fn run(
             in_force: in_force.clone(),
         },
     ));
-    info!(root = %root.display(), socket = %socket_shown, activated, runtime = %runtime_name, config = %cfg.file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()), "berthd ready");
+    info!(root = %root.display(), run_root = %dirs.run.display(), socket = %socket_shown, activated, runtime = %runtime_name, config = %cfg.file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()), "berthd ready");
     let cgroups = cgroup::host();
     info!(cgroups = %cgroups.describe(), controllers = ?cgroups.controllers(), "cgroups detected");
     let vols = Arc::new(

@@ -40,7 +40,7 @@ use tonic::Status;
 use tracing::{debug, warn};
 
 use crate::objevents::Recorder;
-use crate::shim::{Layout, RootfsProvider};
+use crate::shim::RootfsProvider;
 
 /// The network mode asked for, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +189,11 @@ pub struct Plan {
     /// is eth0).
     #[serde(default)]
     pub networks: Vec<PlanNetwork>,
+    /// The directory of the container's `hosts`, `hostname` and
+    /// `resolv.conf`, the bind sources its spec names: its directory under
+    /// the run root. None: under the root (plans from before the run root).
+    #[serde(default)]
+    pub files: Option<PathBuf>,
 }
 
 /// How long a network stays idle (no container on it) before its bridge
@@ -203,6 +208,8 @@ const IDLE_GRACE: Duration = Duration::from_secs(5);
 /// The network resources of berthd's containers under `<root>`.
 pub struct Net {
     root: PathBuf,
+    /// berthd's run root (`shim::Dirs`): the containers' `/etc` files.
+    run: PathBuf,
     driver: Driver,
     default_bridge: Network,
     default_is_bridge: bool,
@@ -254,6 +261,7 @@ pub struct Net {
 impl Net {
     pub fn new(
         root: &Path,
+        run: &Path,
         settings: &Settings,
         store: Arc<dyn NetworkStore>,
     ) -> Result<Self, NetError> {
@@ -276,6 +284,7 @@ impl Net {
         }
         Ok(Self {
             root: root.to_path_buf(),
+            run: run.to_path_buf(),
             driver: Driver::new(cni, root.join("net")),
             default_bridge,
             default_is_bridge: settings.default_network == "bridge",
@@ -1321,7 +1330,7 @@ impl Net {
             berth_core::spec::bind_host_sys(spec).map_err(|e| Status::internal(e.to_string()))?;
         }
 
-        let dir = Layout::new(&self.root, id).dir;
+        let dir = crate::shim::run_files(&self.run, id);
         let mut mounts = spec.mounts().clone().unwrap_or_default();
         for (file, dest) in [
             ("hosts", "/etc/hosts"),
@@ -1346,6 +1355,7 @@ impl Net {
             resolv_conf,
             userns,
             networks,
+            files: Some(dir),
         })
     }
 
@@ -1402,6 +1412,13 @@ impl Net {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+        // The `/etc` files of a container made under another run root are
+        // not in its directories of this one, which the runtime removes.
+        if let Some(dir) = self.load_plan(id).and_then(|p| p.files) {
+            if dir != crate::shim::run_files(&self.run, id) {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
         remove_quietly(&self.plan_path(id));
         let mut bound = Vec::new();
         for p in [self.netns_path(id), self.userns_path(id)] {
@@ -1581,7 +1598,14 @@ impl RootfsProvider for Net {
                 ));
             }
         }
-        let dir = Layout::new(&self.root, id).dir;
+        let dir = plan
+            .files
+            .clone()
+            .unwrap_or_else(|| crate::shim::container_files(&self.root, id));
+        // Made by the runtime before this (a run root changed since the
+        // create is the exception).
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         for (file, data) in [
             ("hosts", &hosts),
             ("hostname", &plan.hostname),
@@ -1853,9 +1877,14 @@ mod tests {
             ))
             .unwrap(),
         );
-        let net = Net::new(&root, &settings, Arc::new(crate::random_input::NoNetworks))
-            .unwrap()
-            .with_dns(dns.clone());
+        let net = Net::new(
+            &root,
+            &root.join("run"),
+            &settings,
+            Arc::new(crate::random_input::NoNetworks),
+        )
+        .unwrap()
+        .with_dns(dns.clone());
         // A user network, as the bridge's config with a loopback gateway
         // (the listener binds it, port 53).
         let mut user = net.network("bridge").unwrap();

@@ -258,8 +258,13 @@ fn generate(base: &Path, rootfs: &Path, mut r: v1::CreateRequest) {
         plugin_dir: berth_net::cni::DEFAULT_PLUGIN_DIR.into(),
         pool: "10.89.0.0/16".parse().expect("the pool parses"),
     };
-    let net = crate::net::Net::new(&state, &settings, std::sync::Arc::new(NoNetworks))
-        .expect("the default network settings");
+    let net = crate::net::Net::new(
+        &state,
+        &state.join("run"),
+        &settings,
+        std::sync::Arc::new(NoNetworks),
+    )
+    .expect("the default network settings");
     let vols = match crate::volumes::Volumes::open(&state.join("volumes")) {
         Ok(v) => v,
         Err(e) => panic!("volumes: {e}"),

@@ -25,7 +25,7 @@ type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 use crate::images::{ImageError, Images, Prepared};
 use crate::logs::{self, Follower, Record};
-use crate::shim::{Layout, RootfsProvider};
+use crate::shim::RootfsProvider;
 use crate::validate;
 
 /// How often a follower looks for new output when its log cannot be watched.
@@ -435,16 +435,8 @@ impl Service {
             .collect()
     }
 
-    fn layout(&self, id: &str) -> Layout {
-        Layout::new(&self.root, id)
-    }
-
     fn log_path(&self, id: &str, process: &str) -> PathBuf {
-        if process.is_empty() || process == berth_core::runtime::INIT_PROCESS {
-            self.layout(id).log()
-        } else {
-            self.layout(id).exec_log(process)
-        }
+        crate::shim::process_log(&self.root, id, process)
     }
 }
 
@@ -1119,7 +1111,7 @@ impl berth_api::Containers for Service {
             // only if asked: a copy of every record and its whole spec per
             // `ps` did not scale to 1,000 containers.
             let containers = self.sup.list_with(r.all, |rec| {
-                let log = self.layout(&rec.id).log();
+                let log = self.log_path(&rec.id, "");
                 let mut c = if r.config {
                     container_summary(rec, &log)
                 } else {
@@ -1134,7 +1126,7 @@ impl berth_api::Containers for Service {
         let mut containers: Vec<v1::Container> = records
             .iter()
             .map(|rec| {
-                let log = self.layout(&rec.id).log();
+                let log = self.log_path(&rec.id, "");
                 let mut c = if r.config {
                     container_summary(rec, &log)
                 } else {
@@ -1169,7 +1161,7 @@ impl berth_api::Containers for Service {
         req: Request<v1::InspectRequest>,
     ) -> Result<Response<v1::InspectResponse>, Status> {
         let rec = self.sup.inspect(&req.into_inner().id).map_err(status)?;
-        let mut c = container_proto(&rec, &self.layout(&rec.id).log());
+        let mut c = container_proto(&rec, &self.log_path(&rec.id, ""));
         c.ports = self.ports_column(&rec);
         c.network_json = self.net.settings_json(&rec.id);
         Ok(Response::new(v1::InspectResponse { container: Some(c) }))
@@ -1590,7 +1582,7 @@ impl berth_api::Containers for Service {
         );
         let usage = tokio::task::spawn_blocking(move || {
             crate::system::disk_usage(&images, &sizes, &vols, &records, &users, |rec| {
-                container_summary(rec, &Layout::new(&root, &rec.id).log())
+                container_summary(rec, &crate::shim::process_log(&root, &rec.id, ""))
             })
         })
         .await

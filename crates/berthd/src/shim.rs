@@ -1,10 +1,14 @@
 //! The production [`Runtime`]: one `berth-shim` per container, spoken to over
 //! the private protocol of `berth-shim-proto`.
 //!
-//! Files of a container, under `<root>/containers/<id>/`:
-//! `config.json` (the bundle's spec), `shim.json`, `shim.sock`, `shim.log`
-//! (the shim's diagnostics), `container.log` (CRI format), `exit` (the init's
-//! exit record) and `execs/<exec id>.{log,exit}`.
+//! Files of a container, in two places ([`Dirs`]): under
+//! `<root>/containers/<id>/` what outlives a boot, `container.log` (CRI
+//! format) and `execs/<exec id>.{log,exit}` (made at the first exec); under
+//! `<run root>/containers/<id>/` what a reboot ends, the bundle
+//! (`config.json`), `shim.json`, `shim.sock`, `shim.log` (the shim's
+//! diagnostics), `exit` (the init's exit record) and the network's `hosts`,
+//! `hostname` and `resolv.conf` (written before each run), beside the
+//! runtime's own state in `<run root>/runtime/<id>/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -36,7 +40,7 @@ pub const DEFAULT_LOG_MAX_SIZE: u64 = 16 << 20;
 pub const DEFAULT_LOG_MAX_FILES: u32 = 2;
 
 pub struct ShimRuntime {
-    root: PathBuf,
+    dirs: Dirs,
     shim_bin: PathBuf,
     kind: proto::RuntimeKind,
     /// Log rotation when a container sets none (changed live by a config
@@ -62,37 +66,169 @@ pub trait RootfsProvider: Send + Sync {
     fn stopped(&self, _id: &str) {}
 }
 
+/// berthd's two directories. `root` holds what must outlive a boot: the
+/// database, logs, images, volumes, network settings. `run` holds what a
+/// container's run makes and a reboot ends anyway: bundles, shim sockets
+/// and exit files, the runtime's state. By default `run` is `/run/berth`,
+/// a tmpfs, as containerd's `/run/containerd` and runc's `/run/runc`: a
+/// run creates and deletes ten files there, which on this VM's ext4 cost
+/// ~4 ms of CPU per container in inode allocation alone
+/// (docs/performance.md). `run == root` is the layout of a berthd from
+/// before the split, which still works.
+#[derive(Clone, Debug)]
+pub struct Dirs {
+    pub root: PathBuf,
+    pub run: PathBuf,
+}
+
+impl Dirs {
+    /// Where containers' bundles and sockets live: `<dir>/containers`.
+    fn containers(dir: &Path) -> PathBuf {
+        dir.join("containers")
+    }
+
+    /// The run root for `root` when none is given: `/run/berth` for the
+    /// default root, `<root>/run` for any other, so that daemons on
+    /// different roots never share one.
+    pub fn default_run(root: &Path) -> PathBuf {
+        if root == Path::new(berth_api::DEFAULT_ROOT) {
+            PathBuf::from(DEFAULT_RUN_ROOT)
+        } else {
+            root.join("run")
+        }
+    }
+
+    /// Take `run` as the run root. The one in use last is kept in
+    /// `<root>/run-root` (none: the root itself, the layout from before
+    /// the run root): its shims are found only there, so a change while
+    /// one of them lives is refused, and the containers keep running.
+    pub fn adopt(&self) -> Result<(), String> {
+        let file = self.root.join("run-root");
+        let last = match std::fs::read_to_string(&file) {
+            Ok(s) => PathBuf::from(s.trim_end_matches('\n')),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.root.clone(),
+            Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+        };
+        if last == self.run {
+            return Ok(());
+        }
+        let live = live_shims(&last);
+        if !live.is_empty() {
+            return Err(format!(
+                "{} container(s) started with the run root {} still run (e.g. {}): start berthd with --run-root {} (and stop them first to move it)",
+                live.len(),
+                last.display(),
+                live[0],
+                last.display()
+            ));
+        }
+        let mut text = self.run.as_os_str().as_encoded_bytes().to_vec();
+        text.push(b'\n');
+        proto::write_atomic(&file, &text)
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))
+    }
+}
+
+/// The run root with the default root.
+pub const DEFAULT_RUN_ROOT: &str = "/run/berth";
+
+/// The containers under run root `run` whose shim still holds its lock.
+fn live_shims(run: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(Dirs::containers(run)) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|id| {
+            ShimLock::held(&Layout {
+                dir: PathBuf::new(),
+                run: Dirs::containers(run).join(id),
+            })
+        })
+        .collect()
+}
+
 /// Paths of one container's files.
 pub struct Layout {
+    /// Under the root: what outlives a boot.
     pub dir: PathBuf,
+    /// Under the run root: the bundle, the shim's config, socket and the
+    /// exit file.
+    pub run: PathBuf,
 }
 
 impl Layout {
-    pub fn new(root: &Path, id: &str) -> Self {
+    pub fn new(dirs: &Dirs, id: &str) -> Self {
         Self {
-            dir: root.join("containers").join(id),
+            dir: Dirs::containers(&dirs.root).join(id),
+            run: Dirs::containers(&dirs.run).join(id),
         }
     }
     pub fn config(&self) -> PathBuf {
-        self.dir.join("shim.json")
+        self.run.join("shim.json")
     }
     pub fn socket(&self) -> PathBuf {
-        self.dir.join("shim.sock")
-    }
-    pub fn log(&self) -> PathBuf {
-        self.dir.join("container.log")
+        self.run.join("shim.sock")
     }
     pub fn exit_file(&self) -> PathBuf {
-        self.dir.join("exit")
+        self.run.join("exit")
+    }
+    pub fn log(&self) -> PathBuf {
+        log_path(&self.dir)
     }
     pub fn exec_dir(&self) -> PathBuf {
-        self.dir.join("execs")
+        exec_dir(&self.dir)
     }
-    pub fn exec_log(&self, exec_id: &str) -> PathBuf {
-        self.exec_dir().join(format!("{exec_id}.log"))
-    }
+    /// The shim's diagnostics: a run's, as its socket.
     pub fn shim_log(&self) -> PathBuf {
-        self.dir.join("shim.log")
+        self.run.join("shim.log")
+    }
+    /// Both directories, each once (they are one in the old layout).
+    fn dirs(&self) -> Vec<&Path> {
+        if self.run == self.dir {
+            vec![&self.dir]
+        } else {
+            vec![&self.run, &self.dir]
+        }
+    }
+}
+
+/// A container's own directory under the root.
+pub fn container_files(root: &Path, id: &str) -> PathBuf {
+    Dirs::containers(root).join(id)
+}
+
+/// A container's own directory under the run root.
+pub fn run_files(run: &Path, id: &str) -> PathBuf {
+    Dirs::containers(run).join(id)
+}
+
+fn log_path(dir: &Path) -> PathBuf {
+    dir.join("container.log")
+}
+
+fn exec_dir(dir: &Path) -> PathBuf {
+    dir.join("execs")
+}
+
+fn exec_log_path(dir: &Path, exec_id: &str) -> PathBuf {
+    exec_dir(dir).join(format!("{exec_id}.log"))
+}
+
+/// The exit record of container `id`'s exec `exec_id`, under the root.
+pub fn exec_exit_path(root: &Path, id: &str, exec_id: &str) -> PathBuf {
+    exec_dir(&container_files(root, id)).join(format!("{exec_id}.exit"))
+}
+
+/// The log of container `id`'s init (`process` empty or the init) or of
+/// one of its execs, under the root.
+pub fn process_log(root: &Path, id: &str, process: &str) -> PathBuf {
+    let dir = container_files(root, id);
+    if process.is_empty() || process == berth_core::runtime::INIT_PROCESS {
+        log_path(&dir)
+    } else {
+        exec_log_path(&dir, process)
     }
 }
 
@@ -198,10 +334,18 @@ fn now() -> String {
     proto::now_rfc3339()
 }
 
+/// `remove_dir_all`, where a directory already gone is no error.
+fn remove_dir_all_quietly(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 impl ShimRuntime {
-    pub fn new(root: PathBuf, shim_bin: PathBuf, kind: proto::RuntimeKind) -> Self {
+    pub fn new(dirs: Dirs, shim_bin: PathBuf, kind: proto::RuntimeKind) -> Self {
         Self {
-            root,
+            dirs,
             shim_bin,
             kind,
             log_max_size: AtomicU64::new(DEFAULT_LOG_MAX_SIZE),
@@ -243,11 +387,11 @@ impl ShimRuntime {
     }
 
     pub fn layout(&self, id: &str) -> Layout {
-        Layout::new(&self.root, id)
+        Layout::new(&self.dirs, id)
     }
 
     fn runtime_root(&self) -> PathBuf {
-        self.root.join("runtime")
+        self.dirs.run.join("runtime")
     }
 
     /// Before restore: if the host rebooted since the last berthd ran on
@@ -259,7 +403,9 @@ impl ShimRuntime {
     pub fn forget_previous_boot(&self) -> std::io::Result<bool> {
         let now = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?;
         let now = now.trim();
-        let file = self.root.join("boot_id");
+        // On the root, not the run root: a tmpfs run root forgets with the
+        // boot, and with it the proof that there was a reboot.
+        let file = self.dirs.root.join("boot_id");
         let before = std::fs::read_to_string(&file).ok();
         let rebooted = before.as_deref().is_some_and(|b| b.trim() != now);
         if rebooted {
@@ -279,7 +425,7 @@ impl ShimRuntime {
                     }
                 }
             }
-            if let Ok(entries) = std::fs::read_dir(self.root.join("containers")) {
+            if let Ok(entries) = std::fs::read_dir(Dirs::containers(&self.dirs.run)) {
                 for e in entries.flatten() {
                     let _ = std::fs::remove_file(e.path().join("shim.sock"));
                 }
@@ -335,7 +481,7 @@ impl ShimRuntime {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                warn!(dir = %layout.dir.display(), "a shim holds the container and does not answer");
+                warn!(dir = %layout.run.display(), "a shim holds the container and does not answer");
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -347,7 +493,7 @@ impl ShimRuntime {
                 return Some(lock);
             }
             if tokio::time::Instant::now() >= deadline {
-                warn!(dir = %layout.dir.display(), "the shim did not exit after SIGKILL of its container");
+                warn!(dir = %layout.run.display(), "the shim did not exit after SIGKILL of its container");
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -668,7 +814,9 @@ impl Runtime for ShimRuntime {
         if res.is_err() {
             self.run_over(&id).await;
             if fresh {
-                let _ = std::fs::remove_dir_all(&layout.dir);
+                for dir in layout.dirs() {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
             }
         }
         res
@@ -729,28 +877,37 @@ impl Runtime for ShimRuntime {
     }
 
     async fn exec_exit(&self, id: &str, exec_id: &str) -> Option<Exit> {
-        let path = self.layout(id).exec_dir().join(format!("{exec_id}.exit"));
+        let path = exec_exit_path(&self.dirs.root, id, exec_id);
         read_exit_file(&path).map(|rec| exit_of(&rec))
     }
 
     async fn collect_orphans(&self, known: &[String]) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.root.join("containers")) else {
-            return Vec::new();
-        };
-        let mut removed = Vec::new();
-        for entry in entries.flatten() {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            if known.contains(&id) {
-                tighten_container_dir(&entry.path());
+        // A container's files may be in either directory, or both.
+        let mut ids = std::collections::BTreeSet::new();
+        for dir in [&self.dirs.root, &self.dirs.run] {
+            let Ok(entries) = std::fs::read_dir(Dirs::containers(dir)) else {
                 continue;
+            };
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if known.contains(&id) {
+                    tighten_container_dir(&entry.path());
+                } else {
+                    ids.insert(id);
+                }
             }
+        }
+        let mut removed = Vec::new();
+        for id in ids {
             let layout = self.layout(&id);
             let Some(lock) = self.end_stale_shim(&layout).await else {
                 continue; // kept for the next start
             };
             // Under the lock: a shim starting now finds its files gone.
-            if let Err(e) = std::fs::remove_dir_all(&layout.dir) {
-                warn!(id = %id, error = %e, "cannot remove an orphaned container's files");
+            for dir in layout.dirs() {
+                if let Err(e) = remove_dir_all_quietly(dir) {
+                    warn!(id = %id, error = %e, "cannot remove an orphaned container's files");
+                }
             }
             self.release_rootfs(&id).await;
             drop(lock);
@@ -769,11 +926,9 @@ impl Runtime for ShimRuntime {
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let layout = self.layout(id);
-        let removed = match std::fs::remove_dir_all(&layout.dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("cannot remove", &layout.dir, e)),
-        };
+        let removed = layout.dirs().into_iter().try_for_each(|dir| {
+            remove_dir_all_quietly(dir).map_err(|e| io_err("cannot remove", dir, e))
+        });
         // Then the root: a crash in between leaves a snapshot no container
         // owns, which the next berthd's snapshot cleanup removes.
         self.release_rootfs(id).await;
@@ -835,12 +990,21 @@ impl ShimRuntime {
         // Logs and specs are root's alone (the container dirs' paths show
         // in every shim's command line): `containers` can be crossed but
         // not listed, and each container's directory is private.
-        private_dir(&self.root.join("containers"))?;
-        set_mode(&self.root.join("containers"), 0o711)?;
+        let range = berth_core::spec::IdRange::of_spec(&req.spec);
+        for dir in [&self.dirs.root, &self.dirs.run] {
+            private_dir(&Dirs::containers(dir))?;
+            set_mode(&Dirs::containers(dir), 0o711)?;
+        }
         private_dir(&self.runtime_root())?;
-        std::fs::create_dir_all(layout.exec_dir())
-            .map_err(|e| io_err("cannot create", &layout.exec_dir(), e))?;
-        container_dir(&layout.dir, berth_core::spec::IdRange::of_spec(&req.spec))?;
+        // `execs` is the shim's to make, at the first exec.
+        std::fs::create_dir_all(&layout.dir)
+            .map_err(|e| io_err("cannot create", &layout.dir, e))?;
+        container_dir(&layout.dir, range)?;
+        if layout.run != layout.dir {
+            std::fs::create_dir_all(&layout.run)
+                .map_err(|e| io_err("cannot create", &layout.run, e))?;
+            container_dir(&layout.run, range)?;
+        }
         // A shim of an earlier run can still be there when a daemon died
         // between creating a new run and recording it: end it first.
         if layout.socket().exists() || ShimLock::held(layout) {
@@ -865,8 +1029,8 @@ impl ShimRuntime {
         for stale in [layout.exit_file(), layout.socket()] {
             let _ = std::fs::remove_file(stale);
         }
-        let spec = self.bundle_spec(&layout.dir, &req.spec)?;
-        let spec_path = layout.dir.join("config.json");
+        let spec = self.bundle_spec(&layout.run, &req.spec)?;
+        let spec_path = layout.run.join("config.json");
         std::fs::write(&spec_path, spec).map_err(|e| io_err("cannot write", &spec_path, e))?;
         // The log exists before the container does, so a reader can open it
         // (and keep it open) before the first byte is written.
@@ -877,7 +1041,7 @@ impl ShimRuntime {
             .map_err(|e| io_err("cannot create", &layout.log(), e))?;
         let config = proto::ShimConfig {
             id: req.id.clone(),
-            bundle: layout.dir.clone(),
+            bundle: layout.run.clone(),
             runtime: self.kind.clone(),
             runtime_root: self.runtime_root(),
             socket: layout.socket(),

@@ -395,8 +395,26 @@ impl Daemon {
         });
     }
 
+    /// The daemon's `--root`.
     pub fn state_dir(&self) -> PathBuf {
         self.root.join("state")
+    }
+
+    /// The daemon's run root: its default for a root of its own,
+    /// `<root>/run` (bundles, shim sockets, exit files, runtime state).
+    pub fn run_dir(&self) -> PathBuf {
+        self.state_dir().join("run")
+    }
+
+    /// The ids with files under either `containers` directory (the
+    /// root's and the run root's).
+    pub fn container_dirs(&self) -> std::collections::BTreeSet<String> {
+        [self.state_dir(), self.run_dir()]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d.join("containers")).ok())
+            .flat_map(|r| r.flatten())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
     }
 
     /// Run the CLI against this daemon.
@@ -671,13 +689,13 @@ pub fn assert_no_leftovers(d: &Daemon, id: &str, pid: i64) {
     // The record goes first, then the files and the root (a crash in
     // between leaves orphans the next start removes): a client can see the
     // container gone a moment before its files are.
-    let files = d.state_dir().join("containers").join(id);
+    let files = [d.state_dir(), d.run_dir()].map(|r| r.join("containers").join(id));
     let gone = poll_until(Duration::from_secs(5), || {
-        !files.exists() && mount_leftovers(id).is_empty()
+        files.iter().all(|f| !f.exists()) && mount_leftovers(id).is_empty()
     });
     assert_eq!(mount_leftovers(id), Vec::<String>::new(), "mounts left");
-    assert!(gone, "files left in {}", files.display());
-    let rt_state = d.state_dir().join("runtime").join(id);
+    assert!(gone, "files left in {files:?}");
+    let rt_state = d.run_dir().join("runtime").join(id);
     assert!(
         !rt_state.exists(),
         "runtime state left in {}",

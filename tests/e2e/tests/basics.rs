@@ -36,10 +36,7 @@ fn command_not_found_is_127_and_leaves_nothing(rt: Rt) {
     assert_eq!(r.stderr.trim().lines().count(), 1, "one-line error: {r:?}");
     assert!(r.stderr.contains("nonexistent"), "{r:?}");
     assert_eq!(d.berth(&["ps", "-aq"]).ok(), "");
-    let dir = d.state_dir().join("containers");
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .map(|r| r.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let left = d.container_dirs();
     assert!(left.is_empty(), "left behind: {left:?}");
     // Without --rm too: nothing is created when the command cannot run.
     let r = d.run(&[], &["nope-not-here"]);
@@ -142,11 +139,7 @@ fn run_rm_removes_everything(rt: Rt) {
     let r = d.run(&["--rm", "--name", "gone"], &["sh", "-c", "echo $$"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(d.berth(&["ps", "-aq"]).ok(), "");
-    let containers = d.state_dir().join("containers");
-    let n = std::fs::read_dir(&containers)
-        .map(|r| r.count())
-        .unwrap_or(0);
-    assert_eq!(n, 0, "container files left");
+    assert_eq!(d.container_dirs().len(), 0, "container files left");
     // Detached --rm: removed once it exits.
     let id = d.run(&["-d", "--rm"], &["sh", "-c", "exit 0"]).ok();
     poll("auto-removal", Duration::from_secs(10), || {

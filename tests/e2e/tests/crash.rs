@@ -78,7 +78,7 @@ fn ten_containers_and_three_exits_while_down(rt: Rt) {
     signal(pids[&seven], nix::sys::signal::Signal::SIGUSR1);
     sigkill(pids[&killed]);
     for id in [&zero, &seven, &killed] {
-        let exit_file = d.state_dir().join("containers").join(id).join("exit");
+        let exit_file = d.run_dir().join("containers").join(id).join("exit");
         poll("the exit file", Duration::from_secs(20), || {
             exit_file.exists().then_some(())
         });
@@ -316,9 +316,10 @@ fn always_survives_a_daemon_restart(rt: Rt) {
 
 /// What a reboot does to a daemon's world: every shim and container
 /// process gone (killed by the pids we read) and their cgroups with them.
-/// berth's root is on disk, so its files stay, runtime state and stale
-/// shim sockets included; with `wipe_run` they go too, as they would if
-/// they lived on a tmpfs.
+/// The root is on disk, so its files stay; the run root (here under the
+/// root, on disk) keeps runtime state and stale shim sockets too, unless
+/// `wipe_run`: then it is gone, as the default run root on a tmpfs would
+/// be.
 fn simulate_reboot(d: &mut Daemon, running: &[&str], wipe_run: bool) {
     let procs: Vec<(i64, i64)> = running
         .iter()
@@ -350,15 +351,11 @@ fn simulate_reboot(d: &mut Daemon, running: &[&str], wipe_run: bool) {
         std::fs::write(&boot_id, "00000000-0000-0000-0000-000000000000\n").unwrap();
         return;
     }
-    let runtime = d.state_dir().join("runtime");
-    if let Ok(entries) = std::fs::read_dir(&runtime) {
-        for e in entries.flatten() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-    for id in running {
-        let _ = std::fs::remove_file(d.state_dir().join("containers").join(id).join("shim.sock"));
-    }
+    // The run root on a tmpfs: bundles, sockets, exit files and the
+    // runtime's state, all gone.
+    let run = d.run_dir();
+    assert!(run.starts_with(d.state_dir()), "{}", run.display());
+    std::fs::remove_dir_all(&run).unwrap();
 }
 
 /// rmdir a cgroup and its children, deepest first.
@@ -564,7 +561,7 @@ struct World {
 }
 
 fn our_shims(d: &Daemon) -> Vec<(i64, String)> {
-    let needle = format!("{}/containers/", d.state_dir().display());
+    let needle = format!("{}/containers/", d.run_dir().display());
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i64>() else {
@@ -597,13 +594,7 @@ fn world(d: &Daemon) -> World {
             db.insert(v["id"].as_str().unwrap().to_string(), v);
         }
     }
-    let disk = std::fs::read_dir(d.state_dir().join("containers"))
-        .map(|r| {
-            r.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let disk = d.container_dirs();
     World {
         db,
         disk,
@@ -644,7 +635,7 @@ fn check_world(d: &Daemon, seen: &BTreeSet<String>, round: usize) {
             );
         }
     }
-    let runtime = d.state_dir().join("runtime");
+    let runtime = d.run_dir().join("runtime");
     for id in seen {
         let is_live = live.contains(id);
         if !is_live && !restarting.contains(id) {
@@ -928,20 +919,10 @@ fn crash_loop(rt: Rt) {
         // The random moment: not a wait for anything.
         std::thread::sleep(Duration::from_millis(rng.below(800)));
         // Everything on disk before the kill may be an orphan afterwards.
-        if let Ok(r) = std::fs::read_dir(d.state_dir().join("containers")) {
-            seen.extend(
-                r.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned()),
-            );
-        }
+        seen.extend(d.container_dirs());
         d.kill9();
         reap(kids);
-        if let Ok(r) = std::fs::read_dir(d.state_dir().join("containers")) {
-            seen.extend(
-                r.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned()),
-            );
-        }
+        seen.extend(d.container_dirs());
         d.restart();
         if let Some(st) = d.try_exited() {
             panic!("round {round}: berthd died after its restart: {st:?}");
@@ -968,6 +949,44 @@ fn crash_loop(rt: Rt) {
     for id in &seen {
         assert_no_leftovers(&d, id, 0);
     }
+}
+
+/// berthd finds shims only under the run root they were started in: a
+/// new --run-root while one still runs is refused, in one line that says
+/// which to use, and leaves the container running and the new directory
+/// unmade; the old one goes on as before.
+#[test]
+fn a_new_run_root_is_refused_while_containers_run() {
+    let mut d = Daemon::start(Rt::Embedded);
+    let id = d.run(&["-d"], &["sleep", "1000"]).ok();
+    let pid = pid_of(&d, &id);
+    d.kill9();
+    let other = d.root.join("other-run");
+    let out = std::process::Command::new(bin_dir().join("berthd"))
+        .arg("--root")
+        .arg(d.state_dir())
+        .arg("--run-root")
+        .arg(&other)
+        .arg("--socket")
+        .arg(d.root.join("other.sock"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("still run")
+            && last.contains(&format!("--run-root {}", d.run_dir().display())),
+        "{err}"
+    );
+    assert!(!other.exists(), "{}", other.display());
+    d.restart();
+    let c = d.inspect(&id);
+    assert_eq!(c["state"], "running");
+    assert_eq!(c["pid"].as_i64(), Some(pid));
+    d.berth(&["rm", "-f", &id]).ok();
+    assert_no_leftovers(&d, &id, pid);
 }
 
 both_runtimes!(

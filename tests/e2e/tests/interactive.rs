@@ -382,7 +382,7 @@ fn a_stalled_client_does_not_block_the_container(rt: Rt) {
     // The shim holds the output back for a while, then drops the client.
     assert_eq!(d.berth(&["wait", &id]).ok(), "0");
     let shim_log =
-        std::fs::read_to_string(d.state_dir().join("containers").join(&id).join("shim.log"))
+        std::fs::read_to_string(d.run_dir().join("containers").join(&id).join("shim.log"))
             .unwrap_or_default();
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
     drop(out);

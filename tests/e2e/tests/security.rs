@@ -419,9 +419,7 @@ fn bad_flags_are_one_line_errors_that_leave_nothing(rt: Rt) {
         assert_eq!(run.stderr.trim().lines().count(), 1, "{opts:?}: {run:?}");
     }
     assert_eq!(d.berth(&["ps", "-aq"]).ok(), "");
-    let left: Vec<_> = std::fs::read_dir(d.state_dir().join("containers"))
-        .map(|r| r.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let left = d.container_dirs();
     assert!(left.is_empty(), "left behind: {left:?}");
     // The security flags do not apply to a bundle: refused, not ignored.
     let bundle = d.root.join("bundle");
