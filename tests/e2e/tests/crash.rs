@@ -314,6 +314,17 @@ fn always_survives_a_daemon_restart(rt: Rt) {
     assert_no_leftovers(&d, &id, 0);
 }
 
+/// A berthd started again adopts the running container `id` (the same
+/// init), which is then removed without leftovers.
+fn readopted(d: &mut Daemon, id: &str, pid: i64) {
+    d.restart();
+    let c = d.inspect(id);
+    assert_eq!(c["state"], "running");
+    assert_eq!(c["pid"].as_i64(), Some(pid));
+    d.berth(&["rm", "-f", id]).ok();
+    assert_no_leftovers(d, id, pid);
+}
+
 /// What a reboot does to a daemon's world: every shim and container
 /// process gone (killed by the pids we read) and their cgroups with them.
 /// The root is on disk, so its files stay; the run root (here under the
@@ -443,12 +454,7 @@ fn sigterm_leaves_containers_running(rt: Rt) {
         waiter.try_wait().unwrap()
     });
     assert!(pid_alive(pid), "the container was stopped");
-    d.restart();
-    let c = d.inspect(&id);
-    assert_eq!(c["state"], "running");
-    assert_eq!(c["pid"].as_i64(), Some(pid));
-    d.berth(&["rm", "-f", &id]).ok();
-    assert_no_leftovers(&d, &id, pid);
+    readopted(&mut d, &id, pid);
 }
 
 /// `--stop-containers-on-exit`: SIGTERM stops every container with its
@@ -981,12 +987,7 @@ fn a_new_run_root_is_refused_while_containers_run() {
         "{err}"
     );
     assert!(!other.exists(), "{}", other.display());
-    d.restart();
-    let c = d.inspect(&id);
-    assert_eq!(c["state"], "running");
-    assert_eq!(c["pid"].as_i64(), Some(pid));
-    d.berth(&["rm", "-f", &id]).ok();
-    assert_no_leftovers(&d, &id, pid);
+    readopted(&mut d, &id, pid);
 }
 
 both_runtimes!(
