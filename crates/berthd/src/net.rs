@@ -1330,7 +1330,7 @@ impl Net {
             berth_core::spec::bind_host_sys(spec).map_err(|e| Status::internal(e.to_string()))?;
         }
 
-        let dir = crate::shim::run_files(&self.run, id);
+        let dir = crate::shim::container_files(&self.run, id);
         let mut mounts = spec.mounts().clone().unwrap_or_default();
         for (file, dest) in [
             ("hosts", "/etc/hosts"),
@@ -1415,7 +1415,7 @@ impl Net {
         // The `/etc` files of a container made under another run root are
         // not in its directories of this one, which the runtime removes.
         if let Some(dir) = self.load_plan(id).and_then(|p| p.files) {
-            if dir != crate::shim::run_files(&self.run, id) {
+            if dir != crate::shim::container_files(&self.run, id) {
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }

@@ -143,7 +143,7 @@ fn live_shims(run: &Path) -> Vec<String> {
         .filter(|id| {
             ShimLock::held(&Layout {
                 dir: PathBuf::new(),
-                run: Dirs::containers(run).join(id),
+                run: container_files(run, id),
             })
         })
         .collect()
@@ -161,8 +161,8 @@ pub struct Layout {
 impl Layout {
     pub fn new(dirs: &Dirs, id: &str) -> Self {
         Self {
-            dir: Dirs::containers(&dirs.root).join(id),
-            run: Dirs::containers(&dirs.run).join(id),
+            dir: container_files(&dirs.root, id),
+            run: container_files(&dirs.run, id),
         }
     }
     pub fn config(&self) -> PathBuf {
@@ -194,14 +194,9 @@ impl Layout {
     }
 }
 
-/// A container's own directory under the root.
-pub fn container_files(root: &Path, id: &str) -> PathBuf {
-    Dirs::containers(root).join(id)
-}
-
-/// A container's own directory under the run root.
-pub fn run_files(run: &Path, id: &str) -> PathBuf {
-    Dirs::containers(run).join(id)
+/// A container's own directory under `dir`, the root or the run root.
+pub fn container_files(dir: &Path, id: &str) -> PathBuf {
+    Dirs::containers(dir).join(id)
 }
 
 fn log_path(dir: &Path) -> PathBuf {
