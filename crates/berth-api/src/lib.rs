@@ -80,22 +80,31 @@ pub fn images_client(channel: Channel) -> ImagesClient<Channel> {
 /// One connection to berthd, for any of its services (one connection per
 /// command: a client for each service can share it).
 pub async fn connect_channel(socket: &Path) -> Result<Channel, ConnectError> {
-    // Fail fast with a clear message when nothing listens, rather than a
-    // transport error from the lazy channel.
-    drop(
-        UnixStream::connect(socket)
-            .await
-            .map_err(|source| ConnectError::Unreachable {
-                path: socket.to_path_buf(),
-                source,
-            })?,
-    );
+    // Connect here, to fail fast with a clear message when nothing listens
+    // rather than with a transport error, and hand this connection to the
+    // channel: one connection per command, not a probe and then another
+    // (each costs berthd an accept and a connection task).
+    let first = UnixStream::connect(socket)
+        .await
+        .map_err(|source| ConnectError::Unreachable {
+            path: socket.to_path_buf(),
+            source,
+        })?;
+    let first = std::sync::Arc::new(std::sync::Mutex::new(Some(first)));
     let path = socket.to_path_buf();
     // The URI is required by the HTTP/2 layer but never resolved.
     let channel = Endpoint::from_static("http://berthd.local")
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+            // A reconnect (berthd restarted under a long command) dials anew.
+            let ready = first.lock().unwrap_or_else(|p| p.into_inner()).take();
+            async move {
+                let stream = match ready {
+                    Some(s) => s,
+                    None => UnixStream::connect(path).await?,
+                };
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
         }))
         .await
         .map_err(|source| ConnectError::Transport {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -252,9 +252,34 @@ const LIVE_BUFFER: usize = 1024;
 struct BusInner {
     store: Arc<dyn Store>,
     tx: broadcast::Sender<Event>,
-    /// The last sequence number handed out. Held while appending, so the log
-    /// and the live stream see events in the same order.
+    /// The last sequence number handed out. Held while numbering events and
+    /// submitting their write, so the log commits them in sequence order;
+    /// not held while the write becomes durable.
     seq: Mutex<u64>,
+    /// The last sequence number published live. Events go out in sequence
+    /// order: a write that committed early waits here for its turn.
+    published: Mutex<u64>,
+    turn: Condvar,
+}
+
+/// Marks a batch of events as published when dropped, so the next batch
+/// gets its turn even if publishing this one unwound.
+struct Turn<'a> {
+    inner: &'a BusInner,
+    last: u64,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut p = self
+            .inner
+            .published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *p = (*p).max(self.last);
+        drop(p);
+        self.inner.turn.notify_all();
+    }
 }
 
 /// The event bus: durable append, then live broadcast.
@@ -273,6 +298,8 @@ impl EventBus {
                 store,
                 tx,
                 seq: Mutex::new(last),
+                published: Mutex::new(last),
+                turn: Condvar::new(),
             }),
         })
     }
@@ -372,29 +399,62 @@ impl EventBus {
         remove: Option<&str>,
         before_live: impl FnOnce(),
     ) -> (Vec<Event>, Result<(), crate::store::StoreError>) {
-        let mut seq = self.inner.seq.lock().unwrap_or_else(|p| p.into_inner());
-        let time = now_rfc3339();
-        for ev in &mut evs {
-            *seq += 1;
-            ev.seq = *seq;
-            ev.time = time.clone();
-        }
-        let written = self.inner.store.write_with_events(save, remove, &evs);
-        if let Err(e) = &written {
-            for ev in &evs {
-                tracing::error!(seq = ev.seq, object = %ev.object, id = %ev.container, error = %e, "cannot append event to the log");
+        let inner = &*self.inner;
+        // Number the events and submit their write under the sequence lock
+        // (the log commits in sequence order), then let it go: the commit
+        // itself, an fdatasync, is waited for outside, where other
+        // containers' writes can join the same commit.
+        let (first, pending) = {
+            let mut seq = inner.seq.lock().unwrap_or_else(|p| p.into_inner());
+            let first = *seq + 1;
+            let time = now_rfc3339();
+            for ev in &mut evs {
+                *seq += 1;
+                ev.seq = *seq;
+                ev.time = time.clone();
             }
-        }
-        before_live();
-        for ev in &evs {
-            let _ = self.inner.tx.send(ev.clone());
-        }
+            (first, inner.store.submit(save, remove, &evs))
+        };
+        let written = crate::store::blocking(|| {
+            let written = pending.wait();
+            if evs.is_empty() {
+                return written;
+            }
+            let turn = Turn {
+                inner,
+                last: first + evs.len() as u64 - 1,
+            };
+            // Wait for the batches numbered before this one: they were
+            // submitted first, so they are durable by now or about to be.
+            let mut p = inner.published.lock().unwrap_or_else(|p| p.into_inner());
+            while *p + 1 < first {
+                p = inner.turn.wait(p).unwrap_or_else(|p| p.into_inner());
+            }
+            drop(p);
+            if let Err(e) = &written {
+                for ev in &evs {
+                    tracing::error!(seq = ev.seq, object = %ev.object, id = %ev.container, error = %e, "cannot append event to the log");
+                }
+            }
+            before_live();
+            for ev in &evs {
+                let _ = inner.tx.send(ev.clone());
+            }
+            drop(turn);
+            written
+        });
         (evs, written)
     }
 
-    /// The last sequence number published.
+    /// The last sequence number published: every event up to it has been
+    /// written and sent live, and its `before_live` has run. Subscribing
+    /// from here and then reading the state misses nothing.
     pub fn last_seq(&self) -> u64 {
-        *self.inner.seq.lock().unwrap_or_else(|p| p.into_inner())
+        *self
+            .inner
+            .published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every event after `since` (0: from the start of the log), then live.
@@ -592,6 +652,82 @@ mod tests {
         assert_eq!(m.kind, EventType::Missed);
         assert_eq!(m.missed, 4); // 3, 4, 5, 6 are gone
         assert_eq!(sub.next().await.unwrap().seq, 7);
+    }
+
+    /// A store whose queued writes become durable after a delay that
+    /// varies by sequence number, so later writes often finish first.
+    struct SlowStore {
+        mem: MemStore,
+    }
+
+    impl Store for SlowStore {
+        fn load_containers(&self) -> Result<Vec<crate::ContainerRecord>, crate::store::StoreError> {
+            self.mem.load_containers()
+        }
+        fn save_container(
+            &self,
+            rec: &crate::ContainerRecord,
+        ) -> Result<(), crate::store::StoreError> {
+            self.mem.save_container(rec)
+        }
+        fn remove_container(&self, id: &str) -> Result<(), crate::store::StoreError> {
+            self.mem.remove_container(id)
+        }
+        fn append_event(&self, ev: &Event) -> Result<(), crate::store::StoreError> {
+            self.mem.append_event(ev)
+        }
+        fn events_after(
+            &self,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<Event>, crate::store::StoreError> {
+            self.mem.events_after(after, limit)
+        }
+        fn event_bounds(&self) -> Result<(u64, u64), crate::store::StoreError> {
+            self.mem.event_bounds()
+        }
+        fn submit<'a>(
+            &'a self,
+            _save: Option<&crate::ContainerRecord>,
+            _remove: Option<&str>,
+            evs: &[Event],
+        ) -> crate::store::Pending<'a> {
+            let evs = evs.to_vec();
+            crate::store::Pending::queued(move || {
+                let delay = (7 - evs[0].seq % 7) * 300;
+                std::thread::sleep(std::time::Duration::from_micros(delay));
+                evs.iter().try_for_each(|ev| self.mem.append_event(ev))
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_publishers_go_out_in_order_and_after_their_write() {
+        let store = Arc::new(SlowStore {
+            mem: MemStore::default(),
+        });
+        let bus = EventBus::new(store.clone()).unwrap();
+        let mut sub = bus.subscribe(0);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let bus = bus.clone();
+                tokio::spawn(async move {
+                    for _ in 0..10 {
+                        bus.publish(EventType::Create, info("a"));
+                    }
+                })
+            })
+            .collect();
+        for want in 1..=80 {
+            let ev = sub.next().await.unwrap();
+            assert_eq!(ev.seq, want);
+            // Durable before anyone saw it.
+            assert_eq!(store.events_after(want - 1, 1).unwrap()[0].seq, want);
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(bus.last_seq(), 80);
     }
 
     #[tokio::test]

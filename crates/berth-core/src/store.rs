@@ -56,6 +56,68 @@ pub trait Store: Send + Sync + 'static {
         }
         evs.iter().try_for_each(|ev| self.append_event(ev))
     }
+    /// Start the write of [`Store::write_with_events`] and return at once;
+    /// [`Pending::wait`] finishes it. Writes submitted one after another
+    /// become durable in that order, and none is visible to readers before
+    /// the ones submitted earlier: the event bus submits under its sequence
+    /// lock and waits outside it, so a store that commits everything
+    /// waiting in one transaction (group commit) lets unrelated containers
+    /// share an fdatasync instead of queueing behind each other's. The
+    /// default writes at once.
+    fn submit<'a>(
+        &'a self,
+        save: Option<&ContainerRecord>,
+        remove: Option<&str>,
+        evs: &[Event],
+    ) -> Pending<'a> {
+        Pending::done(self.write_with_events(save, remove, evs))
+    }
+}
+
+/// A durable write that was started by [`Store::submit`] and is finished
+/// by [`Pending::wait`]: a store that commits several waiting writes as one
+/// (group commit) queues it, the others have done it already.
+#[must_use = "a submitted write is only known durable once waited for"]
+pub struct Pending<'a>(PendingInner<'a>);
+
+type Wait<'a> = Box<dyn FnOnce() -> Result<(), StoreError> + Send + 'a>;
+
+enum PendingInner<'a> {
+    Done(Result<(), StoreError>),
+    Queued(Wait<'a>),
+}
+
+impl<'a> Pending<'a> {
+    /// A write that has already happened (or failed).
+    pub fn done(result: Result<(), StoreError>) -> Self {
+        Self(PendingInner::Done(result))
+    }
+
+    /// A write that `wait` finishes; `wait` may block (a commit).
+    pub fn queued(wait: impl FnOnce() -> Result<(), StoreError> + Send + 'a) -> Self {
+        Self(PendingInner::Queued(Box::new(wait)))
+    }
+
+    /// Block until the write is durable, or failed. Call it where a thread
+    /// may block: inside [`blocking`] on a tokio runtime.
+    pub fn wait(self) -> Result<(), StoreError> {
+        match self.0 {
+            PendingInner::Done(r) => r,
+            PendingInner::Queued(w) => w(),
+        }
+    }
+}
+
+/// Run `f`, which blocks (a commit), without stalling the other tasks of a
+/// multi-threaded runtime's worker: `block_in_place` hands them to another
+/// worker meanwhile. Elsewhere (tests, a current-thread runtime) it just runs.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// An in-memory store for tests.

@@ -1,15 +1,25 @@
 //! berthd's state on disk: an embedded transactional database (redb, pure
-//! Rust) at `<root>/berth.redb`. Every write is one durable transaction.
+//! Rust) at `<root>/berth.redb`. Every write is durable when it returns.
+//!
+//! Writes are group-committed: a write is queued, and the first writer to
+//! find no commit in progress commits everything queued so far in one
+//! transaction (one fdatasync) while the others wait for it. Alone, a write
+//! costs what it did as its own transaction; eight containers changing
+//! state at once share commits instead of queueing behind each other's
+//! fdatasync. The queue keeps the order of submission, so the event log
+//! commits in sequence order.
 //!
 //! Tables: `containers` (id → JSON record), `events` (seq → JSON event),
 //! `meta` (`last_seq`: the last event sequence number ever appended, kept
 //! apart from `events` so compaction never lets it go back).
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use berth_core::event::Event;
-use berth_core::store::{Store, StoreError};
+use berth_core::store::{blocking, Pending, Store, StoreError};
 use berth_core::ContainerRecord;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -31,22 +41,64 @@ pub struct DbStore {
     db: Database,
     /// Changed live by a config reload (SIGHUP).
     retention: std::sync::Mutex<EventRetention>,
+    group: Group,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
-/// Run a durable commit (an fdatasync) without stalling the other tasks of
-/// a multi-threaded runtime's worker: `block_in_place` hands them to another
-/// worker meanwhile. Elsewhere (tests, a current-thread runtime) it just runs.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
+/// One change of a queued write, serialized before it is queued so that
+/// applying it can fail only with the database.
+enum Op {
+    PutContainer { id: String, json: Vec<u8> },
+    RemoveContainer { id: String },
+    Event { seq: u64, json: Vec<u8> },
+    PutNetwork { name: String, json: Vec<u8> },
+    RemoveNetwork { name: String },
+}
+
+/// The writes waiting for a commit, and the outcomes of committed ones
+/// until their writers collect them.
+#[derive(Default)]
+struct Group {
+    state: Mutex<GroupState>,
+    /// Signalled when a commit ends.
+    committed: Condvar,
+}
+
+/// The writer committing for the group. Dropped after the commit, it lets
+/// the next writer lead; dropped while unwinding from a commit that
+/// panicked, it also fails the writes it carried, so no writer waits for
+/// them forever.
+struct Leader<'a> {
+    group: &'a Group,
+    tickets: Vec<u64>,
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        let mut g = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
+        g.committing = false;
+        for t in self.tickets.drain(..) {
+            g.done
+                .insert(t, Err("the commit was interrupted".to_string()));
         }
-        _ => f(),
+        drop(g);
+        self.group.committed.notify_all();
     }
+}
+
+#[derive(Default)]
+struct GroupState {
+    next_ticket: u64,
+    queue: Vec<(u64, Vec<Op>)>,
+    /// A writer is committing (what it took off the queue).
+    committing: bool,
+    done: HashMap<u64, Result<(), String>>,
+    /// Commits so far, and the writes they carried (tests and tracing).
+    commits: u64,
+    writes: u64,
 }
 
 impl DbStore {
@@ -65,7 +117,162 @@ impl DbStore {
         Ok(Self {
             db,
             retention: std::sync::Mutex::new(retention),
+            group: Group::default(),
         })
+    }
+
+    /// Queue a write; it commits in order with everything queued before it.
+    fn submit_ops(&self, ops: Vec<Op>) -> u64 {
+        let mut g = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
+        g.next_ticket += 1;
+        let ticket = g.next_ticket;
+        g.queue.push((ticket, ops));
+        ticket
+    }
+
+    /// Block until the write `ticket` is committed: commit the queue if no
+    /// one is committing, or wait for the commit in progress (which may
+    /// have taken this write along, or leaves it for the next).
+    fn wait_ops(&self, ticket: u64) -> Result<(), StoreError> {
+        let mut g = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(r) = g.done.remove(&ticket) {
+                return r.map_err(StoreError);
+            }
+            if g.committing {
+                g = self
+                    .group
+                    .committed
+                    .wait(g)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            g.committing = true;
+            let batch = std::mem::take(&mut g.queue);
+            drop(g);
+            let mut leader = Leader {
+                group: &self.group,
+                tickets: batch.iter().map(|(t, _)| *t).collect(),
+            };
+            let outcomes = self.commit_batch(batch);
+            leader.tickets.clear();
+            drop(leader);
+            g = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
+            g.commits += 1;
+            g.writes += outcomes.len() as u64;
+            g.done.extend(outcomes);
+            drop(g);
+            self.group.committed.notify_all();
+            g = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Commit `batch` in one transaction. If that fails and it held more
+    /// than one write, each is tried in a transaction of its own, so one
+    /// write's failure is not every writer's.
+    fn commit_batch(&self, batch: Vec<(u64, Vec<Op>)>) -> Vec<(u64, Result<(), String>)> {
+        let all = self.transaction(|tx| {
+            batch
+                .iter()
+                .try_for_each(|(_, ops)| ops.iter().try_for_each(|op| self.apply(tx, op)))
+        });
+        match all {
+            Ok(()) => batch.into_iter().map(|(t, _)| (t, Ok(()))).collect(),
+            Err(e) if batch.len() == 1 => batch
+                .into_iter()
+                .map(|(t, _)| (t, Err(e.0.clone())))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, writes = batch.len(), "a group commit failed; committing its writes one by one");
+                batch
+                    .into_iter()
+                    .map(|(t, ops)| {
+                        let r =
+                            self.transaction(|tx| ops.iter().try_for_each(|op| self.apply(tx, op)));
+                        (t, r.map_err(|e| e.0))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn transaction(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        f(&tx)?;
+        tx.commit().map_err(err)
+    }
+
+    fn apply(&self, tx: &redb::WriteTransaction, op: &Op) -> Result<(), StoreError> {
+        match op {
+            Op::PutContainer { id, json } => {
+                tx.open_table(CONTAINERS)
+                    .map_err(err)?
+                    .insert(id.as_str(), json.as_slice())
+                    .map_err(err)?;
+            }
+            Op::RemoveContainer { id } => {
+                tx.open_table(CONTAINERS)
+                    .map_err(err)?
+                    .remove(id.as_str())
+                    .map_err(err)?;
+            }
+            Op::Event { seq, json } => self.put_event(tx, *seq, json)?,
+            Op::PutNetwork { name, json } => {
+                tx.open_table(NETWORKS)
+                    .map_err(err)?
+                    .insert(name.as_str(), json.as_slice())
+                    .map_err(err)?;
+            }
+            Op::RemoveNetwork { name } => {
+                tx.open_table(NETWORKS)
+                    .map_err(err)?
+                    .remove(name.as_str())
+                    .map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The changes of a record save or removal and its events, serialized.
+    fn ops(
+        save: Option<&ContainerRecord>,
+        remove: Option<&str>,
+        evs: &[Event],
+    ) -> Result<Vec<Op>, StoreError> {
+        let mut ops = Vec::with_capacity(evs.len() + 1);
+        if let Some(rec) = save {
+            ops.push(Op::PutContainer {
+                id: rec.id.clone(),
+                json: serde_json::to_vec(rec).map_err(err)?,
+            });
+        }
+        if let Some(id) = remove {
+            ops.push(Op::RemoveContainer { id: id.to_string() });
+        }
+        for ev in evs {
+            ops.push(Op::Event {
+                seq: ev.seq,
+                json: serde_json::to_vec(ev).map_err(err)?,
+            });
+        }
+        Ok(ops)
+    }
+
+    /// Queue `ops` and wait until they are durable.
+    fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        let ticket = self.submit_ops(ops);
+        blocking(|| self.wait_ops(ticket))
+    }
+
+    /// (commits, writes) so far: writes / commits is the group commit's
+    /// batching.
+    #[cfg(test)]
+    fn commit_counts(&self) -> (u64, u64) {
+        let g = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
+        (g.commits, g.writes)
     }
 
     fn retention(&self) -> EventRetention {
@@ -78,45 +285,16 @@ impl DbStore {
         *self.retention.lock().unwrap_or_else(|p| p.into_inner()) = retention;
     }
 
-    /// Run `f` in one durable write transaction.
-    fn write(
-        &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        blocking(|| {
-            let tx = self.db.begin_write().map_err(err)?;
-            f(&tx)?;
-            tx.commit().map_err(err)
-        })
-    }
-
-    fn put_record(
-        &self,
-        tx: &redb::WriteTransaction,
-        rec: &ContainerRecord,
-    ) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(rec).map_err(err)?;
-        tx.open_table(CONTAINERS)
-            .map_err(err)?
-            .insert(rec.id.as_str(), json.as_slice())
-            .map_err(err)?;
-        Ok(())
-    }
-
-    fn delete_record(&self, tx: &redb::WriteTransaction, id: &str) -> Result<(), StoreError> {
-        tx.open_table(CONTAINERS)
-            .map_err(err)?
-            .remove(id)
-            .map_err(err)?;
-        Ok(())
-    }
-
     /// Append an event, bound the log by count (a little at a time, right
     /// here), and keep the high mark of sequence numbers.
-    fn put_event(&self, tx: &redb::WriteTransaction, ev: &Event) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(ev).map_err(err)?;
+    fn put_event(
+        &self,
+        tx: &redb::WriteTransaction,
+        seq: u64,
+        json: &[u8],
+    ) -> Result<(), StoreError> {
         let mut t = tx.open_table(EVENTS).map_err(err)?;
-        t.insert(ev.seq, json.as_slice()).map_err(err)?;
+        t.insert(seq, json).map_err(err)?;
         let len = t.len().map_err(err)?;
         let max_events = self.retention().max_events;
         if len > max_events {
@@ -132,7 +310,7 @@ impl DbStore {
             .map_err(err)?
             .map(|g| g.value())
             .unwrap_or(0);
-        m.insert("last_seq", last.max(ev.seq)).map_err(err)?;
+        m.insert("last_seq", last.max(seq)).map_err(err)?;
         Ok(())
     }
 
@@ -191,24 +369,17 @@ impl crate::net::NetworkStore for DbStore {
 
     fn save_network(&self, n: &berth_net::Network) -> Result<(), String> {
         let json = serde_json::to_vec(n).map_err(|e| e.to_string())?;
-        self.write(|tx| {
-            tx.open_table(NETWORKS)
-                .map_err(err)?
-                .insert(n.name.as_str(), json.as_slice())
-                .map_err(err)?;
-            Ok(())
-        })
+        self.write(vec![Op::PutNetwork {
+            name: n.name.clone(),
+            json,
+        }])
         .map_err(|e| e.0)
     }
 
     fn remove_network(&self, name: &str) -> Result<(), String> {
-        self.write(|tx| {
-            tx.open_table(NETWORKS)
-                .map_err(err)?
-                .remove(name)
-                .map_err(err)?;
-            Ok(())
-        })
+        self.write(vec![Op::RemoveNetwork {
+            name: name.to_string(),
+        }])
         .map_err(|e| e.0)
     }
 }
@@ -231,18 +402,18 @@ impl Store for DbStore {
     }
 
     fn save_container(&self, rec: &ContainerRecord) -> Result<(), StoreError> {
-        self.write(|tx| self.put_record(tx, rec))
+        self.write(Self::ops(Some(rec), None, &[])?)
     }
 
     fn remove_container(&self, id: &str) -> Result<(), StoreError> {
-        self.write(|tx| self.delete_record(tx, id))
+        self.write(Self::ops(None, Some(id), &[])?)
     }
 
     fn append_event(&self, ev: &Event) -> Result<(), StoreError> {
-        self.write(|tx| self.put_event(tx, ev))
+        self.write(Self::ops(None, None, std::slice::from_ref(ev))?)
     }
 
-    /// One transaction, one fdatasync, for a state change and its event.
+    /// One durable write for a state change and its event.
     fn write_with_event(
         &self,
         save: Option<&ContainerRecord>,
@@ -252,22 +423,31 @@ impl Store for DbStore {
         self.write_with_events(save, remove, std::slice::from_ref(ev))
     }
 
-    /// One transaction, one fdatasync, for changes that happen together.
+    /// One durable write for changes that happen together.
     fn write_with_events(
         &self,
         save: Option<&ContainerRecord>,
         remove: Option<&str>,
         evs: &[Event],
     ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            if let Some(rec) = save {
-                self.put_record(tx, rec)?;
+        self.write(Self::ops(save, remove, evs)?)
+    }
+
+    /// Queued now, in the order of the calls; durable at `wait`, possibly
+    /// in one commit with other writers' changes.
+    fn submit<'a>(
+        &'a self,
+        save: Option<&ContainerRecord>,
+        remove: Option<&str>,
+        evs: &[Event],
+    ) -> Pending<'a> {
+        match Self::ops(save, remove, evs) {
+            Ok(ops) => {
+                let ticket = self.submit_ops(ops);
+                Pending::queued(move || self.wait_ops(ticket))
             }
-            if let Some(id) = remove {
-                self.delete_record(tx, id)?;
-            }
-            evs.iter().try_for_each(|ev| self.put_event(tx, ev))
-        })
+            Err(e) => Pending::done(Err(e)),
+        }
     }
 
     fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
@@ -322,6 +502,87 @@ mod tests {
             old_name: String::new(),
             attributes: Default::default(),
         }
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("berthd-store-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn retention() -> EventRetention {
+        EventRetention {
+            max_events: 1000,
+            max_age: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn writes_waiting_together_share_one_commit() {
+        let dir = scratch("group");
+        let s = DbStore::open(&dir.join("db"), retention()).unwrap();
+        let (c0, w0) = s.commit_counts();
+        // Three writers submit before any commits: the first to wait
+        // commits all three in one transaction.
+        let pending: Vec<_> = (1..=3).map(|i| s.submit(None, None, &[ev(i)])).collect();
+        for p in pending {
+            p.wait().unwrap();
+        }
+        assert_eq!(s.commit_counts(), (c0 + 1, w0 + 3));
+        let got: Vec<u64> = s
+            .events_after(0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(got, vec![1, 2, 3]);
+        // A write alone is its own commit.
+        s.append_event(&ev(4)).unwrap();
+        assert_eq!(s.commit_counts(), (c0 + 2, w0 + 4));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_writers_all_become_durable_in_order() {
+        let dir = scratch("concurrent");
+        let path = dir.join("db");
+        {
+            let s = std::sync::Arc::new(DbStore::open(&path, retention()).unwrap());
+            let seq = std::sync::Arc::new(Mutex::new(0u64));
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let (s, seq) = (s.clone(), seq.clone());
+                    std::thread::spawn(move || {
+                        for _ in 0..25 {
+                            // As the event bus does: number and submit under
+                            // one lock, wait outside it.
+                            let p = {
+                                let mut n = seq.lock().unwrap();
+                                *n += 1;
+                                s.submit(None, None, &[ev(*n)])
+                            };
+                            p.wait().unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let (commits, writes) = s.commit_counts();
+            assert_eq!(writes, 200);
+            assert!(commits <= writes);
+        }
+        let s = DbStore::open(&path, retention()).unwrap();
+        let got: Vec<u64> = s
+            .events_after(0, 500)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(got, (1..=200).collect::<Vec<_>>());
+        assert_eq!(s.event_bounds().unwrap(), (1, 200));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
