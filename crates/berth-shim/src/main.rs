@@ -36,6 +36,7 @@ pub(crate) fn diag(args: std::fmt::Arguments<'_>) {
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let code = match args.as_slice() {
+        [cmd, path] if cmd == "start" && std::env::var_os(ZYGOTE).is_some() => zygote(path),
         [cmd, path] if cmd == "start" => start(Path::new(path)),
         [cmd, path] if cmd == "cleanup" => cleanup(Path::new(path)),
         _ => {
@@ -44,6 +45,79 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Set by berthd on the zygote: one `berth-shim start` that berthd keeps
+/// waiting and asks to fork each new container's shim, so that a shim
+/// costs a fork instead of an exec and a start-up (on a VM the dynamic
+/// loader alone, which asks the CPU dozens of CPUID questions, each a trip
+/// to the hypervisor, is ~0.5 ms). Its argument is a placeholder of the
+/// length of every shim.json path under berthd's run root.
+const ZYGOTE: &str = "BERTH_SHIM_ZYGOTE";
+
+/// The zygote: on fd 0, a SOCK_SEQPACKET socket from berthd; each message
+/// is a shim.json path with the write end of that shim's ready pipe. Each
+/// is forked into a shim that goes on as `start` would (it detaches from
+/// us at once). Ends when berthd closes its end, or dies.
+fn zygote(placeholder: &OsString) -> i32 {
+    std::env::remove_var(ZYGOTE);
+    let _ = std::env::set_current_dir("/");
+    // Our forks exit as they detach: the kernel reaps them.
+    if let Err(e) = sys::ignore_children(true) {
+        diag(format_args!("zygote: {e}"));
+        return 1;
+    }
+    loop {
+        let (path, ready) = match sys::recv_request(0) {
+            Ok(Some(r)) => r,
+            Ok(None) => return 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                diag(format_args!("zygote: {e}"));
+                continue;
+            }
+        };
+        match sys::fork() {
+            Ok(Some(_)) => drop(ready),
+            Ok(None) => std::process::exit(zygote_child(placeholder, path, ready)),
+            Err(e) => {
+                // berthd reads EOF on the ready pipe and reports it.
+                diag(format_args!("zygote: fork: {e}"));
+            }
+        }
+    }
+}
+
+/// A fork of the zygote becomes the shim of `path` (a shim.json).
+fn zygote_child(placeholder: &OsString, path: Vec<u8>, ready: std::os::fd::OwnedFd) -> i32 {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    // The ready pipe is stdout, as for a shim berthd started; the control
+    // socket is the zygote's alone.
+    if let Err(e) = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&ready), 1) {
+        diag(format_args!("zygote: ready pipe: {e}"));
+        return 1;
+    }
+    drop(ready);
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = sys::redirect(&null, 0);
+    }
+    if let Err(e) = sys::ignore_children(false) {
+        return fail(0, format!("reset SIGCHLD: {e}"));
+    }
+    let path = OsString::from_vec(path);
+    if !Path::new(&path).is_absolute() {
+        return fail(
+            0,
+            format!("not an absolute path: {}", Path::new(&path).display()),
+        );
+    }
+    if !sys::set_argument(placeholder.as_bytes(), path.as_bytes()) {
+        diag(format_args!(
+            "cannot show {} in the command line",
+            Path::new(&path).display()
+        ));
+    }
+    start(Path::new(&path))
 }
 
 /// Read shim.json; relative paths are made absolute (the shim runs in `/`).

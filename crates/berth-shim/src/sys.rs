@@ -340,6 +340,101 @@ pub fn release_heap() {
     }
 }
 
+/// One request to the zygote (`berth-shim start` under `BERTH_SHIM_ZYGOTE`):
+/// the bytes of a shim.json path and the write end of the new shim's ready
+/// pipe, sent by berthd with SCM_RIGHTS on the SOCK_SEQPACKET socket `fd`.
+/// `None` when berthd closed its end.
+pub fn recv_request(fd: RawFd) -> io::Result<Option<(Vec<u8>, OwnedFd)>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut data = [0u8; 4096];
+    let mut iov = [io::IoSliceMut::new(&mut data)];
+    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(io::Error::from)?;
+    let mut received = Vec::new();
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            received.extend(fds);
+        }
+    }
+    let len = msg.bytes;
+    let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
+    // SAFETY: the kernel just installed these fds in our table for us; each
+    // is owned exactly once here (extra ones are closed by dropping them).
+    let mut owned: Vec<OwnedFd> = received
+        .into_iter()
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
+    if len == 0 && owned.is_empty() {
+        return Ok(None);
+    }
+    if owned.is_empty() || truncated {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a zygote request without its ready pipe, or too long",
+        ));
+    }
+    Ok(Some((data[..len].to_vec(), owned.swap_remove(0))))
+}
+
+/// SIGCHLD ignored (the zygote: its forks are reaped by the kernel) or back
+/// to its default (a shim, which reaps its children itself).
+pub fn ignore_children(ignore: bool) -> io::Result<()> {
+    use nix::sys::signal::{signal, SigHandler};
+    let handler = if ignore {
+        SigHandler::SigIgn
+    } else {
+        SigHandler::SigDfl
+    };
+    // SAFETY: no handler function is installed, only a disposition.
+    unsafe { signal(Signal::SIGCHLD, handler) }
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
+/// Overwrite this process's argument `old` (as `/proc/PID/cmdline` shows
+/// it) with `new`, of the same length: a shim forked from the zygote shows
+/// `berth-shim start <its shim.json>` as one berthd started itself, which
+/// is how operators (and berth's tests) tell shims apart. The arguments
+/// live in this process's own memory, between `arg_start` and `arg_end` of
+/// `/proc/self/stat` (what setproctitle does elsewhere). False when the
+/// argument is not found there or the lengths differ.
+pub fn set_argument(old: &[u8], new: &[u8]) -> bool {
+    if old.len() != new.len() || old.is_empty() {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return false;
+    };
+    // Fields after the command name (in parentheses, which may hold
+    // spaces): the state is field 3, arg_start field 48, arg_end 49.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (Some(Ok(start)), Some(Ok(end))) = (
+        fields.get(48 - 3).map(|f| f.parse::<usize>()),
+        fields.get(49 - 3).map(|f| f.parse::<usize>()),
+    ) else {
+        return false;
+    };
+    if end <= start || end - start > 1 << 20 {
+        return false;
+    }
+    // SAFETY: [start, end) is this process's argument area, mapped readable
+    // and writable for its whole life (the initial stack); nothing else
+    // holds a reference into it (std copied the arguments at startup).
+    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) };
+    let Some(at) = area
+        .windows(old.len() + 1)
+        .position(|w| w[..old.len()] == *old && w[old.len()] == 0)
+    else {
+        return false;
+    };
+    area[at..at + new.len()].copy_from_slice(new);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Read;

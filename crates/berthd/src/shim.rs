@@ -50,6 +50,34 @@ pub struct ShimRuntime {
     /// The containers' root filesystems that berthd provides (image
     /// snapshots), kept in step with the containers' files.
     rootfs: Option<Arc<dyn RootfsProvider>>,
+    /// The shim that forks new shims (`Zygote`): started at the first
+    /// create, again when it is gone.
+    zygote: tokio::sync::Mutex<Option<Zygote>>,
+}
+
+/// A `berth-shim start` that berthd keeps waiting (berth-shim's `zygote`)
+/// and asks, over a SOCK_SEQPACKET socket, to fork each new shim: a fork of
+/// a process that has started costs a fraction of an exec and a start-up
+/// (the dynamic loader on a VM, ~7 µs per CPUID and it asks dozens;
+/// docs/performance.md, "Shims forked from a zygote"). A forked shim is the
+/// same program in the same state a started one reaches, shows the same
+/// command line, and detaches from the zygote at once; the zygote holds no
+/// container's files. It ends when berthd closes the socket (or dies).
+struct Zygote {
+    sock: std::os::fd::OwnedFd,
+    _child: tokio::process::Child,
+}
+
+/// The zygote's argument: a path of the length of every container's
+/// `shim.json` under the run root (a shim forked from it writes its own
+/// over it), which names no container.
+fn zygote_placeholder(dirs: &Dirs) -> PathBuf {
+    let real = Layout::new(dirs, &"0".repeat(64)).config();
+    let mut p = dirs.run.join("shim-zygote").into_os_string();
+    while p.len() < real.as_os_str().len() {
+        p.push("/");
+    }
+    PathBuf::from(p)
 }
 
 /// Who owns the root filesystems of containers made from images: mounted
@@ -346,7 +374,87 @@ impl ShimRuntime {
             log_max_size: AtomicU64::new(DEFAULT_LOG_MAX_SIZE),
             log_max_files: AtomicU32::new(DEFAULT_LOG_MAX_FILES),
             rootfs: None,
+            zygote: tokio::sync::Mutex::new(None),
         }
+    }
+
+    fn start_zygote(&self) -> std::io::Result<Zygote> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        use std::os::fd::AsRawFd;
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(std::io::Error::from)?;
+        // The zygote blocks on its end; ours never blocks a task (a zygote
+        // too busy to take a request is not used for it).
+        nix::fcntl::fcntl(
+            ours.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(std::io::Error::from)?;
+        let child = tokio::process::Command::new(&self.shim_bin)
+            .env("GLIBC_TUNABLES", shim_tunables())
+            .env("BERTH_SHIM_ZYGOTE", "1")
+            .arg("start")
+            .arg(zygote_placeholder(&self.dirs))
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            // What it says before a shim opens its own shim.log.
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Zygote {
+            sock: ours,
+            _child: child,
+        })
+    }
+
+    /// A new shim for `config` forked by the zygote: the read end of its
+    /// ready pipe. None when the zygote cannot be used (it is started again
+    /// once if it died); the caller then starts the shim itself.
+    async fn fork_shim(&self, config: &Path) -> Option<tokio::net::unix::pipe::Receiver> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let path = config.as_os_str().as_bytes();
+        if path.len() != zygote_placeholder(&self.dirs).as_os_str().len() {
+            return None;
+        }
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+        let mut zygote = self.zygote.lock().await;
+        for _ in 0..2 {
+            if zygote.is_none() {
+                match self.start_zygote() {
+                    Ok(z) => *zygote = Some(z),
+                    Err(e) => {
+                        warn!(error = %e, "cannot start the shim zygote; starting shims one by one");
+                        return None;
+                    }
+                }
+            }
+            let z = zygote.as_ref()?;
+            let sent = sendmsg::<()>(
+                z.sock.as_raw_fd(),
+                &[std::io::IoSlice::new(path)],
+                &[ControlMessage::ScmRights(&[write.as_raw_fd()])],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            );
+            match sent {
+                Ok(_) => {
+                    drop(write);
+                    return tokio::net::unix::pipe::Receiver::from_owned_fd(read).ok();
+                }
+                Err(e) => {
+                    debug!(error = %e, "the shim zygote is gone; starting it again");
+                    *zygote = None;
+                }
+            }
+        }
+        None
     }
 
     /// Root filesystems provided by berthd (the image snapshots).
@@ -496,24 +604,31 @@ impl ShimRuntime {
     }
 
     async fn spawn_shim(&self, layout: &Layout) -> Result<proto::Ready, RuntimeError> {
-        let shim_log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(layout.shim_log())
-            .map_err(|e| io_err("cannot open", &layout.shim_log(), e))?;
-        let mut child = tokio::process::Command::new(&self.shim_bin)
-            .env("GLIBC_TUNABLES", shim_tunables())
-            .arg("start")
-            .arg(layout.config())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(shim_log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| io_err("cannot run", &self.shim_bin, e))?;
-        let Some(stdout) = child.stdout.take() else {
-            return Err(RuntimeError::other("berth-shim has no ready pipe"));
-        };
+        let (stdout, mut child): (Box<dyn tokio::io::AsyncRead + Send + Unpin>, _) =
+            match self.fork_shim(&layout.config()).await {
+                Some(ready) => (Box::new(ready), None),
+                None => {
+                    let shim_log = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(layout.shim_log())
+                        .map_err(|e| io_err("cannot open", &layout.shim_log(), e))?;
+                    let mut child = tokio::process::Command::new(&self.shim_bin)
+                        .env("GLIBC_TUNABLES", shim_tunables())
+                        .arg("start")
+                        .arg(layout.config())
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::piped())
+                        .stderr(shim_log)
+                        .kill_on_drop(true)
+                        .spawn()
+                        .map_err(|e| io_err("cannot run", &self.shim_bin, e))?;
+                    let Some(stdout) = child.stdout.take() else {
+                        return Err(RuntimeError::other("berth-shim has no ready pipe"));
+                    };
+                    (Box::new(stdout), Some(child))
+                }
+            };
         let read = async {
             let mut line = String::new();
             BufReader::new(stdout).read_line(&mut line).await?;
@@ -530,8 +645,11 @@ impl ShimRuntime {
                 )))
             }
         };
-        // The process we started only detaches the shim and exits.
-        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        // The process we started only detaches the shim and exits (the
+        // zygote's forks are the kernel's to reap).
+        if let Some(child) = child.as_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        }
         if line.trim().is_empty() {
             let tail = std::fs::read_to_string(layout.shim_log()).unwrap_or_default();
             let last = tail.lines().last().unwrap_or("no output").to_string();

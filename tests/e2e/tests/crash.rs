@@ -30,6 +30,19 @@ fn shim_of(d: &Daemon, id: &str) -> i64 {
     let shim = ppid_of(pid_of(d, id));
     let comm = std::fs::read_to_string(format!("/proc/{shim}/comm")).unwrap_or_default();
     assert_eq!(comm.trim(), "berth-shim", "the init's parent is its shim");
+    // Forked from berthd's shim zygote or started by berthd, a shim names
+    // its container's shim.json in its command line.
+    let cmd = std::fs::read(format!("/proc/{shim}/cmdline")).unwrap_or_default();
+    let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+    let full = d.inspect(id)["id"].as_str().unwrap_or_default().to_string();
+    let want = format!(
+        "berth-shim start {}/containers/{full}/shim.json",
+        d.run_dir().display()
+    );
+    assert!(
+        cmd.contains(&want),
+        "shim command line {cmd:?}, expected {want:?}"
+    );
     shim
 }
 
