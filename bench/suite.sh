@@ -343,15 +343,10 @@ berth_logrun() {
 	rm -f "$R/tmp/$1"
 	B rm -f "$1" >/dev/null
 }
-# berthd and its shim zygote (the berth-shim it forks new shims from).
+# berthd and its shim zygote (the child berth-shim it forks new shims from).
 berth_daemons() {
 	echo "$berthd_pid"
-	local d
-	for d in /proc/[0-9]*; do
-		[ "$(awk '/^PPid:/ {print $2}' "$d/status" 2>/dev/null)" = "$berthd_pid" ] || continue
-		tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -q '/shim-zygote/' && echo "${d#/proc/}"
-	done
-	return 0
+	pgrep -P "$berthd_pid" -f '/shim-zygote/' || true
 }
 berth_clean() {
 	local id
