@@ -461,6 +461,7 @@ async fn run(
     };
     let stop_containers = Arc::new(AtomicBool::new(args.stop_containers_on_exit));
     let in_force = Arc::new(std::sync::RwLock::new(cfg.to_toml()));
+    let flushed = store.clone();
     tokio::spawn(reload_on_hangup(
         argv,
         cfg.clone(),
@@ -594,6 +595,12 @@ async fn run(
             .unwrap_or(false);
     if !settled {
         warn!("snapshots of removed containers are still being deleted; the next start will");
+    }
+    // Writes queued without a writer waiting (a removed container's
+    // network plan) are committed now rather than left to the next start's
+    // reconcile.
+    if let Err(e) = flushed.flush() {
+        warn!(error = %e, "cannot commit the last queued writes");
     }
     // Unless stopped above, containers keep running under their shims;
     // the next berthd adopts them.

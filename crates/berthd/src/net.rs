@@ -125,11 +125,25 @@ impl From<NetError> for Status {
     }
 }
 
-/// Where user networks are kept (berthd's redb store).
+/// Where user networks and the containers' plans are kept (berthd's redb
+/// store).
 pub trait NetworkStore: Send + Sync {
     fn load_networks(&self) -> Result<Vec<Network>, String>;
     fn save_network(&self, n: &Network) -> Result<(), String>;
     fn remove_network(&self, name: &str) -> Result<(), String>;
+    /// Every container's plan (id, JSON).
+    fn load_plans(&self) -> Result<Vec<(String, Vec<u8>)>, String> {
+        Ok(Vec::new())
+    }
+    /// Queue a plan's write (`None`: its removal) without waiting: it is
+    /// durable once any write queued after it is. A create's plan rides on
+    /// the create's own record, written after it; a plan no record knows
+    /// of after a crash is removed by [`Net::reconcile`].
+    fn queue_plan(&self, _id: &str, _plan: Option<Vec<u8>>) {}
+    /// Write a plan (`None`: remove it) durably before returning.
+    fn write_plan(&self, _id: &str, _plan: Option<Vec<u8>>) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A container on a network, as inspect shows it.
@@ -240,6 +254,8 @@ pub struct Net {
     /// saved: `ps` shows them for every running container, without a file
     /// read per container.
     ports: Mutex<std::collections::HashMap<String, Vec<PortMapping>>>,
+    /// Every container's plan, as the store keeps it (loaded at start).
+    plans: Mutex<BTreeMap<String, Plan>>,
     /// Held from the choice of a create's host ports to its plan being
     /// saved, so two creates never pick (or both pass the check of) the
     /// same host port.
@@ -273,6 +289,7 @@ impl Net {
             .into_iter()
             .map(|n| (n.name.clone(), n))
             .collect();
+        let plans = load_plans(store.as_ref(), &root.join("netns"))?;
         let cni = Cni::new(&settings.plugin_dir).with_lock(root.join("net/plugins.lock"));
         // The plugins a SIGKILLed berthd left running finish before this
         // one reconciles what they touch (Cni::with_lock says why).
@@ -297,6 +314,7 @@ impl Net {
             user: Mutex::new(user),
             lock: Mutex::new(()),
             ports: Mutex::new(std::collections::HashMap::new()),
+            plans: Mutex::new(plans),
             publishing: Mutex::new(()),
             dns: None,
             runs: Mutex::new(std::collections::HashMap::new()),
@@ -469,16 +487,15 @@ impl Net {
 
     /// Every container's plan (any state), with its id.
     fn plans(&self) -> impl Iterator<Item = (String, Plan)> + '_ {
-        std::fs::read_dir(self.dir())
+        self.plan_map()
+            .iter()
+            .map(|(id, p)| (id.clone(), p.clone()))
+            .collect::<Vec<_>>()
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(move |e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let id = name.strip_suffix(".json")?.to_string();
-                let plan = self.load_plan(&id)?;
-                Some((id, plan))
-            })
+    }
+
+    fn plan_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Plan>> {
+        self.plans.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The containers (any state) whose plan puts them on `network`.
@@ -884,8 +901,7 @@ impl Net {
     }
 
     fn load_plan(&self, id: &str) -> Option<Plan> {
-        let data = std::fs::read(self.plan_path(id)).ok()?;
-        serde_json::from_slice(&data).ok()
+        self.plan_map().get(id).cloned()
     }
 
     /// The mode of a container created without `--network`.
@@ -1197,10 +1213,6 @@ impl Net {
         self.dir().join(id)
     }
 
-    fn plan_path(&self, id: &str) -> PathBuf {
-        self.dir().join(format!("{id}.json"))
-    }
-
     /// The user namespace file berthd makes with the network namespace of
     /// a `--userns=auto` container.
     fn userns_path(&self, id: &str) -> PathBuf {
@@ -1371,22 +1383,34 @@ impl Net {
     ) -> Result<Plan, Status> {
         let _g = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
         let plan = self.apply(id, mode, r, exposed, spec)?;
-        self.save(id, &plan)?;
+        // Queued, not waited for: the create's record, written after it,
+        // makes it durable (two fsyncs less per create than a file of its
+        // own had).
+        self.keep(id, &plan, false)?;
         Ok(plan)
     }
 
-    /// Keeps the plan of a container being created.
+    /// Keeps a changed plan of an existing container, durably.
     pub fn save(&self, id: &str, plan: &Plan) -> Result<(), Status> {
+        self.keep(id, plan, true)
+    }
+
+    fn keep(&self, id: &str, plan: &Plan, durable: bool) -> Result<(), Status> {
+        let data = serde_json::to_vec(plan)
+            .map_err(|e| Status::internal(format!("cannot keep the network settings: {e}")))?;
         self.ports
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.to_string(), plan_ports(plan));
-        std::fs::create_dir_all(self.dir())
-            .and_then(|()| {
-                let data = serde_json::to_vec(plan).map_err(std::io::Error::other)?;
-                berth_shim_proto::write_atomic(&self.plan_path(id), &data)
-            })
-            .map_err(|e| Status::internal(format!("cannot keep the network settings: {e}")))
+        self.plan_map().insert(id.to_string(), plan.clone());
+        if durable {
+            self.store
+                .write_plan(id, Some(data))
+                .map_err(|e| Status::internal(format!("cannot keep the network settings: {e}")))
+        } else {
+            self.store.queue_plan(id, Some(data));
+            Ok(())
+        }
     }
 
     /// Takes a container off its networks, removes its namespace files
@@ -1419,7 +1443,9 @@ impl Net {
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }
-        remove_quietly(&self.plan_path(id));
+        if self.plan_map().remove(id).is_some() {
+            self.store.queue_plan(id, None);
+        }
         let mut bound = Vec::new();
         for p in [self.netns_path(id), self.userns_path(id)] {
             if is_nsfs(&p) {
@@ -1457,18 +1483,19 @@ impl Net {
                 self.leave_all(&id);
             }
         }
-        let Ok(entries) = std::fs::read_dir(self.dir()) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let id = name
-                .strip_suffix(".json")
-                .or_else(|| name.strip_suffix(".user"))
-                .unwrap_or(&name)
-                .to_string();
+        let planned: Vec<String> = self.plan_map().keys().cloned().collect();
+        for id in planned {
             if !known.contains(&id) {
                 self.remove(&id);
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.dir()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let id = name.strip_suffix(".user").unwrap_or(&name).to_string();
+                if !known.contains(&id) {
+                    self.remove(&id);
+                }
             }
         }
         self.sweep();
@@ -1559,14 +1586,10 @@ impl RootfsProvider for Net {
     fn ensure(&self, id: &str) -> Result<(), String> {
         let run = self.run_lock(id);
         let _run = run.lock().unwrap_or_else(|p| p.into_inner());
-        let data = match std::fs::read(self.plan_path(id)) {
-            Ok(d) => d,
-            // A container without a plan (a bundle) keeps its spec's network.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("cannot read the network settings: {e}")),
+        // A container without a plan (a bundle) keeps its spec's network.
+        let Some(plan) = self.load_plan(id) else {
+            return Ok(());
         };
-        let plan: Plan = serde_json::from_slice(&data)
-            .map_err(|e| format!("unreadable network settings: {e}"))?;
         if plan.own_netns {
             self.ensure_netns(id, plan.userns)?;
         }
@@ -1634,6 +1657,46 @@ impl RootfsProvider for Net {
         let _run = run.lock().unwrap_or_else(|p| p.into_inner());
         self.leave_all(id);
     }
+}
+
+/// The plans the store keeps, and those of a berthd from before they were
+/// kept there (`<root>/netns/<id>.json`, one file each): moved into the
+/// store, durably, and their files removed.
+fn load_plans(store: &dyn NetworkStore, dir: &Path) -> Result<BTreeMap<String, Plan>, NetError> {
+    let mut plans = BTreeMap::new();
+    let stored = store
+        .load_plans()
+        .map_err(|e| NetError::Failed(format!("cannot load the network plans: {e}")))?;
+    for (id, data) in stored {
+        match serde_json::from_slice::<Plan>(&data) {
+            Ok(p) => {
+                plans.insert(id, p);
+            }
+            Err(e) => warn!(id = %id, error = %e, "unreadable network plan, skipped"),
+        }
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".json") else {
+            continue;
+        };
+        let Ok(data) = std::fs::read(e.path()) else {
+            continue;
+        };
+        // One that does not parse (torn, or stray) is dropped, as the file
+        // itself was read as no plan; the reconcile then removes the rest of
+        // what no container owns.
+        if let Ok(p) = serde_json::from_slice::<Plan>(&data) {
+            store.write_plan(id, Some(data)).map_err(|e| {
+                NetError::Failed(format!(
+                    "cannot move the network plan of {id} into the store: {e}"
+                ))
+            })?;
+            plans.insert(id.to_string(), p);
+        }
+        remove_quietly(&e.path());
+    }
+    Ok(plans)
 }
 
 /// The published ports of a plan, of all its networks.

@@ -11,7 +11,8 @@
 //!
 //! Tables: `containers` (id → JSON record), `events` (seq → JSON event),
 //! `meta` (`last_seq`: the last event sequence number ever appended, kept
-//! apart from `events` so compaction never lets it go back).
+//! apart from `events` so compaction never lets it go back), `networks`
+//! (user networks) and `plans` (each container's network plan).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,6 +28,8 @@ const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("container
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
+/// Each container's network plan (id → JSON, `net::Plan`).
+const PLANS: TableDefinition<&str, &[u8]> = TableDefinition::new("plans");
 
 /// How the event log is bounded.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +59,8 @@ enum Op {
     Event { seq: u64, json: Vec<u8> },
     PutNetwork { name: String, json: Vec<u8> },
     RemoveNetwork { name: String },
+    PutPlan { id: String, json: Vec<u8> },
+    RemovePlan { id: String },
 }
 
 /// The writes waiting for a commit, and the outcomes of committed ones
@@ -92,7 +97,9 @@ impl Drop for Leader<'_> {
 #[derive(Default)]
 struct GroupState {
     next_ticket: u64,
-    queue: Vec<(u64, Vec<Op>)>,
+    /// Each write with its ticket, and whether a writer waits for it (the
+    /// outcome of one that no one waits for is only logged).
+    queue: Vec<(u64, Vec<Op>, bool)>,
     /// A writer is committing (what it took off the queue).
     committing: bool,
     done: HashMap<u64, Result<(), String>>,
@@ -112,6 +119,7 @@ impl DbStore {
             tx.open_table(EVENTS).map_err(err)?;
             tx.open_table(META).map_err(err)?;
             tx.open_table(NETWORKS).map_err(err)?;
+            tx.open_table(PLANS).map_err(err)?;
         }
         tx.commit().map_err(err)?;
         Ok(Self {
@@ -122,12 +130,19 @@ impl DbStore {
     }
 
     /// Queue a write; it commits in order with everything queued before it.
-    fn submit_ops(&self, ops: Vec<Op>) -> u64 {
+    /// `watched`: a writer will wait for it with [`DbStore::wait_ops`].
+    fn submit_ops(&self, ops: Vec<Op>, watched: bool) -> u64 {
         let mut g = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
         g.next_ticket += 1;
         let ticket = g.next_ticket;
-        g.queue.push((ticket, ops));
+        g.queue.push((ticket, ops, watched));
         ticket
+    }
+
+    /// Commit whatever is queued (writes no one waits for, see
+    /// `NetworkStore::queue_plan`), at a clean shutdown.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.write(Vec::new())
     }
 
     /// Block until the write `ticket` is committed: commit the queue if no
@@ -150,17 +165,26 @@ impl DbStore {
             g.committing = true;
             let batch = std::mem::take(&mut g.queue);
             drop(g);
+            let watched: std::collections::HashSet<u64> =
+                batch.iter().filter(|b| b.2).map(|b| b.0).collect();
             let mut leader = Leader {
                 group: &self.group,
-                tickets: batch.iter().map(|(t, _)| *t).collect(),
+                tickets: watched.iter().copied().collect(),
             };
-            let outcomes = self.commit_batch(batch);
+            let outcomes =
+                self.commit_batch(batch.into_iter().map(|(t, ops, _)| (t, ops)).collect());
             leader.tickets.clear();
             drop(leader);
             g = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
             g.commits += 1;
             g.writes += outcomes.len() as u64;
-            g.done.extend(outcomes);
+            for (t, r) in outcomes {
+                if watched.contains(&t) {
+                    g.done.insert(t, r);
+                } else if let Err(e) = r {
+                    tracing::error!(error = %e, "a queued write failed");
+                }
+            }
             drop(g);
             self.group.committed.notify_all();
             g = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -232,6 +256,18 @@ impl DbStore {
                     .remove(name.as_str())
                     .map_err(err)?;
             }
+            Op::PutPlan { id, json } => {
+                tx.open_table(PLANS)
+                    .map_err(err)?
+                    .insert(id.as_str(), json.as_slice())
+                    .map_err(err)?;
+            }
+            Op::RemovePlan { id } => {
+                tx.open_table(PLANS)
+                    .map_err(err)?
+                    .remove(id.as_str())
+                    .map_err(err)?;
+            }
         }
         Ok(())
     }
@@ -263,7 +299,7 @@ impl DbStore {
 
     /// Queue `ops` and wait until they are durable.
     fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        let ticket = self.submit_ops(ops);
+        let ticket = self.submit_ops(ops, true);
         blocking(|| self.wait_ops(ticket))
     }
 
@@ -382,6 +418,35 @@ impl crate::net::NetworkStore for DbStore {
         }])
         .map_err(|e| e.0)
     }
+
+    fn load_plans(&self) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let tx = self.db.begin_read().map_err(|e| e.to_string())?;
+        let t = tx.open_table(PLANS).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|e| e.to_string())? {
+            let (k, v) = item.map_err(|e| e.to_string())?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn queue_plan(&self, id: &str, plan: Option<Vec<u8>>) {
+        self.submit_ops(vec![plan_op(id, plan)], false);
+    }
+
+    fn write_plan(&self, id: &str, plan: Option<Vec<u8>>) -> Result<(), String> {
+        self.write(vec![plan_op(id, plan)]).map_err(|e| e.0)
+    }
+}
+
+fn plan_op(id: &str, plan: Option<Vec<u8>>) -> Op {
+    match plan {
+        Some(json) => Op::PutPlan {
+            id: id.to_string(),
+            json,
+        },
+        None => Op::RemovePlan { id: id.to_string() },
+    }
 }
 
 impl Store for DbStore {
@@ -443,7 +508,7 @@ impl Store for DbStore {
     ) -> Pending<'a> {
         match Self::ops(save, remove, evs) {
             Ok(ops) => {
-                let ticket = self.submit_ops(ops);
+                let ticket = self.submit_ops(ops, true);
                 Pending::queued(move || self.wait_ops(ticket))
             }
             Err(e) => Pending::done(Err(e)),
@@ -539,6 +604,38 @@ mod tests {
         // A write alone is its own commit.
         s.append_event(&ev(4)).unwrap();
         assert_eq!(s.commit_counts(), (c0 + 2, w0 + 4));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn queued_plans_become_durable_with_the_next_write_or_a_flush() {
+        use crate::net::NetworkStore;
+        let dir = scratch("plans");
+        let path = dir.join("db");
+        {
+            let s = DbStore::open(&path, retention()).unwrap();
+            // Queued alone: not committed yet.
+            s.queue_plan("a", Some(b"{\"a\":1}".to_vec()));
+            assert!(s.load_plans().unwrap().is_empty());
+            // The next write that is waited for carries it.
+            s.append_event(&ev(1)).unwrap();
+            assert_eq!(
+                s.load_plans().unwrap(),
+                vec![("a".to_string(), b"{\"a\":1}".to_vec())]
+            );
+            s.queue_plan("a", None);
+            s.queue_plan("b", Some(b"{}".to_vec()));
+            s.flush().unwrap();
+            // No outcome is kept for writes no one waits for.
+            assert!(s.group.state.lock().unwrap().done.is_empty());
+        }
+        let s = DbStore::open(&path, retention()).unwrap();
+        assert_eq!(
+            s.load_plans().unwrap(),
+            vec![("b".to_string(), b"{}".to_vec())]
+        );
+        s.write_plan("b", None).unwrap();
+        assert!(s.load_plans().unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -294,18 +294,19 @@ fn run_budget(rt: Rt) -> (u32, u32, u32) {
 // and forks a libcontainer helper for the create (1; start and delete run
 // in the shim when the container has no hooks); youki's intermediate and
 // init (2). execve: the CLI and the container's /bin/true (a shim forked
-// from the zygote runs no exec; one started by berthd did: 3 before). Syncs: berthd 2 fsyncs (the network plan and its directory)
-// and 3 fdatasyncs (create, start, then the exit and the removal in one),
-// the shim 2 fsyncs (the exit file and its directory); /bin/true writes
-// nothing, so its log needs no fdatasync.
+// from the zygote runs no exec; one started by berthd did: 3 before).
+// Syncs: berthd 3 fdatasyncs (create, with the network plan queued before
+// it; start; then the exit and the removal in one), the shim 2 fsyncs (the
+// exit file and its directory); /bin/true writes nothing, so its log needs
+// no fdatasync. (7 while the plan was a file of its own: 2 fsyncs more.)
 const EMBEDDED_FORKS: u32 = 5;
 const EMBEDDED_EXECS: u32 = 2;
-const EMBEDDED_SYNCS: u32 = 7;
+const EMBEDDED_SYNCS: u32 = 5;
 // runc: the shim execs runc create, start and delete, and runc forks its
 // own parent/child/init chain (the shim's daemonize: one fork).
 const RUNC_FORKS: u32 = 8;
 const RUNC_EXECS: u32 = 6;
-const RUNC_SYNCS: u32 = 7;
+const RUNC_SYNCS: u32 = 5;
 
 /// berthd's shim zygote (the child of berthd that forks new shims), or 0.
 fn zygote_of(d: &Daemon) -> i32 {
