@@ -490,6 +490,27 @@ impl Daemon {
         self.child.as_ref().map_or(0, |c| c.id() as i32)
     }
 
+    /// berthd's shim zygote: its child `berth-shim` that forks new shims
+    /// (started at the first create), or 0 when there is none alive.
+    pub fn shim_zygote(&self) -> i32 {
+        let berthd = i64::from(self.pid());
+        if berthd == 0 {
+            return 0;
+        }
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+            .find(|&pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&cmd).contains("/shim-zygote/")
+                    && ppid_of(i64::from(pid)) == berthd
+                    && pid_alive(i64::from(pid))
+            })
+            .unwrap_or(0)
+    }
+
     /// SIGTERM the daemon by the pid we started and wait (bounded) for it
     /// to exit; returns its exit code.
     pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {

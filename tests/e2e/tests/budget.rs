@@ -308,25 +308,10 @@ const RUNC_FORKS: u32 = 8;
 const RUNC_EXECS: u32 = 6;
 const RUNC_SYNCS: u32 = 5;
 
-/// berthd's shim zygote (the child of berthd that forks new shims), or 0.
-fn zygote_of(d: &Daemon) -> i32 {
-    let berthd = d.pid() as i64;
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .find(|&pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmd).contains("/shim-zygote/") && ppid_of(pid as i64) == berthd
-        })
-        .unwrap_or(0)
-}
-
 /// One traced `run --rm /bin/true`: berthd and all it starts (the shim
 /// zygote's forks too), and the CLI.
 fn traced_run(d: &Daemon, n: u32) -> Counts {
-    let zygote = zygote_of(d);
+    let zygote = d.shim_zygote();
     assert!(zygote > 0, "berthd has no shim zygote after a first run");
     let rootfs = rootfs();
     let args: Vec<std::ffi::OsString> = vec![

@@ -34,6 +34,41 @@ fn dead_shim_means_unknown_exit_not_success(rt: Rt) {
     assert_no_leftovers(&d, &id, pid);
 }
 
+/// The shim zygote (berthd's child that forks each new shim) killed with
+/// SIGKILL is started again at the next create, which still works; and a
+/// berthd killed with SIGKILL leaves no zygote behind (it ends when its
+/// socket to berthd closes).
+fn a_killed_shim_zygote_comes_back_and_goes_with_berthd(rt: Rt) {
+    let mut d = Daemon::start(rt);
+    d.run(&["--rm"], &["true"]).ok();
+    let zygote = d.shim_zygote();
+    assert!(zygote > 0, "no shim zygote after a first run");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(zygote),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    poll("the killed zygote to go", Duration::from_secs(10), || {
+        (!pid_alive(i64::from(zygote))).then_some(())
+    });
+    let r = d.run(&["--rm"], &["sh", "-c", "echo after; exit 3"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert_eq!(r.stdout, "after\n", "{r:?}");
+    let again = d.shim_zygote();
+    assert!(again > 0 && again != zygote, "no new zygote: {again}");
+    let id = d.run(&["-d"], &["sleep", "100"]).ok();
+    d.kill9();
+    poll(
+        "the zygote to end with berthd",
+        Duration::from_secs(10),
+        || (!pid_alive(i64::from(again))).then_some(()),
+    );
+    // The container forked from it lives on, and berthd adopts it.
+    d.restart();
+    assert_eq!(d.state_of(&id), "running");
+    d.berth(&["rm", "-f", &id]).ok();
+}
+
 fn logs_follow_until_exit(rt: Rt) {
     let d = Daemon::start(rt);
     let id = d
@@ -244,6 +279,7 @@ fn limits_reach_the_cgroup_and_oom_is_reported(rt: Rt) {
 }
 
 both_runtimes!(
+    a_killed_shim_zygote_comes_back_and_goes_with_berthd,
     limits_reach_the_cgroup_and_oom_is_reported,
     attach_streams_new_output_and_the_exit,
     exec_exit_while_daemon_is_down,
