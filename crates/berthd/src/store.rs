@@ -51,16 +51,25 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// A table keyed by name or id, holding JSON.
+type JsonTable = TableDefinition<'static, &'static str, &'static [u8]>;
+
 /// One change of a queued write, serialized before it is queued so that
 /// applying it can fail only with the database.
 enum Op {
-    PutContainer { id: String, json: Vec<u8> },
-    RemoveContainer { id: String },
-    Event { seq: u64, json: Vec<u8> },
-    PutNetwork { name: String, json: Vec<u8> },
-    RemoveNetwork { name: String },
-    PutPlan { id: String, json: Vec<u8> },
-    RemovePlan { id: String },
+    Put {
+        table: JsonTable,
+        key: String,
+        json: Vec<u8>,
+    },
+    Remove {
+        table: JsonTable,
+        key: String,
+    },
+    Event {
+        seq: u64,
+        json: Vec<u8>,
+    },
 }
 
 /// The writes waiting for a commit, and the outcomes of committed ones
@@ -231,43 +240,19 @@ impl DbStore {
 
     fn apply(&self, tx: &redb::WriteTransaction, op: &Op) -> Result<(), StoreError> {
         match op {
-            Op::PutContainer { id, json } => {
-                tx.open_table(CONTAINERS)
+            Op::Put { table, key, json } => {
+                tx.open_table(*table)
                     .map_err(err)?
-                    .insert(id.as_str(), json.as_slice())
+                    .insert(key.as_str(), json.as_slice())
                     .map_err(err)?;
             }
-            Op::RemoveContainer { id } => {
-                tx.open_table(CONTAINERS)
+            Op::Remove { table, key } => {
+                tx.open_table(*table)
                     .map_err(err)?
-                    .remove(id.as_str())
+                    .remove(key.as_str())
                     .map_err(err)?;
             }
             Op::Event { seq, json } => self.put_event(tx, *seq, json)?,
-            Op::PutNetwork { name, json } => {
-                tx.open_table(NETWORKS)
-                    .map_err(err)?
-                    .insert(name.as_str(), json.as_slice())
-                    .map_err(err)?;
-            }
-            Op::RemoveNetwork { name } => {
-                tx.open_table(NETWORKS)
-                    .map_err(err)?
-                    .remove(name.as_str())
-                    .map_err(err)?;
-            }
-            Op::PutPlan { id, json } => {
-                tx.open_table(PLANS)
-                    .map_err(err)?
-                    .insert(id.as_str(), json.as_slice())
-                    .map_err(err)?;
-            }
-            Op::RemovePlan { id } => {
-                tx.open_table(PLANS)
-                    .map_err(err)?
-                    .remove(id.as_str())
-                    .map_err(err)?;
-            }
         }
         Ok(())
     }
@@ -280,13 +265,17 @@ impl DbStore {
     ) -> Result<Vec<Op>, StoreError> {
         let mut ops = Vec::with_capacity(evs.len() + 1);
         if let Some(rec) = save {
-            ops.push(Op::PutContainer {
-                id: rec.id.clone(),
+            ops.push(Op::Put {
+                table: CONTAINERS,
+                key: rec.id.clone(),
                 json: serde_json::to_vec(rec).map_err(err)?,
             });
         }
         if let Some(id) = remove {
-            ops.push(Op::RemoveContainer { id: id.to_string() });
+            ops.push(Op::Remove {
+                table: CONTAINERS,
+                key: id.to_string(),
+            });
         }
         for ev in evs {
             ops.push(Op::Event {
@@ -405,16 +394,18 @@ impl crate::net::NetworkStore for DbStore {
 
     fn save_network(&self, n: &berth_net::Network) -> Result<(), String> {
         let json = serde_json::to_vec(n).map_err(|e| e.to_string())?;
-        self.write(vec![Op::PutNetwork {
-            name: n.name.clone(),
+        self.write(vec![Op::Put {
+            table: NETWORKS,
+            key: n.name.clone(),
             json,
         }])
         .map_err(|e| e.0)
     }
 
     fn remove_network(&self, name: &str) -> Result<(), String> {
-        self.write(vec![Op::RemoveNetwork {
-            name: name.to_string(),
+        self.write(vec![Op::Remove {
+            table: NETWORKS,
+            key: name.to_string(),
         }])
         .map_err(|e| e.0)
     }
@@ -440,12 +431,14 @@ impl crate::net::NetworkStore for DbStore {
 }
 
 fn plan_op(id: &str, plan: Option<Vec<u8>>) -> Op {
+    let key = id.to_string();
     match plan {
-        Some(json) => Op::PutPlan {
-            id: id.to_string(),
+        Some(json) => Op::Put {
+            table: PLANS,
+            key,
             json,
         },
-        None => Op::RemovePlan { id: id.to_string() },
+        None => Op::Remove { table: PLANS, key },
     }
 }
 
