@@ -418,6 +418,7 @@ impl EventBus {
         let written = crate::store::blocking(|| {
             let written = pending.wait();
             if evs.is_empty() {
+                before_live();
                 return written;
             }
             let turn = Turn {

@@ -82,6 +82,7 @@ fn zygote(placeholder: &OsString) -> i32 {
         diag(format_args!("zygote: {e}"));
         return 1;
     }
+    let area = sys::argument_area();
     loop {
         let (path, ready) = match sys::recv_request(0) {
             Ok(Some(r)) => r,
@@ -94,7 +95,7 @@ fn zygote(placeholder: &OsString) -> i32 {
         };
         match sys::fork() {
             Ok(Some(_)) => drop(ready),
-            Ok(None) => std::process::exit(zygote_child(placeholder, path, ready)),
+            Ok(None) => std::process::exit(zygote_child(placeholder, area, path, ready)),
             Err(e) => {
                 // berthd reads EOF on the ready pipe and reports it.
                 diag(format_args!("zygote: fork: {e}"));
@@ -104,7 +105,12 @@ fn zygote(placeholder: &OsString) -> i32 {
 }
 
 /// A fork of the zygote becomes the shim of `path` (a shim.json).
-fn zygote_child(placeholder: &OsString, path: Vec<u8>, ready: std::os::fd::OwnedFd) -> i32 {
+fn zygote_child(
+    placeholder: &OsString,
+    area: Option<(usize, usize)>,
+    path: Vec<u8>,
+    ready: std::os::fd::OwnedFd,
+) -> i32 {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     // The ready pipe is stdout, as for a shim berthd started; the control
     // socket is the zygote's alone.
@@ -126,7 +132,7 @@ fn zygote_child(placeholder: &OsString, path: Vec<u8>, ready: std::os::fd::Owned
             format!("not an absolute path: {}", Path::new(&path).display()),
         );
     }
-    if !sys::set_argument(placeholder.as_bytes(), path.as_bytes()) {
+    if !area.is_some_and(|a| sys::set_argument(a, placeholder.as_bytes(), path.as_bytes())) {
         diag(format_args!(
             "cannot show {} in the command line",
             Path::new(&path).display()

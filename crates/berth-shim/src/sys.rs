@@ -392,38 +392,35 @@ pub fn ignore_children(ignore: bool) -> io::Result<()> {
         .map_err(io::Error::from)
 }
 
-/// Overwrite this process's argument `old` (as `/proc/PID/cmdline` shows
-/// it) with `new`, of the same length: a shim forked from the zygote shows
-/// `berth-shim start <its shim.json>` as one berthd started itself, which
-/// is how operators (and berth's tests) tell shims apart. The arguments
-/// live in this process's own memory, between `arg_start` and `arg_end` of
-/// `/proc/self/stat` (what setproctitle does elsewhere). False when the
-/// argument is not found there or the lengths differ.
-pub fn set_argument(old: &[u8], new: &[u8]) -> bool {
+/// Where this process's arguments live, as `/proc/PID/cmdline` shows them:
+/// `arg_start`..`arg_end` of `/proc/self/stat`, in its own memory (the
+/// initial stack). A fork has them at the same addresses, so the zygote
+/// reads them once for all its forks.
+pub fn argument_area() -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (in parentheses, which may hold
+    // spaces): the state is field 3, arg_start field 48, arg_end 49.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let start = fields.get(48 - 3)?.parse::<usize>().ok()?;
+    let end = fields.get(49 - 3)?.parse::<usize>().ok()?;
+    (end > start && end - start <= 1 << 20).then_some((start, end))
+}
+
+/// Overwrite the argument `old` in `area` (of [`argument_area`]) with `new`,
+/// of the same length: a shim forked from the zygote shows `berth-shim
+/// start <its shim.json>` as one berthd started itself, which is how
+/// operators (and berth's tests) tell shims apart (what setproctitle does
+/// elsewhere). False when the argument is not found or the lengths differ.
+pub fn set_argument(area: (usize, usize), old: &[u8], new: &[u8]) -> bool {
     if old.len() != new.len() || old.is_empty() {
         return false;
     }
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return false;
-    };
-    // Fields after the command name (in parentheses, which may hold
-    // spaces): the state is field 3, arg_start field 48, arg_end 49.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return false;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let (Some(Ok(start)), Some(Ok(end))) = (
-        fields.get(48 - 3).map(|f| f.parse::<usize>()),
-        fields.get(49 - 3).map(|f| f.parse::<usize>()),
-    ) else {
-        return false;
-    };
-    if end <= start || end - start > 1 << 20 {
-        return false;
-    }
-    // SAFETY: [start, end) is this process's argument area, mapped readable
-    // and writable for its whole life (the initial stack); nothing else
-    // holds a reference into it (std copied the arguments at startup).
+    let (start, end) = area;
+    // SAFETY: [start, end) is this process's argument area (argument_area,
+    // read in this process or in the zygote it was forked from, at the same
+    // addresses), mapped readable and writable for its whole life; nothing
+    // else holds a reference into it (std copied the arguments at startup).
     let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) };
     let Some(at) = area
         .windows(old.len() + 1)

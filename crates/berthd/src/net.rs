@@ -250,11 +250,8 @@ pub struct Net {
     /// Held while plans and attachments change (a run's join and leave,
     /// connect, disconnect, a network's removal), so they never interleave.
     lock: Mutex<()>,
-    /// The published ports of each container whose plan was read or
-    /// saved: `ps` shows them for every running container, without a file
-    /// read per container.
-    ports: Mutex<std::collections::HashMap<String, Vec<PortMapping>>>,
-    /// Every container's plan, as the store keeps it (loaded at start).
+    /// Every container's plan, as the store keeps it (loaded at start):
+    /// `ps` reads the published ports of every running container here.
     plans: Mutex<BTreeMap<String, Plan>>,
     /// Held from the choice of a create's host ports to its plan being
     /// saved, so two creates never pick (or both pass the check of) the
@@ -313,7 +310,6 @@ impl Net {
             store,
             user: Mutex::new(user),
             lock: Mutex::new(()),
-            ports: Mutex::new(std::collections::HashMap::new()),
             plans: Mutex::new(plans),
             publishing: Mutex::new(()),
             dns: None,
@@ -855,16 +851,7 @@ impl Net {
 
     /// A container's published ports (`berth port`, `ps`).
     pub fn ports_of(&self, id: &str) -> Vec<PortMapping> {
-        let mut cache = self.ports.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = cache.get(id) {
-            return p.clone();
-        }
-        let Some(plan) = self.load_plan(id) else {
-            return Vec::new();
-        };
-        let p = plan_ports(&plan);
-        cache.insert(id.to_string(), p.clone());
-        p
+        self.plan_map().get(id).map(plan_ports).unwrap_or_default()
     }
 
     /// What inspect shows of a container's networks: each network's
@@ -1398,10 +1385,6 @@ impl Net {
     fn keep(&self, id: &str, plan: &Plan, durable: bool) -> Result<(), Status> {
         let data = serde_json::to_vec(plan)
             .map_err(|e| Status::internal(format!("cannot keep the network settings: {e}")))?;
-        self.ports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), plan_ports(plan));
         self.plan_map().insert(id.to_string(), plan.clone());
         if durable {
             self.store
@@ -1432,10 +1415,6 @@ impl Net {
     fn remove_with(&self, id: &str, defer: bool) {
         // CNI DEL runs in the namespace: before it is unbound.
         self.leave_all(id);
-        self.ports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
         // The `/etc` files of a container made under another run root are
         // not in its directories of this one, which the runtime removes.
         if let Some(dir) = self.load_plan(id).and_then(|p| p.files) {

@@ -53,6 +53,8 @@ pub struct ShimRuntime {
     /// The shim that forks new shims (`Zygote`): started at the first
     /// create, again when it is gone.
     zygote: tokio::sync::Mutex<Option<Zygote>>,
+    /// Its argument (`zygote_placeholder`).
+    zygote_arg: PathBuf,
 }
 
 /// A `berth-shim start` that berthd keeps waiting (berth-shim's `zygote`)
@@ -368,6 +370,7 @@ fn remove_dir_all_quietly(dir: &Path) -> std::io::Result<()> {
 impl ShimRuntime {
     pub fn new(dirs: Dirs, shim_bin: PathBuf, kind: proto::RuntimeKind) -> Self {
         Self {
+            zygote_arg: zygote_placeholder(&dirs),
             dirs,
             shim_bin,
             kind,
@@ -399,7 +402,7 @@ impl ShimRuntime {
             .env("GLIBC_TUNABLES", shim_tunables())
             .env("BERTH_SHIM_ZYGOTE", "1")
             .arg("start")
-            .arg(zygote_placeholder(&self.dirs))
+            .arg(&self.zygote_arg)
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())
             // What it says before a shim opens its own shim.log.
@@ -420,7 +423,7 @@ impl ShimRuntime {
         use std::os::fd::AsRawFd;
         use std::os::unix::ffi::OsStrExt;
         let path = config.as_os_str().as_bytes();
-        if path.len() != zygote_placeholder(&self.dirs).as_os_str().len() {
+        if path.len() != self.zygote_arg.as_os_str().len() {
             return None;
         }
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;

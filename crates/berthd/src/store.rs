@@ -81,17 +81,23 @@ struct Group {
     committed: Condvar,
 }
 
-/// The writer committing for the group. Dropped after the commit, it lets
-/// the next writer lead; dropped while unwinding from a commit that
-/// panicked, it also fails the writes it carried, so no writer waits for
-/// them forever.
+/// The writer committing for the group, while it commits. Dropped while
+/// unwinding from a commit that panicked, it lets the next writer lead and
+/// fails the writes it carried, so no writer waits for them forever; after
+/// a commit that returned, the leader records the outcomes itself and
+/// forgets the guard.
 struct Leader<'a> {
     group: &'a Group,
     tickets: Vec<u64>,
+    /// Cleared once the commit returned.
+    unwinding: bool,
 }
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
+        if !self.unwinding {
+            return;
+        }
         let mut g = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
         g.committing = false;
         for t in self.tickets.drain(..) {
@@ -172,31 +178,39 @@ impl DbStore {
                 continue;
             }
             g.committing = true;
-            let batch = std::mem::take(&mut g.queue);
+            let (batch, watched): (Vec<_>, Vec<_>) = std::mem::take(&mut g.queue)
+                .into_iter()
+                .map(|(t, ops, w)| ((t, ops), w))
+                .unzip();
             drop(g);
-            let watched: std::collections::HashSet<u64> =
-                batch.iter().filter(|b| b.2).map(|b| b.0).collect();
             let mut leader = Leader {
                 group: &self.group,
-                tickets: watched.iter().copied().collect(),
+                unwinding: true,
+                tickets: batch
+                    .iter()
+                    .zip(&watched)
+                    .filter(|(_, w)| **w)
+                    .map(|((t, _), _)| *t)
+                    .collect(),
             };
-            let outcomes =
-                self.commit_batch(batch.into_iter().map(|(t, ops, _)| (t, ops)).collect());
-            leader.tickets.clear();
+            let outcomes = self.commit_batch(batch);
+            // The outcomes and the end of this commit in one step: a
+            // writer woken by it finds its outcome, never an idle group
+            // it would commit again for nothing.
+            leader.unwinding = false;
             drop(leader);
             g = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
             g.commits += 1;
             g.writes += outcomes.len() as u64;
-            for (t, r) in outcomes {
-                if watched.contains(&t) {
+            for ((t, r), w) in outcomes.into_iter().zip(watched) {
+                if w {
                     g.done.insert(t, r);
                 } else if let Err(e) = r {
                     tracing::error!(error = %e, "a queued write failed");
                 }
             }
-            drop(g);
+            g.committing = false;
             self.group.committed.notify_all();
-            g = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
         }
     }
 
