@@ -3,6 +3,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Kill every process in the cgroup `path` (as in `linux.cgroupsPath`, under
@@ -64,8 +65,29 @@ fn remove_tree(dir: &Path, deadline: Instant) -> io::Result<()> {
     }
 }
 
-/// Mount points of every cgroup (v1) and cgroup2 file system.
-fn mounts() -> io::Result<Vec<PathBuf>> {
+/// The cgroup mount points, read once per process.
+static MOUNTS: OnceLock<Vec<PathBuf>> = OnceLock::new();
+
+/// Mount points of every cgroup (v1) and cgroup2 file system. Read once:
+/// mountinfo lists every mount of the namespace, one nsfs file per
+/// container with a network namespace of berthd's among them, so a read per
+/// delete grew with the number of containers (~1 ms at 1,000, on the exit
+/// path). The shim zygote reads it before it forks ([`warm_mounts`]); a
+/// hierarchy mounted after that is not seen by its shims.
+fn mounts() -> io::Result<&'static [PathBuf]> {
+    if let Some(m) = MOUNTS.get() {
+        return Ok(m);
+    }
+    let m = read_mounts()?;
+    Ok(MOUNTS.get_or_init(|| m))
+}
+
+/// Reads the cgroup mount points now, for the forks of this process.
+pub fn warm_mounts() {
+    let _ = mounts();
+}
+
+fn read_mounts() -> io::Result<Vec<PathBuf>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     let mut out = Vec::new();
     for line in info.lines() {

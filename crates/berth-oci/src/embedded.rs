@@ -58,7 +58,13 @@ use crate::{validate_id, Backend, ErrorKind, Io, OciError, CREATE_TIMEOUT, OP_TI
 #[derive(Debug, Clone)]
 pub struct Embedded {
     root: PathBuf,
+    after_create: Option<AfterCreate>,
 }
+
+/// Run in the create's helper, a single-threaded process that exits after
+/// it, with the new init's pid, before the create reports success; an
+/// error fails the create.
+pub type AfterCreate = fn(i32) -> std::io::Result<()>;
 
 /// What a helper reports on its pipe: one JSON line.
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,7 +89,19 @@ impl Embedded {
     /// A backend keeping libcontainer's state under `root` (one directory per
     /// container, like `runc --root`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            after_create: None,
+        }
+    }
+
+    /// What to do in the create's helper once the init exists (see
+    /// [`AfterCreate`]): the shim brings up the loopback of a network
+    /// namespace libcontainer made, in the helper, where `setns` costs the
+    /// shim nothing (a thread of its own would keep its stack cached).
+    pub fn after_create(mut self, f: AfterCreate) -> Self {
+        self.after_create = Some(f);
+        self
     }
 
     fn container_dir(&self, id: &str) -> Result<PathBuf, OciError> {
@@ -362,6 +380,7 @@ impl Backend for Embedded {
         let root = self.root.clone();
         let bundle = bundle.to_path_buf();
         let keep = stdio_fds(&io);
+        let after_create = self.after_create;
         self.helper("create", CREATE_TIMEOUT, &keep, move || {
             std::fs::create_dir_all(&root)
                 .map_err(|e| OciError::other(format!("create failed: {}: {e}", root.display())))?;
@@ -385,10 +404,14 @@ impl Backend for Embedded {
                     .with_detach(true)
                     .build(),
             )?;
-            container
+            let pid = container
                 .pid()
                 .map(|p| p.as_raw())
-                .ok_or_else(|| OciError::other("create failed: no init pid in the state"))
+                .ok_or_else(|| OciError::other("create failed: no init pid in the state"))?;
+            if let Some(f) = after_create {
+                f(pid).map_err(|e| OciError::other(format!("create failed: {e}")))?;
+            }
+            Ok(pid)
         })
     }
 

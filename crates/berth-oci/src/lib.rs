@@ -32,6 +32,7 @@ mod embedded;
 mod seccomp;
 mod sys;
 
+pub use cgroups::warm_mounts as warm_cgroup_mounts;
 pub use cli::Cli;
 pub use embedded::Embedded;
 /// The spec types used in this API (one copy across the stack).

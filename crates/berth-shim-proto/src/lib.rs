@@ -36,6 +36,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod netns;
+
 /// Bumped on any incompatible change to the types below.
 pub const PROTOCOL_VERSION: u32 = 2;
 
@@ -104,6 +106,10 @@ pub struct SpecFacts {
     /// The container has a pid namespace of its own (not joined by path).
     #[serde(default)]
     pub own_pid_ns: bool,
+    /// The runtime makes the container's network namespace (one without a
+    /// path): the embedded runtime's shim brings its loopback up.
+    #[serde(default)]
+    pub own_net_ns: bool,
     /// `process.terminal`.
     #[serde(default)]
     pub terminal: bool,
@@ -157,18 +163,26 @@ impl SpecFacts {
             ),
             None => (false, None),
         };
-        let (cgroup, own_pid_ns) = match c.linux {
-            Some(l) => (
-                l.cgroups_path.filter(|p| p.is_absolute()),
-                l.namespaces.unwrap_or_default().iter().any(|n| {
-                    n.kind == "pid" && n.path.as_ref().is_none_or(|p| p.as_os_str().is_empty())
-                }),
-            ),
-            None => (None, false),
+        let (cgroup, own_pid_ns, own_net_ns) = match c.linux {
+            Some(l) => {
+                let ns = l.namespaces.unwrap_or_default();
+                let own = |kind: &str| {
+                    ns.iter().any(|n| {
+                        n.kind == kind && n.path.as_ref().is_none_or(|p| p.as_os_str().is_empty())
+                    })
+                };
+                (
+                    l.cgroups_path.filter(|p| p.is_absolute()),
+                    own("pid"),
+                    own("network"),
+                )
+            }
+            None => (None, false, false),
         };
         Self {
             cgroup,
             own_pid_ns,
+            own_net_ns,
             terminal,
             console_size,
         }

@@ -83,6 +83,8 @@ fn zygote(placeholder: &OsString) -> i32 {
         return 1;
     }
     let area = sys::argument_area();
+    // Read once here, not in every shim's delete (see the function).
+    berth_oci::warm_cgroup_mounts();
     loop {
         let (path, ready) = match sys::recv_request(0) {
             Ok(Some(r)) => r,
@@ -179,9 +181,30 @@ fn scratch_dir(config: &Path) -> PathBuf {
     std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
+/// Brings `lo` up in the network namespace of the init `pid`. Run in the
+/// create's helper, which has one thread and exits next: its `setns` needs
+/// no undoing.
+fn loopback_up_in_init(pid: i32) -> std::io::Result<()> {
+    let ns = File::open(format!("/proc/{pid}/ns/net"))?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+        std::io::Error::other(format!("join the container's network namespace: {e}"))
+    })?;
+    berth_shim_proto::netns::loopback_up()
+        .map_err(|e| std::io::Error::other(format!("bring the container's loopback up: {e}")))
+}
+
 fn backend(cfg: &ShimConfig, scratch: PathBuf) -> Box<dyn Backend> {
     match &cfg.runtime {
-        RuntimeKind::Embedded => Box::new(Embedded::new(&cfg.runtime_root)),
+        RuntimeKind::Embedded => {
+            let embedded = Embedded::new(&cfg.runtime_root);
+            // libcontainer leaves the loopback of a network namespace it
+            // makes down; runc and crun bring theirs up themselves.
+            Box::new(if shim::spec_facts(cfg).own_net_ns {
+                embedded.after_create(loopback_up_in_init)
+            } else {
+                embedded
+            })
+        }
         RuntimeKind::Cli { path } => Box::new(Cli::new(path, &cfg.runtime_root, scratch)),
     }
 }

@@ -347,7 +347,7 @@ fn console_size(process: Option<&serde_json::Value>) -> Option<(u16, u16)> {
 }
 
 /// The spec's facts, from berthd's shim config or else from the bundle.
-fn spec_facts(cfg: &ShimConfig) -> SpecFacts {
+pub(crate) fn spec_facts(cfg: &ShimConfig) -> SpecFacts {
     match &cfg.facts {
         Some(f) => f.clone(),
         None => std::fs::read(cfg.bundle.join("config.json"))

@@ -767,9 +767,9 @@ pub fn defaults(config: &ImageConfiguration) -> ImageDefaults {
 }
 
 impl RootfsProvider for Images {
-    fn ensure(&self, id: &str) -> Result<(), String> {
+    fn ensure(&self, id: &str) -> Result<crate::shim::Prepared, String> {
         match self.snaps.mount(id) {
-            Ok(_) | Err(SnapshotError::NoSnapshot(_)) => Ok(()),
+            Ok(_) | Err(SnapshotError::NoSnapshot(_)) => Ok(Default::default()),
             Err(e) => Err(e.to_string()),
         }
     }

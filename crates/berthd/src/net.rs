@@ -21,7 +21,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -34,13 +33,14 @@ use berth_net::ports::clash;
 use berth_net::{
     firewall, links, sweep, AttachOptions, Attachment, Cidr, Cni, Driver, Network, PortMapping,
 };
+use berth_shim_proto::netns::{loopback_up, loopback_up_in};
 use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder, Spec};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 use tracing::{debug, warn};
 
 use crate::objevents::Recorder;
-use crate::shim::RootfsProvider;
+use crate::shim::{Prepared, RootfsProvider};
 
 /// The network mode asked for, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -683,7 +683,7 @@ impl Net {
         network: &str,
         aliases: &[String],
         ip: &str,
-        running: bool,
+        running: Option<i32>,
     ) -> Result<(), NetError> {
         let net = self.get_network(network)?;
         let _g = self.locked();
@@ -716,7 +716,9 @@ impl Net {
             names,
             options,
         };
-        if running {
+        if let Some(pid) = running {
+            // A `none` container's namespace is its runtime's until now.
+            self.pin_netns(id, pid).map_err(NetError::Failed)?;
             let used: Vec<String> = self
                 .driver
                 .attachments(id)
@@ -1513,6 +1515,43 @@ impl Net {
         }
     }
 
+    /// Binds the network namespace of a running container whose runtime
+    /// made it (a `none` container's) to the container's namespace file, as
+    /// if berthd had made it: another container is about to join it, or a
+    /// network to be wired into it. From then on it is kept as berthd's own
+    /// are, across the container's restarts, until it is removed.
+    pub fn pin_netns(&self, id: &str, pid: i32) -> Result<(), String> {
+        let run = self.run_lock(id);
+        let _run = run.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.netns_path(id);
+        if is_nsfs(&path) {
+            return Ok(());
+        }
+        let from = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        let bound = std::fs::create_dir_all(self.dir())
+            .and_then(|()| std::fs::File::create(&path).map(drop))
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))
+            .and_then(|()| {
+                nix::mount::mount(
+                    Some(&from),
+                    &path,
+                    None::<&str>,
+                    nix::mount::MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(|e| {
+                    format!(
+                        "cannot bind the container's network namespace to {}: {e}",
+                        path.display()
+                    )
+                })
+            });
+        if bound.is_err() {
+            remove_quietly(&path);
+        }
+        bound
+    }
+
     fn ensure_netns(
         &self,
         id: &str,
@@ -1530,7 +1569,9 @@ impl Net {
             let res = std::fs::File::create(&user)
                 .map_err(|e| format!("cannot create {}: {e}", user.display()))
                 .and_then(|_| crate::userns::make_namespaces(range, &user, &path))
-                .and_then(|()| in_netns(&path, loopback_up));
+                .and_then(|()| {
+                    loopback_up_in(&path).map_err(|e| format!("cannot bring the loopback up: {e}"))
+                });
             if res.is_err() {
                 self.remove_with(id, false);
             }
@@ -1562,15 +1603,22 @@ impl Net {
 }
 
 impl RootfsProvider for Net {
-    fn ensure(&self, id: &str) -> Result<(), String> {
+    fn ensure(&self, id: &str) -> Result<Prepared, String> {
         let run = self.run_lock(id);
         let _run = run.lock().unwrap_or_else(|p| p.into_inner());
         // A container without a plan (a bundle) keeps its spec's network.
         let Some(plan) = self.load_plan(id) else {
-            return Ok(());
+            return Ok(Prepared::default());
         };
+        let mut prepared = Prepared::default();
         if plan.own_netns {
-            self.ensure_netns(id, plan.userns)?;
+            if plan.networks.is_empty() && plan.userns.is_none() && !is_nsfs(&self.netns_path(id)) {
+                // Only `lo` in it, and nothing bound to join: the runtime
+                // makes it (see "Who owns the namespace").
+                prepared.fresh_netns = true;
+            } else {
+                self.ensure_netns(id, plan.userns)?;
+            }
         }
         let mut hosts = plan.hosts.clone();
         for (i, n) in plan.networks.iter().enumerate() {
@@ -1616,7 +1664,7 @@ impl RootfsProvider for Net {
             let p = dir.join(file);
             std::fs::write(&p, data).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
         }
-        Ok(())
+        Ok(prepared)
     }
 
     fn release(&self, id: &str) {
@@ -1701,19 +1749,6 @@ fn host_port_free(m: &PortMapping) -> bool {
     }
 }
 
-/// Runs `f` on a thread of its own that joins the network namespace
-/// bound at `ns` (setns moves only the calling thread).
-fn in_netns(ns: &Path, f: fn() -> std::io::Result<()>) -> Result<(), String> {
-    let file = std::fs::File::open(ns).map_err(|e| format!("cannot open {}: {e}", ns.display()))?;
-    std::thread::spawn(move || -> Result<(), String> {
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("cannot join the network namespace: {e}"))?;
-        f().map_err(|e| format!("cannot bring the loopback up: {e}"))
-    })
-    .join()
-    .map_err(|_| "the network namespace thread panicked".to_string())?
-}
-
 /// Unmounts a container's namespace file and removes it.
 fn unbind(ns: &Path) {
     if let Err(e) = nix::mount::umount2(ns, nix::mount::MntFlags::MNT_DETACH) {
@@ -1765,33 +1800,6 @@ fn teardown_idle(
 fn is_nsfs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
-}
-
-/// Sets IFF_UP on `lo` of the calling thread's network namespace.
-fn loopback_up() -> std::io::Result<()> {
-    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // SAFETY: `ifreq` is plain data, zeroed then given a NUL-terminated
-    // name; the ioctls read and write only that struct, on a socket we own.
-    unsafe {
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
-            *d = *s as libc::c_char;
-        }
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// `NAME:IP` of `--add-host` (the IP may be IPv6, so split at the first colon).
@@ -1884,8 +1892,13 @@ fn resolv_conf(
 pub struct Providers(pub Vec<std::sync::Arc<dyn RootfsProvider>>);
 
 impl RootfsProvider for Providers {
-    fn ensure(&self, id: &str) -> Result<(), String> {
-        self.0.iter().try_for_each(|p| p.ensure(id))
+    fn ensure(&self, id: &str) -> Result<Prepared, String> {
+        self.0.iter().try_fold(Prepared::default(), |all, p| {
+            let one = p.ensure(id)?;
+            Ok(Prepared {
+                fresh_netns: all.fresh_netns || one.fresh_netns,
+            })
+        })
     }
     fn release(&self, id: &str) {
         self.0.iter().for_each(|p| p.release(id));

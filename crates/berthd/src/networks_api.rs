@@ -72,9 +72,11 @@ impl NetworksApi {
     }
 
     /// A container's id and whether its init runs now.
-    fn container(&self, key: &str) -> Result<(String, bool), Status> {
+    /// A container's id, and its init's pid while it runs.
+    fn container(&self, key: &str) -> Result<(String, Option<i32>), Status> {
         let rec = self.sup.inspect(key).map_err(crate::service::status)?;
-        Ok((rec.id.clone(), rec.pid > 0 && rec.state.is_live()))
+        let running = (rec.pid > 0 && rec.state.is_live()).then_some(rec.pid);
+        Ok((rec.id.clone(), running))
     }
 }
 

@@ -370,9 +370,17 @@ impl Service {
                     // It shares the host's: so does this one.
                     None => Mode::Host,
                     Some(n) => {
-                        Mode::Join(n.path().clone().unwrap_or_else(|| {
+                        let path = n.path().clone().unwrap_or_else(|| {
                             PathBuf::from(format!("/proc/{}/ns/net", other.pid))
-                        }))
+                        });
+                        if path == self.net.netns_path(&other.id) {
+                            // A `none` container's namespace is its
+                            // runtime's until another joins it.
+                            self.net.pin_netns(&other.id, other.pid).map_err(|e| {
+                                Status::internal(format!("--network container:{key}: {e}"))
+                            })?;
+                        }
+                        Mode::Join(path)
                     }
                 }
             }

@@ -87,13 +87,21 @@ fn zygote_placeholder(dirs: &Dirs) -> PathBuf {
 /// the container is removed (also as an orphan of a crash).
 pub trait RootfsProvider: Send + Sync {
     /// Make sure the container's root is mounted (a no-op for a container
-    /// that has no root of ours).
-    fn ensure(&self, id: &str) -> Result<(), String>;
+    /// that has no root of ours), and what else its run needs.
+    fn ensure(&self, id: &str) -> Result<Prepared, String>;
     /// Unmount and delete the container's root, if it has one of ours.
     fn release(&self, id: &str);
     /// The container's init has exited, or its run failed to be made:
     /// free what a run holds (its network attachments); the root stays.
     fn stopped(&self, _id: &str) {}
+}
+
+/// What [`RootfsProvider::ensure`] prepared, which the run's spec follows.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    /// Nothing is bound at the spec's network namespace path: the runtime
+    /// makes this run's namespace (the path goes from the spec it gets).
+    pub fresh_netns: bool,
 }
 
 /// berthd's two directories. `root` holds what must outlive a boot: the
@@ -1132,20 +1140,28 @@ impl ShimRuntime {
             }
         }
         // After a reboot an image container's root is no longer mounted.
+        let mut prepared = Prepared::default();
         if let Some(p) = self.rootfs.clone() {
             let id = req.id.clone();
-            tokio::task::spawn_blocking(move || p.ensure(&id))
+            prepared = tokio::task::spawn_blocking(move || p.ensure(&id))
                 .await
                 .map_err(|e| RuntimeError::other(format!("mounting the root failed: {e}")))?
                 .map_err(|e| {
                     RuntimeError::other(format!("cannot mount the container's root: {e}"))
                 })?;
         }
+        let fresh;
+        let run_spec = if prepared.fresh_netns {
+            fresh = without_netns_path(&req.spec);
+            &fresh
+        } else {
+            &req.spec
+        };
         // A previous run's leftovers would be mistaken for this run's.
         for stale in [layout.exit_file(), layout.socket()] {
             let _ = std::fs::remove_file(stale);
         }
-        let spec = self.bundle_spec(&layout.run, &req.spec)?;
+        let spec = self.bundle_spec(&layout.run, run_spec)?;
         let spec_path = layout.run.join("config.json");
         std::fs::write(&spec_path, spec).map_err(|e| io_err("cannot write", &spec_path, e))?;
         // The log exists before the container does, so a reader can open it
@@ -1176,7 +1192,7 @@ impl ShimRuntime {
             exec_dir: layout.exec_dir(),
             shim_log: layout.shim_log(),
             open_stdin: req.open_stdin,
-            facts: Some(spec_facts(&req.spec)),
+            facts: Some(spec_facts(run_spec)),
         };
         let json = serde_json::to_vec_pretty(&config)
             .map_err(|e| RuntimeError::other(format!("cannot serialize the shim config: {e}")))?;
@@ -1217,6 +1233,39 @@ impl ShimRuntime {
     }
 }
 
+/// `spec` with its network namespace made by the runtime (no path).
+fn without_netns_path(spec: &oci_spec::runtime::Spec) -> oci_spec::runtime::Spec {
+    use oci_spec::runtime::LinuxNamespaceType;
+    let mut spec = spec.clone();
+    if let Some(linux) = spec.linux_mut() {
+        if let Some(ns) = linux.namespaces_mut() {
+            for n in ns
+                .iter_mut()
+                .filter(|n| n.typ() == LinuxNamespaceType::Network)
+            {
+                n.set_path(None);
+            }
+        }
+    }
+    spec
+}
+
+/// The spec asks the runtime for a namespace of type `typ` of its own (one
+/// without a path to join).
+fn own_namespace(
+    spec: &oci_spec::runtime::Spec,
+    typ: oci_spec::runtime::LinuxNamespaceType,
+) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n.typ() == typ && n.path().as_ref().is_none_or(|p| p.as_os_str().is_empty())
+            })
+        })
+}
+
 /// What the shim acts on in the spec, handed to it in its config (it would
 /// otherwise parse all of `config.json`, seccomp profile and all, for
 /// these); the same facts `SpecFacts::from_config_json` reads.
@@ -1227,14 +1276,8 @@ fn spec_facts(spec: &oci_spec::runtime::Spec) -> proto::SpecFacts {
         cgroup: linux
             .and_then(|l| l.cgroups_path().clone())
             .filter(|p| p.is_absolute()),
-        own_pid_ns: linux
-            .and_then(|l| l.namespaces().as_ref())
-            .is_some_and(|ns| {
-                ns.iter().any(|n| {
-                    n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid
-                        && n.path().as_ref().is_none_or(|p| p.as_os_str().is_empty())
-                })
-            }),
+        own_pid_ns: own_namespace(spec, oci_spec::runtime::LinuxNamespaceType::Pid),
+        own_net_ns: own_namespace(spec, oci_spec::runtime::LinuxNamespaceType::Network),
         terminal: process.and_then(|p| p.terminal()).unwrap_or(false),
         console_size: process.and_then(|p| p.console_size()).and_then(|b| {
             Some((
@@ -1369,10 +1412,15 @@ mod tests {
             b.build().unwrap()
         };
         let mut specs = vec![Spec::default()];
-        for (cgroup, pid_path, terminal) in [
-            ("/berth/abc", None, true),
-            ("relative/path", Some("/proc/1/ns/pid"), false),
-            ("/x", Some(""), false),
+        for (cgroup, pid_path, net_path, terminal) in [
+            ("/berth/abc", None, None, true),
+            (
+                "relative/path",
+                Some("/proc/1/ns/pid"),
+                Some("/var/lib/berth/netns/abc"),
+                false,
+            ),
+            ("/x", Some(""), Some(""), false),
         ] {
             let mut spec = Spec::default();
             spec.set_linux(Some(
@@ -1381,6 +1429,7 @@ mod tests {
                     .namespaces(vec![
                         ns(LinuxNamespaceType::Mount, None),
                         ns(LinuxNamespaceType::Pid, pid_path),
+                        ns(LinuxNamespaceType::Network, net_path),
                     ])
                     .build()
                     .unwrap(),
@@ -1423,6 +1472,11 @@ mod tests {
         assert!(spec_facts(&specs[2]).cgroup.is_none());
         assert!(!spec_facts(&specs[2]).own_pid_ns);
         assert!(spec_facts(&specs[3]).own_pid_ns);
+        let nets: Vec<bool> = specs[1..]
+            .iter()
+            .map(|s| spec_facts(s).own_net_ns)
+            .collect();
+        assert_eq!(nets, [true, false, true]);
     }
 
     #[test]

@@ -343,8 +343,66 @@ fn restore_removes_what_no_container_owns(rt: Rt) {
     });
 }
 
+/// A `none` container's namespace is its runtime's: nothing is bound for
+/// it in berthd's mount namespace (which every create copies), until
+/// another container joins it or it is connected to a network; from then
+/// on it is kept as berthd's own, across restarts.
+fn none_is_the_runtimes_until_it_is_joined(rt: Rt) {
+    let ns = TestNetns::new();
+    let d = ns.daemon(rt);
+    let netns = d.state_dir().join("netns");
+    let a = d
+        .run(
+            &["-d", "--name", "a", "--network", "none"],
+            &["sleep", "100"],
+        )
+        .ok();
+    let bound = |id: &str| !mount_leftovers(&netns.join(id).display().to_string()).is_empty();
+    assert!(!bound(&a), "a none container's namespace is bound");
+    assert!(!netns.join(&a).exists());
+    let flags = d
+        .berth(&["exec", &a, "cat", "/sys/class/net/lo/flags"])
+        .ok();
+    assert_eq!(flags.trim(), "0x9", "loopback is not up");
+    // A restart makes a new one (nothing held the old; the kernel may give
+    // it the old one's number, so that is not compared).
+    d.berth(&["restart", "-t", "0", &a]).ok();
+    let second = d.berth(&["exec", &a, "readlink", "/proc/self/ns/net"]).ok();
+    assert!(!bound(&a));
+    // A joiner shares it, and pins it: it is bound now, and kept across
+    // the first one's restart.
+    let r = d.run(
+        &["--rm", "--network", "container:a"],
+        &["readlink", "/proc/self/ns/net"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout.trim(), second);
+    assert!(bound(&a), "the joined namespace is not bound");
+    d.berth(&["restart", "-t", "0", &a]).ok();
+    let third = d.berth(&["exec", &a, "readlink", "/proc/self/ns/net"]).ok();
+    assert_eq!(third, second, "a pinned namespace is kept across a restart");
+    // A running none container connected to a network gets its address in
+    // the namespace it has.
+    let b = d.run(&["-d", "--network", "none"], &["sleep", "100"]).ok();
+    let before = d.berth(&["exec", &b, "readlink", "/proc/self/ns/net"]).ok();
+    d.berth(&["network", "connect", "bridge", &b]).ok();
+    let addrs = d.berth(&["exec", &b, "ip", "-o", "-4", "addr"]).ok();
+    assert!(
+        addrs.contains("eth0") && addrs.contains("10.87."),
+        "{addrs}"
+    );
+    let after = d.berth(&["exec", &b, "readlink", "/proc/self/ns/net"]).ok();
+    assert_eq!(before, after);
+    assert!(bound(&b));
+    d.berth(&["rm", "-f", &a, &b]).ok();
+    poll("no network leftovers", Duration::from_secs(10), || {
+        net_leftovers(&d).is_empty().then_some(())
+    });
+}
+
 both_runtimes!(
     bridge_is_the_default_and_is_released,
+    none_is_the_runtimes_until_it_is_joined,
     none_has_only_loopback_up,
     host_shares_the_daemons_namespace,
     container_mode_joins_the_other,
